@@ -1,0 +1,68 @@
+"""Resident memory of the embedded engine over an endless-looking stream.
+
+    python -m benchmarks.memory [--events 10000000] [--accounts 1000000]
+
+Ten million events whose actors and follow targets cycle through a million accounts run
+through the engine with the default settings; RSS is sampled every million events. Once
+every account holds state (follows are 45% of events: after 3 x accounts events) the
+stream adds no new key, so RSS must stay flat: the report gives each sample and max/min
+over the samples after that warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import time
+
+import psutil
+
+from benchmarks.streams import cycling_lines
+from pipeline.engine import Engine
+from pipeline.settings import load_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--accounts", type=int, default=1_000_000)
+    parser.add_argument("--every", type=int, default=1_000_000)
+    args = parser.parse_args()
+    process = psutil.Process()
+    engine = Engine(load_settings())
+    rss_start = process.memory_info().rss
+    samples: list[tuple[int, int, dict[str, int]]] = []
+    done, next_sample = 0, args.every
+    started = time.perf_counter()
+    findings = 0
+    for batch in cycling_lines(args.events, args.accounts):
+        result = engine.process(batch, "memory-benchmark")
+        findings += len(result.findings)
+        done += len(batch)
+        if done >= next_sample:
+            gc.collect()
+            samples.append((done, process.memory_info().rss, engine.state_size()))
+            next_sample += args.every
+    elapsed = time.perf_counter() - started
+    warm = [rss for n, rss, _ in samples if n >= 3 * args.accounts]
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
+    )
+    print(
+        f"{done:,} events cycling through {args.accounts:,} accounts in {elapsed:,.0f} s "
+        f"({done / elapsed:,.0f} events/s), {findings} findings"
+    )
+    print(f"RSS before the stream: {rss_start / 2**20:,.0f} MiB")
+    for n, rss, sizes in samples:
+        print(f"  after {n:>12,} events: RSS {rss / 2**20:8,.0f} MiB  state {sizes}")
+    if warm:
+        print(
+            f"after warm-up (>= {3 * args.accounts:,} events): max/min RSS = "
+            f"{max(warm) / min(warm):.3f} (flat within {max(warm) / min(warm) - 1:.1%})"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Lockstep's runtime: sources, the event contract, event time, keyed stages, sinks and CLI."""

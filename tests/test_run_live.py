@@ -1,0 +1,147 @@
+"""`lockstep run`: the live embedded mode, its /metrics endpoint (scraped over real HTTP),
+the built-in demo, and following a growing file."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, read_jsonl
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(*args: str, stdin: int | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "run", *args],
+        stdin=stdin,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def _scrape(port: int, until: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                text = resp.read().decode()
+            if until in text:
+                return text
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{until!r} never appeared in /metrics:\n{text[-2000:]}")
+
+
+def _wait_for(path: Path, predicate, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            rows = read_jsonl(path)
+            if predicate(rows):
+                return rows
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never satisfied the condition")
+
+
+def _stream_with_jump() -> list[str]:
+    b = StreamBuilder(seed=21)
+    b.poisson_follows("quiet", T0, T0 + 5 * HOUR, rate_per_hour=5)
+    b.burst("quiet", T0 + 4 * HOUR, 300, 3 * MINUTE)
+    b.poisson_follows("later", T0 + 4 * HOUR, T0 + 5 * HOUR, rate_per_hour=600)
+    lines = b.sorted_lines()
+    lines.insert(10, "{not json")
+    return lines
+
+
+def test_stdin_stream_serves_metrics_and_writes_findings_while_running(tmp_path: Path) -> None:
+    port = _free_port()
+    out = tmp_path / "out"
+    proc = _start("-", "--out", str(out), "--metrics-port", str(port), stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(("\n".join(_stream_with_jump()) + "\n").encode())
+        proc.stdin.flush()
+        # stdin is still open: the run is live, yet the burst's window has closed
+        rows = _wait_for(
+            out / "findings.jsonl", lambda r: any(f["subject_id"] == "quiet" for f in r)
+        )
+        assert all(f["detector"] == "follower_jump" for f in rows)
+        text = _scrape(port, 'lockstep_findings_total{article="12",detector="follower_jump"', proc)
+        for needle in (
+            'lockstep_events_total{type="follow"}',
+            "lockstep_inputs_total",
+            'lockstep_dead_letters_total{reason="invalid_json"} 1.0',
+            'lockstep_actions_total{action="human_review",mode="review"}',
+            "lockstep_watermark_lag_seconds",
+            "lockstep_duplicate_events_total",
+            "lockstep_late_events_total",
+            "lockstep_processing_latency_seconds_bucket",
+            'lockstep_state_keys{stage="follower_jump"}',
+        ):
+            assert needle in text, needle
+        assert "quiet" not in text  # no account ids in labels
+    finally:
+        proc.stdin.close()
+    assert proc.wait(timeout=30) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    assert (out / "dead_letter.jsonl").read_text().count("\n") == 1
+
+
+def test_demo_shows_a_follower_jump(tmp_path: Path) -> None:
+    port = _free_port()
+    out = tmp_path / "demo"
+    proc = _start("--demo", "--out", str(out), "--metrics-port", str(port))
+    text = _scrape(port, "lockstep_events_total", proc)
+    assert "lockstep_inputs_total" in text
+    _stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    findings = read_jsonl(out / "findings.jsonl")
+    assert {f["subject_id"] for f in findings} == {"creator_07"}
+    assert "creator_07" in stderr.decode() and "follower_jump" in stderr.decode()
+    assert read_jsonl(out / "actions.jsonl")
+    reasons = {d["reason"] for d in read_jsonl(out / "dead_letter.jsonl")}
+    assert reasons == {"invalid_json", "unknown_type"}
+
+
+def test_follow_mode_reads_a_growing_file_until_stopped(tmp_path: Path) -> None:
+    events = tmp_path / "growing.jsonl"
+    lines = _stream_with_jump()
+    half = len(lines) // 2
+    events.write_text("\n".join(lines[:half]) + "\n")
+    out = tmp_path / "out"
+    proc = _start(str(events), "--follow", "--out", str(out), "--metrics-port", "0")
+    try:
+        time.sleep(1.0)
+        with open(events, "a") as handle:
+            for line in lines[half:]:
+                handle.write(line + "\n")
+        _wait_for(out / "findings.jsonl", lambda r: any(f["subject_id"] == "quiet" for f in r))
+        assert proc.poll() is None  # still following
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_busy_metrics_port_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _start(
+            "-", "--out", str(tmp_path), "--metrics-port", str(port), stdin=subprocess.PIPE
+        )
+        _, stderr = proc.communicate(b"", timeout=30)
+    assert proc.returncode == 2
+    assert len(stderr.decode().strip().splitlines()) == 1 and str(port) in stderr.decode()
