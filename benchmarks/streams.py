@@ -73,12 +73,17 @@ def mixed_lines(
             yield line.encode() + b"\n"
 
 
+CYCLE_KINDS = ("follow",) * 8 + ("unfollow", "click")
+FOLLOW_SHARE = CYCLE_KINDS.count("follow") / len(CYCLE_KINDS)
+
+
 def cycling_lines(n: int, accounts: int, rate_per_s: int = 2_000) -> Iterator[list[bytes]]:
-    """n events in batches, half of them follows, whose targets (and all actors) cycle
-    through `accounts` ids: after ~2.2 * accounts events every account holds follower state,
-    and every event after that adds no new key: what must stay flat is memory."""
+    """n events in batches, 80% of them follows, whose targets (and all actors) cycle
+    through `accounts` ids: every `accounts / FOLLOW_SHARE` events each account receives a
+    follow, so after the first cycles no event adds a key: what must stay flat is memory.
+    (Follow-heavy on purpose: follower state is what a cycle of accounts builds.)"""
     rng = random.Random(1)
-    kinds = ("follow", "click") * 9 + ("unfollow", "comment")
+    kinds = CYCLE_KINDS
     step = 1000 / rate_per_s
     chunk = 20_000
     follows = 0

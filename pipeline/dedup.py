@@ -1,10 +1,10 @@
 """Drop redelivered events: an `event_id` seen within the horizon is not counted again.
 
-Ids live in two generations of dicts. When the watermark has moved a horizon past the
+Ids live in two generations of sets. When the watermark has moved a horizon past the
 current generation's start (or it holds half of `max_ids`), the older generation is
 dropped and the current one becomes the older. So an id is remembered for at least one
 horizon of event time, memory is bounded by two horizons of ids and never exceeds
-`max_ids`, and the per-event cost is two dict lookups and one insert.
+`max_ids`, and the per-event cost is two set lookups and one insert.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ class Deduplicator:
     def __init__(self, horizon_ms: int, max_ids: int) -> None:
         self.horizon_ms = horizon_ms
         self.max_ids = max_ids
-        self.current: dict[str, int] = {}
-        self.previous: dict[str, int] = {}
+        self.current: set[str] = set()
+        self.previous: set[str] = set()
         self.generation_start = NO_TIME
 
     def __len__(self) -> int:
@@ -28,11 +28,11 @@ class Deduplicator:
     def __contains__(self, event_id: str) -> bool:
         return event_id in self.current or event_id in self.previous
 
-    def first_time(self, event_id: str, ts: int) -> bool:
+    def first_time(self, event_id: str) -> bool:
         """True the first time an id is offered (and remembers it), False for a redelivery."""
         if event_id in self.current or event_id in self.previous:
             return False
-        self.current[event_id] = ts
+        self.current.add(event_id)
         return True
 
     def expire(self, watermark: int) -> None:
@@ -46,5 +46,5 @@ class Deduplicator:
             or len(self.current) >= self.max_ids // 2
         ):
             self.previous = self.current
-            self.current = {}
+            self.current = set()
             self.generation_start = watermark

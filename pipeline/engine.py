@@ -132,7 +132,7 @@ class Engine:
             if event_id in seen_now or event_id in seen_before:
                 duplicates += 1
                 continue
-            seen_now[event_id] = ts
+            seen_now.add(event_id)
             if ts > max_ts:
                 max_ts = ts
                 watermark = ts - lateness

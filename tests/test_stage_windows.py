@@ -147,15 +147,15 @@ def test_key_state_survives_pickling_for_table_stores() -> None:
 def test_dedup_remembers_at_least_a_horizon_and_is_capped() -> None:
     dedup = Deduplicator(horizon_ms=10_000, max_ids=1000)
     dedup.expire(T0)
-    assert dedup.first_time("a", T0) and not dedup.first_time("a", T0)
+    assert dedup.first_time("a") and not dedup.first_time("a")
     for step in range(1, 11):  # a full horizon of watermark progress
         dedup.expire(T0 + step * 1_000)
-        assert not dedup.first_time("a", T0), step
+        assert not dedup.first_time("a"), step
     dedup.expire(T0 + 20_000)
     dedup.expire(T0 + 30_000)
-    assert dedup.first_time("a", T0)  # two horizons later: forgotten
+    assert dedup.first_time("a")  # two horizons later: forgotten
     for i in range(5000):
-        dedup.first_time(f"id{i}", T0 + 40_000)
+        dedup.first_time(f"id{i}")
         dedup.expire(T0 + 40_000)
     assert len(dedup) <= 1000
 
