@@ -1,8 +1,8 @@
 """The embedded runtime's core: raw inputs in, findings, actions and dead letters out.
 
-One batch at a time: decode and validate (dead-letter what fails), drop redelivered ids,
-advance the watermark, dead-letter what falls behind it, hand each stage the events it
-wants, then close the windows the watermark has passed. Nothing here does I/O; callers
+One batch at a time: the gate decodes and validates (dead-lettering what fails), drops
+redelivered ids and late events and advances the watermark; each stage then gets the
+events it wants, and the windows the watermark has passed are closed. Nothing here does I/O; callers
 (`lockstep replay`, `lockstep run`, the Faust worker) read inputs and write outputs.
 """
 
@@ -14,13 +14,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import msgspec
-
-from pipeline.deadletter import DeadLetter, dead_letter
-from pipeline.dedup import Deduplicator
+from pipeline.deadletter import DeadLetter
 from pipeline.detectors import build_stages
-from pipeline.events import EVENT_TYPES, NO_TIME, Event, classify, decoder, to_epoch_ms
+from pipeline.events import NO_TIME
 from pipeline.findings import Action, Finding
+from pipeline.gate import Gate
 from pipeline.review import ReviewPolicy
 from pipeline.settings import Settings
 from pipeline.stage import KeyedRunner, Stage
@@ -60,15 +58,10 @@ class Engine:
         self.runners = [
             KeyedRunner(s) for s in (build_stages(settings) if stages is None else stages)
         ]
-        self._routes: dict[str, list[KeyedRunner]] = {t: [] for t in EVENT_TYPES}
-        for runner in self.runners:
-            for event_type in runner.stage.event_types:
-                self._routes[event_type].append(runner)
-        self.dedup = Deduplicator(settings.dedup.horizon_ms, settings.dedup.max_ids)
+        self.gate = Gate(settings, wall_clock)
         self.review = ReviewPolicy(settings.review.min_severity)
         self.stats = Stats()
         self.lock = threading.Lock()  # held while stats change, so a scrape sees a whole batch
-        self._wall_clock = wall_clock
         self._last_eviction = NO_TIME
 
     @property
@@ -82,86 +75,29 @@ class Engine:
         first_position: int = 1,
         positions: Sequence[int | str] | None = None,
     ) -> BatchResult:
-        """Run one batch of raw inputs (JSON lines or record values) through every stage.
-
-        Positions name each input in its source for dead letters: `positions[i]` when
-        given (Kafka offsets), else `first_position + i` (line numbers).
-        """
-        cfg = self.settings
-        keep = cfg.input.dead_letter_raw_bytes
-        max_bytes = cfg.input.max_event_bytes
-        min_ts = cfg.input.min_ts_ms
-        max_ts_allowed = int(self._wall_clock() * 1000) + cfg.input.max_future_ms
-        lateness = cfg.event_time.allowed_lateness_ms
-        seen_now, seen_before = self.dedup.current, self.dedup.previous
-        decode = decoder.decode
-        by_type: dict[str, list[Event]] = {t: [] for t in EVENT_TYPES}
-        dead: list[DeadLetter] = []
-        max_ts = self.stats.max_event_ts
-        watermark = max_ts - lateness
-        duplicates = blank = 0
-
-        def reject(i: int, reason: str, detail: str) -> None:
-            where = positions[i] if positions is not None else first_position + i
-            dead.append(dead_letter(reason, detail, source, where, raws[i], keep))
-
-        for i, raw in enumerate(raws):
-            if len(raw) > max_bytes:
-                reject(i, "too_large", f"input is {len(raw)} bytes; the limit is {max_bytes}")
-                continue
-            try:
-                event = decode(raw)
-            except msgspec.DecodeError as exc:
-                if raw.isspace() or not raw:
-                    blank += 1
-                else:
-                    reject(i, classify(exc), str(exc))
-                continue
-            ts = event.ts
-            if ts.__class__ is not int:
-                ts = event.ts = to_epoch_ms(ts)
-            if ts < min_ts or ts > max_ts_allowed:
-                reject(
-                    i,
-                    "invalid_value",
-                    f"ts {ts} is not plausible epoch milliseconds"
-                    " (before 2000 or too far in the future)",
-                )
-                continue
-            event_id = event.event_id
-            if event_id in seen_now or event_id in seen_before:
-                duplicates += 1
-                continue
-            seen_now.add(event_id)
-            if ts > max_ts:
-                max_ts = ts
-                watermark = ts - lateness
-            elif ts < watermark:
-                reject(i, "late", f"event time {ts} is {watermark - ts} ms behind the watermark")
-                continue
-            by_type[event.type].append(event)
-
+        """Run one batch of raw inputs through the gate, every stage and the policy."""
+        admitted = self.gate.admit(raws, source, first_position, positions)
+        by_type = admitted.by_type
         for runner in self.runners:
             for event_type in runner.stage.event_types:
                 runner.add_batch(by_type[event_type])
-        self.dedup.expire(watermark)
+        watermark = self.gate.watermark
         findings = self._advance(watermark)
         actions = self.review.actions_for(findings)
-        events = sum(len(v) for v in by_type.values())
         with self.lock:
             st = self.stats
             st.inputs += len(raws)
-            st.blank_lines += blank
-            st.duplicates += duplicates
-            st.max_event_ts = max_ts
+            st.blank_lines += admitted.blank
+            st.duplicates += admitted.duplicates
+            st.max_event_ts = self.gate.max_ts
             st.watermark = max(st.watermark, watermark)
             for event_type, evs in by_type.items():
                 if evs:
                     st.events_by_type[event_type] += len(evs)
-            for d in dead:
+            for d in admitted.dead_letters:
                 st.dead_letters_by_reason[d.reason] += 1
             self._count_outputs(findings, actions)
-        return BatchResult(findings, actions, dead, events)
+        return BatchResult(findings, actions, admitted.dead_letters, admitted.events)
 
     def finish(self) -> BatchResult:
         """The input has ended: close every open window and report what it holds."""
@@ -196,7 +132,7 @@ class Engine:
     def state_size(self) -> dict[str, int]:
         """Keys held per stage and ids held by the de-duplicator (memory introspection)."""
         sizes = {r.stage.detector: len(r) for r in self.runners}
-        sizes["dedup_ids"] = len(self.dedup)
+        sizes["dedup_ids"] = len(self.gate.dedup)
         return sizes
 
 
