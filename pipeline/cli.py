@@ -143,6 +143,49 @@ def _print_findings(result: BatchResult) -> None:
         )
 
 
+@app.command()
+def worker(
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Port for /metrics (0: off).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Run a distributed worker: the same stages as Faust agents on Kafka.
+
+    Configured by config/ and LOCKSTEP_KAFKA_BROKER, LOCKSTEP_TOPIC_PREFIX,
+    LOCKSTEP_PARTITIONS, LOCKSTEP_STORE and LOCKSTEP_DATA_DIR.
+    """
+    from pipeline.worker import run_worker
+
+    settings = _settings(config)
+    run_worker(settings, settings.run.metrics_port if metrics_port is None else metrics_port)
+
+
+@app.command()
+def produce(
+    events: Annotated[str, typer.Argument(help="JSONL file, .jsonl.gz, or - for standard input.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Load a JSONL file into the input topics, one topic per event type."""
+    import asyncio
+
+    from pipeline.produce import produce as run_produce
+
+    settings = _settings(config)
+    try:
+        sent = asyncio.run(run_produce(events, settings))
+    except InputError as exc:
+        raise _fail(str(exc), 1) from None
+    except Exception as exc:  # the broker is down or refuses: say so in one line
+        raise _fail(f"cannot produce to {settings.kafka.broker}: {exc}", 1) from None
+    total = sum(sent.values())
+    err.print(
+        f"produced {total:,} records to {settings.kafka.topic_prefix}.events.*: "
+        + ", ".join(f"{k} {n:,}" for k, n in sorted(sent.items())),
+        markup=False,
+    )
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None) -> None:
     """Print the effective settings (defaults plus any overlay) as JSON."""

@@ -8,21 +8,50 @@ account ids never become labels.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pipeline.engine import Engine
+from pipeline.engine import Stats
 from pipeline.events import NO_TIME
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
+# Every metric family Lockstep exports, as a scrape names it (dashboards are checked
+# against this list, and a test checks the list against a real scrape).
+EXPORTED_METRICS: tuple[str, ...] = (
+    "lockstep_inputs_total",
+    "lockstep_events_total",
+    "lockstep_dead_letters_total",
+    "lockstep_duplicate_events_total",
+    "lockstep_late_events_total",
+    "lockstep_findings_total",
+    "lockstep_actions_total",
+    "lockstep_watermark_timestamp_seconds",
+    "lockstep_watermark_lag_seconds",
+    "lockstep_state_keys",
+    "lockstep_processing_latency_seconds",
+    "lockstep_consumer_lag_records",
+)
+
+
+class Observed(Protocol):
+    """What the collector reads: the embedded Engine, or a distributed worker's state."""
+
+    stats: Stats
+    lock: threading.Lock
+
+    def state_size(self) -> dict[str, int]: ...
+
+
 class EngineCollector(Collector):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Observed) -> None:
         self.engine = engine
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -36,6 +65,7 @@ class EngineCollector(Collector):
             actions = dict(st.actions_by_type)
             watermark = st.watermark
             sizes = engine.state_size()
+            lag = engine.consumer_lag() if hasattr(engine, "consumer_lag") else None
         yield _counter("lockstep_inputs", "Raw inputs read (lines or records).", inputs)
         events = CounterMetricFamily(
             "lockstep_events", "Valid events processed, by type.", labels=["type"]
@@ -84,6 +114,15 @@ class EngineCollector(Collector):
         for stage, n in sorted(sizes.items()):
             keys.add_metric([stage], n)
         yield keys
+        if lag is not None:
+            behind = GaugeMetricFamily(
+                "lockstep_consumer_lag_records",
+                "Records not yet consumed, by input topic.",
+                labels=["topic"],
+            )
+            for topic, n in sorted(lag.items()):
+                behind.add_metric([topic], n)
+            yield behind
 
 
 def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
@@ -93,7 +132,7 @@ def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
 class Metrics:
     """A registry for one engine, plus the batch-latency histogram the run loop observes."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Observed) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(EngineCollector(engine))
         self.latency = Histogram(

@@ -6,6 +6,8 @@ so a typo or a wrong type in a user file fails with one clear line instead of be
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,6 +76,17 @@ class RunSettings(_Strict):
     metrics_port: int
 
 
+class KafkaSettings(_Strict):
+    broker: str
+    topic_prefix: str
+    partitions: int
+    store: Literal["rocksdb", "memory"]
+    data_dir: str
+    batch_size: int
+    batch_wait_s: float
+    commit_interval_s: float
+
+
 class Settings(_Strict):
     input: InputSettings
     event_time: EventTimeSettings
@@ -82,6 +95,7 @@ class Settings(_Strict):
     severity: SeveritySettings
     review: ReviewSettings
     run: RunSettings
+    kafka: KafkaSettings
 
 
 class ConfigError(Exception):
@@ -125,6 +139,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
     if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:
         raise ConfigError("dedup: max_ids must be > 0 and horizon_ms >= 0")
+    if settings.kafka.partitions <= 0 or settings.kafka.batch_size <= 0:
+        raise ConfigError("kafka: partitions and batch_size must be > 0")
     if settings.run.batch_size <= 0:
         raise ConfigError("run.batch_size must be > 0")
     cut = settings.severity
@@ -132,13 +148,40 @@ def _check(settings: Settings) -> None:
         raise ConfigError("severity: need 0 <= low <= medium <= high <= critical <= 1")
 
 
+# Environment variables that override a setting (containers are configured this way).
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "LOCKSTEP_KAFKA_BROKER": ("kafka", "broker"),
+    "LOCKSTEP_TOPIC_PREFIX": ("kafka", "topic_prefix"),
+    "LOCKSTEP_PARTITIONS": ("kafka", "partitions"),
+    "LOCKSTEP_STORE": ("kafka", "store"),
+    "LOCKSTEP_DATA_DIR": ("kafka", "data_dir"),
+}
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    overlay: dict[str, Any] = {}
+    for name, (section, key) in ENVIRONMENT.items():
+        if name in environ:
+            value: Any = environ[name]
+            if key == "partitions":
+                try:
+                    value = int(value)
+                except ValueError:
+                    raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+            overlay.setdefault(section, {})[key] = value
+    return overlay
+
+
 def load_settings(
-    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Defaults from config/lockstep.yaml, then the user's file, then in-code overrides."""
+    """Defaults from config/lockstep.yaml, the user's file, LOCKSTEP_* variables, overrides."""
     data = _read_yaml(DEFAULT_CONFIG)
     if path is not None:
         data = _merge(data, _read_yaml(Path(path)))
+    data = _merge(data, _from_environment(os.environ if environ is None else environ))
     if overrides:
         data = _merge(data, overrides)
     try:

@@ -32,20 +32,24 @@ class WindowSpec(NamedTuple):
 
 
 class KeyState:
-    """What a runner keeps per key: open panes, the stage's model, and when it last closed."""
+    """What a runner keeps per key: open panes, the stage's model, when it last closed a
+    window, and (distributed runtime only) the event ids already counted per open pane."""
 
-    __slots__ = ("last_ts", "model", "panes")
+    __slots__ = ("last_ts", "model", "panes", "seen_ids")
 
     def __init__(self, model: Any) -> None:
         self.panes: dict[int, Any] = {}
         self.model = model
         self.last_ts = 0
+        self.seen_ids: dict[int, set[str]] | None = None
 
-    def __getstate__(self) -> tuple[dict[int, Any], Any, int]:
-        return self.panes, self.model, self.last_ts
+    def __getstate__(self) -> tuple[dict[int, Any], Any, int, dict[int, set[str]] | None]:
+        return self.panes, self.model, self.last_ts, self.seen_ids
 
-    def __setstate__(self, state: tuple[dict[int, Any], Any, int]) -> None:
-        self.panes, self.model, self.last_ts = state
+    def __setstate__(
+        self, state: tuple[dict[int, Any], Any, int, dict[int, set[str]] | None]
+    ) -> None:
+        self.panes, self.model, self.last_ts, self.seen_ids = state
 
 
 class Stage(ABC):

@@ -1,0 +1,45 @@
+"""Reading a whole topic from the beginning to its current end, with a plain consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+
+async def read_to_end(
+    bootstrap: str, topic: str, partitions: int, wait_s: float = 30.0
+) -> list[ConsumerRecord]:
+    """Every record now in `topic`. A topic created moments ago may not be in the
+    client's metadata yet: wait (up to `wait_s`) until its partitions have leaders."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + wait_s
+        while consumer._client.cluster.partitions_for_topic(topic) is None:
+            if time.monotonic() > deadline:
+                return []  # the topic does not exist: nothing was ever written to it
+            consumer._client.add_topic(topic)
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            consumer.seek(tp, starts[tp])
+        records: list[ConsumerRecord] = []
+        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
+        while remaining:
+            for batch in (await consumer.getmany(*remaining, timeout_ms=500)).values():
+                records.extend(batch)
+            remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
+        return records
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):  # aiokafka cancels its idle task
+            await consumer.stop()

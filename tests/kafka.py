@@ -1,0 +1,37 @@
+"""A real Kafka broker for tests, started with deploy/kafka/kafka.sh (never faked)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
+
+
+class Broker:
+    def __init__(self, port: int, data_dir: Path) -> None:
+        self.port = port
+        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DATA_DIR": str(data_dir)}
+        self.bootstrap = f"127.0.0.1:{port}"
+
+    def run(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(SCRIPT), command],
+            env=self.env,
+            text=True,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def start(self) -> None:
+        proc = self.run("start")
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"could not start Kafka with {SCRIPT}:\n{proc.stdout}\n{proc.stderr}"
+            )
+
+    def stop(self) -> None:
+        self.run("clean", timeout=120)

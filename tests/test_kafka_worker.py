@@ -1,0 +1,196 @@
+"""The distributed runtime on a real Kafka broker: two `lockstep worker` processes find
+exactly what `lockstep replay` finds on the same input, and a worker killed with SIGKILL
+mid-stream and restarted loses no finding and emits no action twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from pipeline.kafka_io import read_to_end
+from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
+from tests.kafka import Broker
+
+PARTITIONS = 2
+PORTS: dict[str, int] = {}  # worker name -> its metrics port, for diagnostics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _diagnostics() -> str:
+    """What each worker's /metrics says, to explain a failure."""
+    lines = []
+    for name, port in PORTS.items():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError as exc:
+            lines.append(f"{name}: {exc}")
+            continue
+        keep = [
+            x
+            for x in text.splitlines()
+            if x.startswith(
+                (
+                    "lockstep_inputs",
+                    "lockstep_water",
+                    "lockstep_findings",
+                    "lockstep_dead",
+                    "lockstep_duplicate",
+                    "lockstep_consumer",
+                )
+            )
+        ]
+        lines.append(f"{name}: " + "; ".join(keep))
+    return "\n".join(lines)
+
+
+def _stream(hours: int, seed: int) -> list[str]:
+    """Organic follows to many accounts, three bought bursts, a bad line and redeliveries."""
+    b = StreamBuilder(seed=seed)
+    for i in range(40):
+        b.poisson_follows(f"acct{i}", T0, T0 + hours * HOUR, rate_per_hour=2 + 4 * i)
+    b.burst("acct1", T0 + 2 * HOUR + 7 * MINUTE, 300, 4 * MINUTE)
+    b.burst("acct7", T0 + (hours - 2) * HOUR + 2 * MINUTE, 400, 6 * MINUTE, prefix="ring")
+    b.burst("acct20", T0 + (hours - 1) * HOUR, 250, 3 * MINUTE, prefix="farm")
+    lines = b.sorted_lines()
+    for i in range(0, len(lines), 997):  # upstream redeliveries, right behind the original
+        lines.insert(i + 3, lines[i])
+    lines.insert(100, "{not json")
+    return lines
+
+
+def _env(broker: Broker, prefix: str, data_dir: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LOCKSTEP_KAFKA_BROKER": broker.bootstrap,
+        "LOCKSTEP_TOPIC_PREFIX": prefix,
+        "LOCKSTEP_PARTITIONS": str(PARTITIONS),
+        "LOCKSTEP_STORE": "memory",
+        "LOCKSTEP_DATA_DIR": str(data_dir),
+    }
+
+
+def _worker(env: dict[str, str], name: str, log_dir: Path) -> subprocess.Popen[bytes]:
+    log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the worker
+    port = _free_port()
+    PORTS[name] = port
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "worker", "--metrics-port", str(port)],
+        env={**env, "LOCKSTEP_DATA_DIR": str(log_dir / name)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _read(bootstrap: str, topic: str) -> list[dict]:
+    records = asyncio.run(read_to_end(bootstrap, topic, PARTITIONS, wait_s=5))
+    return [json.loads(r.value) for r in records]
+
+
+def _replay(tmp_path: Path, lines: list[str]) -> tuple[Path, set[str]]:
+    events = write_lines(tmp_path / "events.jsonl", lines)
+    proc = lockstep("replay", str(events), "--out", str(tmp_path / "replay"))
+    assert proc.returncode == 0, proc.stderr.decode()
+    expected = {f["finding_id"] for f in read_jsonl(tmp_path / "replay" / "findings.jsonl")}
+    return events, expected
+
+
+def _wait_for_findings(
+    broker: Broker, prefix: str, expected: set[str], workers: list, timeout: float = 180
+) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    found: list[dict] = []
+    while time.monotonic() < deadline:
+        for w in workers:
+            assert w.poll() is None, f"a worker exited with {w.returncode}"
+        found = _read(broker.bootstrap, f"{prefix}.findings")
+        if expected <= {f["finding_id"] for f in found}:
+            return found
+        time.sleep(2)
+    missing = expected - {f["finding_id"] for f in found}
+    raise AssertionError(f"missing findings: {missing}\n{_diagnostics()}")
+
+
+def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
+    for w in workers:
+        if w.poll() is None:
+            w.send_signal(signal.SIGTERM)
+    for w in workers:
+        try:
+            w.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            w.kill()
+
+
+def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> None:
+    lines = _stream(hours=6, seed=31)
+    events, expected = _replay(tmp_path, lines)
+    assert len(expected) >= 3
+    env = _env(kafka, "same", tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
+    try:
+        found = _wait_for_findings(kafka, "same", expected, workers)
+        time.sleep(3)  # anything extra would show up now
+        found = _read(kafka.bootstrap, "same.findings")
+    finally:
+        _stop(workers)
+    assert {f["finding_id"] for f in found} == expected
+    dead = _read(kafka.bootstrap, "same.dead-letters")
+    assert [d["reason"] for d in dead] == ["invalid_json"]
+    actions = _read(kafka.bootstrap, "same.actions")
+    ids = [a["action_id"] for a in actions]
+    assert len(ids) == len(set(ids)) > 0
+
+
+def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_path: Path) -> None:
+    lines = _stream(hours=10, seed=37)
+    events, expected = _replay(tmp_path, lines)
+    env = _env(kafka, "crash", tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
+    try:
+        deadline = time.monotonic() + 120
+        while not _read(kafka.bootstrap, "crash.findings"):  # mid-stream: some findings out
+            assert time.monotonic() < deadline, "no finding before the kill"
+            time.sleep(0.5)
+        workers[1].send_signal(signal.SIGKILL)
+        workers[1].wait(timeout=10)
+        time.sleep(2)
+        workers[1] = _worker(env, "w2", tmp_path)
+        _wait_for_findings(kafka, "crash", expected, workers, timeout=240)
+        time.sleep(5)
+        actions = _read(kafka.bootstrap, "crash.actions")
+    finally:
+        _stop(workers)
+    ids = [a["action_id"] for a in actions]
+    assert len(ids) == len(set(ids)), "an action_id appeared twice"
+    replay_actions = {a["action_id"] for a in read_jsonl(tmp_path / "replay" / "actions.jsonl")}
+    assert set(ids) == replay_actions
