@@ -162,8 +162,9 @@ class TableRunner(KeyedRunner):
         hop = self.stage.window.hop_ms
         for key in self.store:
             state = self.store.get(key)
-            if state is not None and state.panes:
-                self._due.setdefault(min(state.panes) + hop, set()).add(key)
+            if state is not None:
+                for pane in state.panes:  # each open pane's first window, as add_batch does
+                    self._due.setdefault(pane + hop, set()).add(key)
 
     def filter(self, events: list[Any], watermark: int) -> tuple[list[Any], list[Any]]:
         """(fresh events, late events); redeliveries are counted in `duplicates`. Every

@@ -144,37 +144,35 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
         for d in dead:
             await dead_topic.send(value=_encode(d))
 
+    # A batch's events must reach a stage partition before any report of the watermark
+    # that admitting them produced: the heartbeat may not interleave with a batch.
+    forwarding = asyncio.Lock()
+
     @app.agent(inputs, name="ingest")
     async def ingest_agent(stream: Any) -> None:
         async for events in stream.take_events(kafka.batch_size, within=kafka.batch_wait_s):
             started = time.perf_counter()
-            by_tp: dict[str, tuple[list[bytes], list[int]]] = defaultdict(lambda: ([], []))
-            for event in events:
-                message = event.message
-                name = f"{message.topic}:{message.partition}"
-                raws, offsets = by_tp[name]
-                raws.append(message.value or b"")
-                offsets.append(message.offset)
-                last_offset[name] = message.offset
-            admitted = [ingest.admit(tp, raws, offs) for tp, (raws, offs) in by_tp.items()]
-            with state.lock:
-                st = state.stats
-                st.inputs += len(events)
-                for a in admitted:
-                    st.duplicates += a.duplicates
-                    st.blank_lines += a.blank
-                    for event_type, evs in a.by_type.items():
-                        if evs:
-                            st.events_by_type[event_type] += len(evs)
-                    for d in a.dead_letters:
-                        st.dead_letters_by_reason[d.reason] += 1
-            for a in admitted:
-                await send_dead(a.dead_letters)
-            await forward(admitted)
-            # Delivered before the input offsets can be committed: a crash then re-reads
-            # the input instead of losing what was in flight.
-            await app.producer.flush()
+            async with forwarding:
+                await ingest_batch(events)
             state.observe_latency(time.perf_counter() - started)
+
+    async def ingest_batch(events: list) -> None:
+        by_tp: dict[str, tuple[list[bytes], list[int]]] = defaultdict(lambda: ([], []))
+        for event in events:
+            message = event.message
+            name = f"{message.topic}:{message.partition}"
+            raws, offsets = by_tp[name]
+            raws.append(message.value or b"")
+            offsets.append(message.offset)
+            last_offset[name] = message.offset
+        admitted = [ingest.admit(tp, raws, offs) for tp, (raws, offs) in by_tp.items()]
+        _count_ingest(state, len(events), admitted)
+        for a in admitted:
+            await send_dead(a.dead_letters)
+        await forward(admitted)
+        # Delivered before the input offsets can be committed: a crash then re-reads the
+        # input instead of losing what was in flight.
+        await app.producer.flush()
 
     async def forward(admitted: list) -> None:
         for topic, partition, record in ingest.pack(admitted, progress()):
@@ -185,7 +183,8 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
         """Report input progress even when no input arrives (idle or empty partitions),
         so stage watermarks never wait on a partition that has nothing to say."""
         if any(tp.topic in topics.inputs for tp in app.consumer.assignment()):
-            await forward([])
+            async with forwarding:
+                await forward([])
 
     def stage_agent(stage: Any) -> None:
         table = app.Table(
@@ -249,6 +248,20 @@ def declared_topics(settings: Settings) -> list[str]:
     topics = Topics.from_settings(settings.kafka)
     stage_topics = [topics.stage(s.detector) for s in build_stages(settings)]
     return [*topics.inputs, *stage_topics, topics.findings, topics.actions, topics.dead_letters]
+
+
+def _count_ingest(state: WorkerState, inputs: int, admitted: list) -> None:
+    with state.lock:
+        st = state.stats
+        st.inputs += inputs
+        for a in admitted:
+            st.duplicates += a.duplicates
+            st.blank_lines += a.blank
+            for event_type, evs in a.by_type.items():
+                if evs:
+                    st.events_by_type[event_type] += len(evs)
+            for d in a.dead_letters:
+                st.dead_letters_by_reason[d.reason] += 1
 
 
 def _count(

@@ -70,22 +70,26 @@ def test_stage_partitions_find_what_the_embedded_engine_finds_despite_redelivery
 
 def test_a_restarted_partition_recovers_from_the_table_and_drops_what_it_closed() -> None:
     b = StreamBuilder(seed=5)
-    b.poisson_follows("acct", T0, T0 + 2 * HOUR, rate_per_hour=30)
+    b.poisson_follows("acct", T0, T0 + 3 * HOUR, rate_per_hour=30)
     events = _events(b.sorted_lines())
     table: dict[str, bytes] = {}
     partition = TOPICS.partition_of("acct")
     first = _stage_partition(table, partition, {"in:0"})
     half = len(events) // 2
-    first.apply(StageBatch(events[:half], {"in:0": (events[half].ts - 30_000, False)}), "s")
+    # the watermark lags 40 minutes behind what has arrived: many panes are still open
+    first.apply(StageBatch(events[:half], {"in:0": (events[half].ts - 40 * MINUTE, False)}), "s")
     first.runner.store.flush()
     closed_until = first.runner.store.get("acct").last_ts
     assert closed_until > T0
 
     again = _stage_partition(table, partition, {"in:0"})  # a new owner, state from the table
     assert again.runner.store.get("acct").last_ts == closed_until
-    assert again.runner._due  # open windows re-armed
+    state = again.runner.store.get("acct")
+    armed = {end for end, keys in again.runner._due.items() if "acct" in keys}
+    assert len(state.panes) >= 3
+    assert armed == {pane + 300_000 for pane in state.panes}  # every open window re-armed
     # what a crash re-reads: the last minutes before it, some of them in closed windows
-    redelivered = [e for e in events[:half] if e.ts >= events[half].ts - 8 * MINUTE]
+    redelivered = [e for e in events[:half] if e.ts >= events[half].ts - 45 * MINUTE]
     assert any(e.ts - e.ts % 300_000 + 300_000 <= closed_until for e in redelivered)
     _, late = again.apply(StageBatch(redelivered, {"in:0": (NO_TIME, False)}), "s")
     assert late == []  # a redelivery, even into a closed window, is not late

@@ -153,6 +153,8 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
         found = _wait_for_findings(kafka, "same", expected, workers)
         time.sleep(3)  # anything extra would show up now
         found = _read(kafka.bootstrap, "same.findings")
+        scraped = _diagnostics()
+        assert "lockstep_consumer_lag_records" in scraped and "lockstep_findings_total" in scraped
     finally:
         _stop(workers)
     assert {f["finding_id"] for f in found} == expected

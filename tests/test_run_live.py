@@ -11,6 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from pipeline.metrics import EXPORTED_METRICS
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, read_jsonl
 
 
@@ -93,6 +94,14 @@ def test_stdin_stream_serves_metrics_and_writes_findings_while_running(tmp_path:
         ):
             assert needle in text, needle
         assert "quiet" not in text  # no account ids in labels
+        served = {
+            line.split("{")[0].split(" ")[0]
+            for line in text.splitlines()
+            if line.startswith("lockstep_")
+        }
+        for name in EXPORTED_METRICS:
+            if name != "lockstep_consumer_lag_records":  # a distributed worker's metric
+                assert any(s == name or s.startswith(name + "_") for s in served), name
     finally:
         proc.stdin.close()
     assert proc.wait(timeout=30) == 0, proc.stderr.read().decode() if proc.stderr else ""
