@@ -14,7 +14,6 @@ assigned to it, before it emits anything.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from collections import Counter, defaultdict
@@ -34,7 +33,6 @@ from pipeline.review import ReviewPolicy
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 
-log = logging.getLogger("lockstep.worker")
 _encode = msgspec.json.Encoder().encode
 
 
