@@ -39,8 +39,8 @@ DATA = Path(__file__).resolve().parent / ".data"
 NAIVE_AGENT = """
 import os, sys, time, faust
 from pipeline.events import decoder
-topics = sys.argv[1].split(","); total = int(sys.argv[2])
-app = faust.App(sys.argv[3], broker="kafka://" + sys.argv[4], web_enabled=False,
+topics = os.environ["NAIVE_TOPICS"].split(","); total = int(os.environ["NAIVE_TOTAL"])
+app = faust.App("bench-naive", broker="kafka://" + os.environ["NAIVE_BROKER"], web_enabled=False,
                 consumer_auto_offset_reset="earliest", store="memory://")
 counts = {}
 seen = [0, 0.0]
@@ -100,23 +100,24 @@ def naive_faust(bootstrap: str, topics: list[str], total: int) -> float:
                 sys.executable,
                 "-c",
                 NAIVE_AGENT,
-                ",".join(topics),
-                str(total),
-                "bench-naive",
-                bootstrap,
                 "worker",
                 "--loglevel",
-                "warning",
-                "--without-web",
+                "warn",
             ],
             capture_output=True,
             text=True,
             timeout=1800,
             cwd=workdir,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                "NAIVE_TOPICS": ",".join(topics),
+                "NAIVE_TOTAL": str(total),
+                "NAIVE_BROKER": bootstrap,
+            },
             check=False,
         )
-    match = re.search(r"RATE ([0-9.]+)", proc.stdout)
+    match = re.search(r"RATE ([0-9.]+)", proc.stdout + proc.stderr)  # Faust logs stdout
     if not match:
         raise RuntimeError(f"naive agent failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return float(match.group(1))
