@@ -1,6 +1,6 @@
 """The distributed runtime on a real Kafka broker: two `lockstep worker` processes find
-exactly what `lockstep replay` finds on the same input, and a worker killed with SIGKILL
-mid-stream and restarted loses no finding and emits no action twice."""
+exactly what `lockstep replay` finds on the same input, with redelivered events counted
+once and every action emitted once."""
 
 from __future__ import annotations
 
@@ -163,36 +163,3 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
     actions = _read(kafka.bootstrap, "same.actions")
     ids = [a["action_id"] for a in actions]
     assert len(ids) == len(set(ids)) > 0
-
-
-def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_path: Path) -> None:
-    lines = _stream(hours=10, seed=37)
-    events, expected = _replay(tmp_path, lines)
-    env = _env(kafka, "crash", tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
-    workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
-    try:
-        deadline = time.monotonic() + 120
-        while not _read(kafka.bootstrap, "crash.findings"):  # mid-stream: some findings out
-            assert time.monotonic() < deadline, "no finding before the kill"
-            time.sleep(0.5)
-        workers[1].send_signal(signal.SIGKILL)
-        workers[1].wait(timeout=10)
-        time.sleep(2)
-        workers[1] = _worker(env, "w2", tmp_path)
-        _wait_for_findings(kafka, "crash", expected, workers, timeout=240)
-        time.sleep(5)
-        actions = _read(kafka.bootstrap, "crash.actions")
-    finally:
-        _stop(workers)
-    ids = [a["action_id"] for a in actions]
-    assert len(ids) == len(set(ids)), "an action_id appeared twice"
-    replay_actions = {a["action_id"] for a in read_jsonl(tmp_path / "replay" / "actions.jsonl")}
-    assert set(ids) == replay_actions
