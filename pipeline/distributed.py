@@ -8,7 +8,7 @@ side's watermark of every input partition it owns.
 Stage (the worker owning stage partition p): a `StagePartition` holds the stage's
 `KeyedRunner` over a write-back cache of the Faust table, and derives its watermark from
 the upstream watermarks: once every input partition has reported, the minimum over the
-partitions still being consumed (or, when all are caught up, the maximum). No input
+partitions that are not idle (or, when all are idle, the maximum). No input
 partition can then deliver an on-time event below it, so windows hold exactly what the
 embedded runtime would put in them. Redeliveries after a crash are dropped per window
 pane by event_id, and events for windows a key has already closed are late.
@@ -34,7 +34,7 @@ from pipeline.topics import Topics
 class StageBatch(msgspec.Struct, gc=False):
     """One record on a stage topic: events for keys of one partition, and upstream progress.
 
-    `watermarks` maps an input partition ("topic:partition") to (watermark, caught_up).
+    `watermarks` maps an input partition ("topic:partition") to (watermark, idle).
     """
 
     events: list[AnyEvent]
@@ -65,10 +65,10 @@ class Ingest:
     ) -> Iterator[tuple[str, int, bytes]]:
         """(stage topic, partition, record) for every stage partition: each one hears the
         watermarks even when no event of this batch is for it. `progress` maps each input
-        partition this worker owns to whether it is caught up."""
+        partition this worker owns to whether it is idle."""
         watermarks = {
-            tp: ((self.gates[tp].watermark if tp in self.gates else NO_TIME), caught_up)
-            for tp, caught_up in progress.items()
+            tp: ((self.gates[tp].watermark if tp in self.gates else NO_TIME), idle)
+            for tp, idle in progress.items()
         }
         partitions = self.topics.partitions
         partition_of = self.topics.partition_of
@@ -225,9 +225,9 @@ class StagePartition:
     def apply(self, batch: StageBatch, source: str) -> tuple[list[Finding], list[DeadLetter]]:
         fresh, late = self.runner.filter(batch.events, self.watermark)
         self.runner.add_batch(fresh)
-        for tp, (mark, caught_up) in batch.watermarks.items():
+        for tp, (mark, idle) in batch.watermarks.items():
             old = self.upstream.get(tp)
-            self.upstream[tp] = (mark if old is None else max(old[0], mark), caught_up)
+            self.upstream[tp] = (mark if old is None else max(old[0], mark), idle)
         self.watermark = max(self.watermark, self._upstream_watermark())
         findings = self.runner.advance(self.watermark)
         dead = [
@@ -246,7 +246,7 @@ class StagePartition:
     def _upstream_watermark(self) -> int:
         if not self.expected <= self.upstream.keys():
             return NO_TIME  # an input partition has not been heard from yet
-        busy = [mark for mark, caught_up in self.upstream.values() if not caught_up]
+        busy = [mark for mark, idle in self.upstream.values() if not idle]
         if busy:
             return min(busy)
         return max(mark for mark, _ in self.upstream.values())

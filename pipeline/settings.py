@@ -85,6 +85,7 @@ class KafkaSettings(_Strict):
     batch_size: int
     batch_wait_s: float
     commit_interval_s: float
+    idle_after_s: float
 
 
 class Settings(_Strict):

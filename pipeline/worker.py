@@ -117,10 +117,16 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         emitted.stale = True
 
+    idle_since: dict[str, float] = {}
+
     def progress() -> dict[str, bool]:
-        """Each input partition this worker owns, and whether it is caught up."""
+        """Each input partition this worker owns, and whether it is idle: caught up, and
+        for `kafka.idle_after_s` already. A partition that is only momentarily caught up
+        (a producer replaying history faster than real time) still holds the stage
+        watermarks back; one with nothing to say for a while no longer does."""
         consumer = app.consumer
-        caught_up: dict[str, bool] = {}
+        now = time.monotonic()
+        idle: dict[str, bool] = {}
         lag: Counter[str] = Counter()
         for tp in consumer.assignment():
             if tp.topic not in topics.inputs:
@@ -131,12 +137,16 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
                 position = last_offset[name] + 1
             else:
                 committed = consumer._committed_offset.get(tp)  # Faust has no public getter
-                position = 0 if committed is None else committed + 1
-            caught_up[name] = highwater is not None and position >= highwater
+                position = 0 if committed is None else committed  # the next offset to read
+            if highwater is not None and position >= highwater:
+                idle[name] = now - idle_since.setdefault(name, now) >= kafka.idle_after_s
+            else:
+                idle_since.pop(name, None)
+                idle[name] = False
             if highwater is not None:
                 lag[tp.topic] += max(highwater - position, 0)
         state.lag = dict(lag)
-        return caught_up
+        return idle
 
     async def send_dead(dead: list) -> None:
         for d in dead:

