@@ -168,8 +168,7 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
     PORTS.clear()
     env = _env(kafka, "same", tmp_path)
     # Both workers join the group first and share the partitions; then the stream comes.
-    # (Moving partitions between workers under load is the recovery path: its test
-    # returns with the fix for recovery under load.)
+    # (Moving partitions between workers under load: tests/test_kafka_recovery.py.)
     workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
     try:
         _wait_until_both_own_inputs(workers)

@@ -1,0 +1,59 @@
+"""A worker killed with SIGKILL mid-stream and restarted: no finding is lost, and no
+action_id appears twice on the actions topic."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.helpers import read_jsonl
+from tests.kafka import Broker
+from tests.test_kafka_worker import (
+    PORTS,
+    _env,
+    _read,
+    _replay,
+    _stop,
+    _stream,
+    _wait_for_findings,
+    _wait_until_both_own_inputs,
+    _worker,
+)
+
+
+def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_path: Path) -> None:
+    PORTS.clear()
+    lines = _stream(hours=10, seed=37)
+    events, expected = _replay(tmp_path, lines)
+    env = _env(kafka, "crash", tmp_path)
+    workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
+    try:
+        _wait_until_both_own_inputs(workers)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+        deadline = time.monotonic() + 120
+        while not _read(kafka.bootstrap, "crash.findings"):  # mid-stream: some findings out
+            assert time.monotonic() < deadline, "no finding before the kill"
+            time.sleep(0.2)
+        workers[1].send_signal(signal.SIGKILL)
+        workers[1].wait(timeout=10)
+        time.sleep(2)
+        workers[1] = _worker(env, "w2b", tmp_path)
+        _wait_for_findings(kafka, "crash", expected, workers, timeout=240)
+        time.sleep(5)
+        actions = _read(kafka.bootstrap, "crash.actions")
+    finally:
+        _stop(workers)
+    ids = [a["action_id"] for a in actions]
+    assert len(ids) == len(set(ids)), "an action_id appeared twice"
+    replay_actions = {a["action_id"] for a in read_jsonl(tmp_path / "replay" / "actions.jsonl")}
+    assert set(ids) == replay_actions
