@@ -4,8 +4,6 @@ action_id appears twice on the actions topic."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from tests.kafka import Broker
 from tests.test_kafka_worker import (
     PORTS,
     _env,
+    _produce,
     _read,
     _replay,
     _stop,
@@ -32,14 +31,7 @@ def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_pa
     workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
     try:
         _wait_until_both_own_inputs(workers)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr.decode()
+        _produce(env, events)
         deadline = time.monotonic() + 120
         while not _read(kafka.bootstrap, "crash.findings"):  # mid-stream: some findings out
             assert time.monotonic() < deadline, "no finding before the kill"

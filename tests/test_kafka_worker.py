@@ -135,6 +135,17 @@ def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
             w.kill()
 
 
+def _produce(env: dict[str, str], events: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
 def _owned_inputs(port: int) -> int:
     """How many input topics a worker reports consumer lag for (it owns partitions of)."""
     try:
@@ -172,14 +183,7 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
     workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
     try:
         _wait_until_both_own_inputs(workers)
-        proc = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "produce", str(events)],
-            env=env,
-            capture_output=True,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr.decode()
+        _produce(env, events)
         found = _wait_for_findings(kafka, "same", expected, workers)
         time.sleep(3)  # anything extra would show up now
         found = _read(kafka.bootstrap, "same.findings")
