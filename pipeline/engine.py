@@ -18,7 +18,7 @@ from pipeline.deadletter import DeadLetter
 from pipeline.detectors import build_stages
 from pipeline.events import NO_TIME
 from pipeline.findings import Action, Finding
-from pipeline.gate import Gate
+from pipeline.gate import Admitted, Gate
 from pipeline.review import ReviewPolicy
 from pipeline.settings import Settings
 from pipeline.stage import KeyedRunner, Stage
@@ -37,6 +37,25 @@ class Stats:
     actions_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     max_event_ts: int = NO_TIME
     watermark: int = NO_TIME
+
+    def add_admitted(self, admitted: Admitted) -> None:
+        """Count what a gate let in and turned away (callers hold the stats lock)."""
+        self.blank_lines += admitted.blank
+        self.duplicates += admitted.duplicates
+        for event_type, events in admitted.by_type.items():
+            if events:
+                self.events_by_type[event_type] += len(events)
+        self.add_outputs([], [], admitted.dead_letters)
+
+    def add_outputs(
+        self, findings: list[Finding], actions: list[Action], dead_letters: list[DeadLetter]
+    ) -> None:
+        for f in findings:
+            self.findings_by_kind[(f.detector, f.article, f.severity)] += 1
+        for a in actions:
+            self.actions_by_type[(a.action, a.mode)] += 1
+        for d in dead_letters:
+            self.dead_letters_by_reason[d.reason] += 1
 
 
 @dataclass
@@ -87,16 +106,10 @@ class Engine:
         with self.lock:
             st = self.stats
             st.inputs += len(raws)
-            st.blank_lines += admitted.blank
-            st.duplicates += admitted.duplicates
             st.max_event_ts = self.gate.max_ts
             st.watermark = max(st.watermark, watermark)
-            for event_type, evs in by_type.items():
-                if evs:
-                    st.events_by_type[event_type] += len(evs)
-            for d in admitted.dead_letters:
-                st.dead_letters_by_reason[d.reason] += 1
-            self._count_outputs(findings, actions)
+            st.add_admitted(admitted)
+            st.add_outputs(findings, actions, [])
         return BatchResult(findings, actions, admitted.dead_letters, admitted.events)
 
     def finish(self) -> BatchResult:
@@ -107,7 +120,7 @@ class Engine:
         findings.sort(key=_finding_order)
         actions = self.review.actions_for(findings)
         with self.lock:
-            self._count_outputs(findings, actions)
+            self.stats.add_outputs(findings, actions, [])
         return BatchResult(findings, actions, [], 0)
 
     def _advance(self, watermark: int) -> list[Finding]:
@@ -121,13 +134,6 @@ class Engine:
             self._last_eviction = watermark
         findings.sort(key=_finding_order)
         return findings
-
-    def _count_outputs(self, findings: list[Finding], actions: list[Action]) -> None:
-        st = self.stats
-        for f in findings:
-            st.findings_by_kind[(f.detector, f.article, f.severity)] += 1
-        for a in actions:
-            st.actions_by_type[(a.action, a.mode)] += 1
 
     def state_size(self) -> dict[str, int]:
         """Keys held per stage and ids held by the de-duplicator (memory introspection)."""

@@ -26,7 +26,7 @@ import msgspec
 from pipeline.detectors import build_stages
 from pipeline.distributed import Ingest, StagePartition, TableCache, decode_batch
 from pipeline.engine import Stats
-from pipeline.findings import Action, Finding
+from pipeline.findings import Action
 from pipeline.kafka_io import read_to_end
 from pipeline.produce import ensure_topics
 from pipeline.review import ReviewPolicy
@@ -174,7 +174,10 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
             offsets.append(message.offset)
             last_offset[name] = message.offset
         admitted = [ingest.admit(tp, raws, offs) for tp, (raws, offs) in by_tp.items()]
-        _count_ingest(state, len(events), admitted)
+        with state.lock:
+            state.stats.inputs += len(events)
+            for a in admitted:
+                state.stats.add_admitted(a)
         for a in admitted:
             await send_dead(a.dead_letters)
         await forward(admitted)
@@ -237,7 +240,9 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
                 await app.producer.flush()
                 part.runner.store.flush()
                 await app.producer.flush()
-                _count(state, found, actions, dead, part)
+                with state.lock:
+                    state.stats.add_outputs(found, actions, dead)
+                    state.stats.watermark = max(state.stats.watermark, part.watermark)
                 state.keys[stage.detector] = sum(len(p.runner.store.cache) for p in owned.values())
 
         app.agent(
@@ -256,38 +261,6 @@ def declared_topics(settings: Settings) -> list[str]:
     topics = Topics.from_settings(settings.kafka)
     stage_topics = [topics.stage(s.detector) for s in build_stages(settings)]
     return [*topics.inputs, *stage_topics, topics.findings, topics.actions, topics.dead_letters]
-
-
-def _count_ingest(state: WorkerState, inputs: int, admitted: list) -> None:
-    with state.lock:
-        st = state.stats
-        st.inputs += inputs
-        for a in admitted:
-            st.duplicates += a.duplicates
-            st.blank_lines += a.blank
-            for event_type, evs in a.by_type.items():
-                if evs:
-                    st.events_by_type[event_type] += len(evs)
-            for d in a.dead_letters:
-                st.dead_letters_by_reason[d.reason] += 1
-
-
-def _count(
-    state: WorkerState,
-    found: list[Finding],
-    actions: list[Action],
-    dead: list,
-    part: StagePartition,
-) -> None:
-    with state.lock:
-        st = state.stats
-        for f in found:
-            st.findings_by_kind[(f.detector, f.article, f.severity)] += 1
-        for a in actions:
-            st.actions_by_type[(a.action, a.mode)] += 1
-        for d in dead:
-            st.dead_letters_by_reason[d.reason] += 1
-        st.watermark = max(st.watermark, part.watermark)
 
 
 def run_worker(settings: Settings, metrics_port: int) -> None:
