@@ -61,11 +61,15 @@ class Ingest:
         return gate.admit(raws, tp, positions=offsets)
 
     def pack(
-        self, admitted: list[Admitted], progress: dict[str, bool]
+        self, admitted: list[Admitted], progress: dict[str, bool], max_events: int = 1000
     ) -> Iterator[tuple[str, int, bytes]]:
         """(stage topic, partition, record) for every stage partition: each one hears the
         watermarks even when no event of this batch is for it. `progress` maps each input
-        partition this worker owns to whether it is idle."""
+        partition this worker owns to whether it is idle.
+
+        A partition's events are cut into records of at most `max_events` (records stay
+        well under the broker's size limit); only the last one carries the watermarks,
+        so no event of the batch arrives after the watermark its admission produced."""
         watermarks = {
             tp: ((self.gates[tp].watermark if tp in self.gates else NO_TIME), idle)
             for tp, idle in progress.items()
@@ -81,6 +85,9 @@ class Ingest:
                         buckets[partition_of(getattr(event, key_field))].append(event)
             topic = self.topics.stage(stage.detector)
             for partition, events in enumerate(buckets):
+                while len(events) > max_events:
+                    yield topic, partition, _encode_batch(StageBatch(events[:max_events], {}))
+                    events = events[max_events:]
                 yield topic, partition, _encode_batch(StageBatch(events, watermarks))
 
 

@@ -33,6 +33,7 @@ class Stats:
     events_by_type: Counter[str] = field(default_factory=Counter)
     dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    staged_by_stage: Counter[str] = field(default_factory=Counter)  # events each stage took
     findings_by_kind: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     actions_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     max_event_ts: int = NO_TIME
@@ -97,9 +98,11 @@ class Engine:
         """Run one batch of raw inputs through the gate, every stage and the policy."""
         admitted = self.gate.admit(raws, source, first_position, positions)
         by_type = admitted.by_type
+        staged: Counter[str] = Counter()
         for runner in self.runners:
             for event_type in runner.stage.event_types:
                 runner.add_batch(by_type[event_type])
+                staged[runner.stage.detector] += len(by_type[event_type])
         watermark = self.gate.watermark
         findings = self._advance(watermark)
         actions = self.review.actions_for(findings)
@@ -109,6 +112,7 @@ class Engine:
             st.max_event_ts = self.gate.max_ts
             st.watermark = max(st.watermark, watermark)
             st.add_admitted(admitted)
+            st.staged_by_stage.update(staged)
             st.add_outputs(findings, actions, [])
         return BatchResult(findings, actions, admitted.dead_letters, admitted.events)
 

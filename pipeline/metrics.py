@@ -28,6 +28,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 EXPORTED_METRICS: tuple[str, ...] = (
     "lockstep_inputs_total",
     "lockstep_events_total",
+    "lockstep_stage_events_total",
     "lockstep_dead_letters_total",
     "lockstep_duplicate_events_total",
     "lockstep_late_events_total",
@@ -60,6 +61,7 @@ class EngineCollector(Collector):
             st = engine.stats
             inputs, duplicates = st.inputs, st.duplicates
             by_type = dict(st.events_by_type)
+            staged = dict(st.staged_by_stage)
             dead = dict(st.dead_letters_by_reason)
             findings = dict(st.findings_by_kind)
             actions = dict(st.actions_by_type)
@@ -73,6 +75,12 @@ class EngineCollector(Collector):
         for event_type, n in sorted(by_type.items()):
             events.add_metric([event_type], n)
         yield events
+        stage_events = CounterMetricFamily(
+            "lockstep_stage_events", "Events delivered to each stage.", labels=["stage"]
+        )
+        for stage, n in sorted(staged.items()):
+            stage_events.add_metric([stage], n)
+        yield stage_events
         dl = CounterMetricFamily(
             "lockstep_dead_letters", "Rejected inputs, by reason.", labels=["reason"]
         )

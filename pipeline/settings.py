@@ -84,6 +84,9 @@ class KafkaSettings(_Strict):
     data_dir: str
     batch_size: int
     batch_wait_s: float
+    stage_record_events: int
+    stage_take_records: int
+    stage_round_s: float
     commit_interval_s: float
     idle_after_s: float
 
@@ -140,8 +143,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
     if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:
         raise ConfigError("dedup: max_ids must be > 0 and horizon_ms >= 0")
-    if settings.kafka.partitions <= 0 or settings.kafka.batch_size <= 0:
+    if min(settings.kafka.partitions, settings.kafka.batch_size) <= 0:
         raise ConfigError("kafka: partitions and batch_size must be > 0")
+    if min(settings.kafka.stage_record_events, settings.kafka.stage_take_records) <= 0:
+        raise ConfigError("kafka: stage_record_events and stage_take_records must be > 0")
+    if min(settings.kafka.batch_wait_s, settings.kafka.stage_round_s) <= 0:
+        raise ConfigError("kafka: batch_wait_s and stage_round_s must be > 0")
     if settings.run.batch_size <= 0:
         raise ConfigError("run.batch_size must be > 0")
     cut = settings.severity

@@ -1,9 +1,10 @@
 """`lockstep worker`: the stages of the embedded runtime as a Faust app on Kafka.
 
-    input topics (per type) --ingest agent--> stage topics (by stage key) --stage agent-->
+    input topics (per type) --ingest loop--> stage topics (by stage key) --stage agent-->
         findings, actions, dead letters
 
-The ingest agent runs a `Gate` per input partition and packs admitted events per stage
+The ingest loop (pipeline/ingest_loop.py) reads the inputs in batches with its own
+consumer group, runs a `Gate` per input partition and packs admitted events per stage
 partition (pipeline/distributed.py). Each stage agent keeps its per-key state in a Faust
 table (RocksDB by default, changelogged, so a restarted worker recovers it) and runs the
 very `Stage` object the embedded runtime runs. Actions are emitted at most once per
@@ -15,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import faust
@@ -27,6 +27,7 @@ from pipeline.detectors import build_stages
 from pipeline.distributed import Ingest, StagePartition, TableCache, decode_batch
 from pipeline.engine import Stats
 from pipeline.findings import Action
+from pipeline.ingest_loop import IngestLoop
 from pipeline.kafka_io import read_to_end
 from pipeline.produce import ensure_topics
 from pipeline.review import ReviewPolicy
@@ -43,14 +44,38 @@ class WorkerState:
         self.stats = Stats()
         self.lock = threading.Lock()
         self.keys: Counter[str] = Counter()
-        self.lag: dict[str, int] = {}
         self.observe_latency: Callable[[float], None] = lambda seconds: None
+        self.consumer_lag: Callable[[], dict[str, int]] = dict
 
     def state_size(self) -> dict[str, int]:
         return dict(self.keys)
 
-    def consumer_lag(self) -> dict[str, int]:
-        return dict(self.lag)
+
+class PartitionTable(MutableMapping[str, bytes]):
+    """One stage partition's view of a Faust table. A stage agent writes state once per
+    round of several records, outside Faust's per-record iteration, where the table
+    cannot tell the changelog partition from the current event: here it is explicit."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self.table = table
+        self.partition = partition
+
+    def __getitem__(self, key: str) -> bytes:
+        return self.table.data[key]
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        self.table.send_changelog(self.partition, key, value)
+        self.table.data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self.table.send_changelog(self.partition, key, None, value_serializer="raw")
+        del self.table.data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.table.data.keys())
+
+    def __len__(self) -> int:
+        return len(self.table.data)
 
 
 class EmittedActions:
@@ -103,7 +128,6 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
-    inputs = app.topic(*topics.inputs, **raw)
     findings_topic = app.topic(topics.findings, partitions=kafka.partitions, **raw)
     actions_topic = app.topic(topics.actions, partitions=kafka.partitions, **raw)
     dead_topic = app.topic(topics.dead_letters, partitions=kafka.partitions, **raw)
@@ -111,91 +135,23 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
     review = ReviewPolicy(settings.review.min_severity)
     emitted = EmittedActions(kafka.broker, topics.actions, kafka.partitions)
     input_tps = {f"{t}:{p}" for t in topics.inputs for p in range(kafka.partitions)}
-    last_offset: dict[str, int] = {}
 
     @app.on_partitions_assigned.connect
     async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         emitted.stale = True
 
-    idle_since: dict[str, float] = {}
-
-    def progress() -> dict[str, bool]:
-        """Each input partition this worker owns, and whether it is idle: caught up, and
-        for `kafka.idle_after_s` already. A partition that is only momentarily caught up
-        (a producer replaying history faster than real time) still holds the stage
-        watermarks back; one with nothing to say for a while no longer does."""
-        consumer = app.consumer
-        now = time.monotonic()
-        idle: dict[str, bool] = {}
-        lag: Counter[str] = Counter()
-        for tp in consumer.assignment():
-            if tp.topic not in topics.inputs:
-                continue
-            name = f"{tp.topic}:{tp.partition}"
-            highwater = consumer.highwater(tp)
-            if name in last_offset:
-                position = last_offset[name] + 1
-            else:
-                committed = consumer._committed_offset.get(tp)  # Faust has no public getter
-                position = 0 if committed is None else committed  # the next offset to read
-            if highwater is not None and position >= highwater:
-                idle[name] = now - idle_since.setdefault(name, now) >= kafka.idle_after_s
-            else:
-                idle_since.pop(name, None)
-                idle[name] = False
-            if highwater is not None:
-                lag[tp.topic] += max(highwater - position, 0)
-        state.lag = dict(lag)
-        return idle
-
     async def send_dead(dead: list) -> None:
         for d in dead:
             await dead_topic.send(value=_encode(d))
 
-    # A batch's events must reach a stage partition before any report of the watermark
-    # that admitting them produced: the heartbeat may not interleave with a batch.
-    forwarding = asyncio.Lock()
+    ingest_loop = IngestLoop(
+        kafka, ingest, topics, state.stats, state.lock, lambda s: state.observe_latency(s)
+    )
+    state.consumer_lag = lambda: dict(ingest_loop.lag)
 
-    @app.agent(inputs, name="ingest")
-    async def ingest_agent(stream: Any) -> None:
-        async for events in stream.take_events(kafka.batch_size, within=kafka.batch_wait_s):
-            started = time.perf_counter()
-            async with forwarding:
-                await ingest_batch(events)
-            state.observe_latency(time.perf_counter() - started)
-
-    async def ingest_batch(events: list) -> None:
-        by_tp: dict[str, tuple[list[bytes], list[int]]] = defaultdict(lambda: ([], []))
-        for event in events:
-            message = event.message
-            name = f"{message.topic}:{message.partition}"
-            raws, offsets = by_tp[name]
-            raws.append(message.value or b"")
-            offsets.append(message.offset)
-            last_offset[name] = message.offset
-        admitted = [ingest.admit(tp, raws, offs) for tp, (raws, offs) in by_tp.items()]
-        with state.lock:
-            state.stats.inputs += len(events)
-            for a in admitted:
-                state.stats.add_admitted(a)
-        for a in admitted:
-            await send_dead(a.dead_letters)
-        await forward(admitted)
-        # Delivered before the input offsets can be committed: a crash then re-reads the
-        # input instead of losing what was in flight.
-        await app.producer.flush()
-
-    async def forward(admitted: list) -> None:
-        for topic, partition, record in ingest.pack(admitted, progress()):
-            await app.topic(topic, **raw).send(value=record, partition=partition)
-
-    @app.timer(interval=1.0)
-    async def heartbeat() -> None:
-        """Report input progress even when no input arrives (idle or empty partitions),
-        so stage watermarks never wait on a partition that has nothing to say."""
-        if any(tp.topic in topics.inputs for tp in app.consumer.assignment()):
-            async with forwarding:
-                await forward([])
+    @app.task
+    async def ingest_inputs() -> None:
+        await ingest_loop.run()
 
     def stage_agent(stage: Any) -> None:
         table = app.Table(
@@ -210,24 +166,40 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
         async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
             owned.clear()
 
+        def partition_state(partition: int) -> StagePartition:
+            part = owned.get(partition)
+            if part is None:
+                cache = TableCache(
+                    PartitionTable(table, partition),
+                    lambda k, p=partition: topics.partition_of(k) == p,
+                )
+                part = owned[partition] = StagePartition(
+                    stage,
+                    cache,
+                    input_tps,
+                    settings.dedup.horizon_ms,
+                    settings.input.dead_letter_raw_bytes,
+                )
+            return part
+
         async def handle(stream: Any) -> None:
-            async for event in stream.events():
+            # Several stage records per round: one producer flush and one table write-back
+            # per round instead of per record.
+            async for events in stream.take_events(
+                kafka.stage_take_records, within=kafka.stage_round_s
+            ):
                 if emitted.stale:
                     await emitted.refresh()
-                partition = event.message.partition
-                part = owned.get(partition)
-                if part is None:
-                    cache = TableCache(table, lambda k, p=partition: topics.partition_of(k) == p)
-                    part = owned[partition] = StagePartition(
-                        stage,
-                        cache,
-                        input_tps,
-                        settings.dedup.horizon_ms,
-                        settings.input.dead_letter_raw_bytes,
-                    )
-                batch = decode_batch(event.value)
-                source = f"{event.message.topic}:{partition}:{event.message.offset}"
-                found, dead = part.apply(batch, source)
+                found, dead, touched, staged = [], [], {}, 0
+                for event in events:
+                    partition = event.message.partition
+                    part = touched[partition] = partition_state(partition)
+                    batch = decode_batch(event.value)
+                    source = f"{event.message.topic}:{partition}:{event.message.offset}"
+                    f, d = part.apply(batch, source)
+                    found.extend(f)
+                    dead.extend(d)
+                    staged += len(batch.events)
                 actions = emitted.new(review.actions_for(found))
                 for f in found:
                     await findings_topic.send(key=f.subject_id.encode(), value=_encode(f))
@@ -235,14 +207,17 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
                     await actions_topic.send(key=a.action_id.encode(), value=_encode(a))
                 await send_dead(dead)
                 # Outputs are durable before the state that says "window closed" is
-                # written, and that state before this record can be acknowledged: a crash
+                # written, and that state before these records are acknowledged: a crash
                 # at any point re-derives (never loses) a finding.
                 await app.producer.flush()
-                part.runner.store.flush()
+                for part in touched.values():
+                    part.runner.store.flush()
                 await app.producer.flush()
                 with state.lock:
                     state.stats.add_outputs(found, actions, dead)
-                    state.stats.watermark = max(state.stats.watermark, part.watermark)
+                    state.stats.staged_by_stage[stage.detector] += staged
+                    for part in touched.values():
+                        state.stats.watermark = max(state.stats.watermark, part.watermark)
                 state.keys[stage.detector] = sum(len(p.runner.store.cache) for p in owned.values())
 
         app.agent(

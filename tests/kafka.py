@@ -11,9 +11,14 @@ SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
 
 
 class Broker:
-    def __init__(self, port: int, data_dir: Path) -> None:
+    def __init__(self, port: int, data_dir: Path, initial_rebalance_delay_ms: int = 0) -> None:
         self.port = port
-        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_DATA_DIR": str(data_dir)}
+        self.env = {
+            **os.environ,
+            "KAFKA_PORT": str(port),
+            "KAFKA_DATA_DIR": str(data_dir),
+            "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": str(initial_rebalance_delay_ms),
+        }
         self.bootstrap = f"127.0.0.1:{port}"
 
     def run(self, command: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:

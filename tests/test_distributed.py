@@ -53,11 +53,12 @@ def test_stage_partitions_find_what_the_embedded_engine_finds_despite_redelivery
     table: dict[str, bytes] = {}
     parts = {p: _stage_partition(table, p, {"in:0"}) for p in range(2)}
     found: set[str] = set()
-    chunk = 500
+    chunk, chunked = 500, 0
     for start in range(0, len(lines), chunk):
         raws = [x.encode() for x in lines[start : start + chunk]]
         admitted = ingest.admit("in:0", raws, list(range(start, start + len(raws))))
-        records = list(ingest.pack([admitted], {"in:0": False}))
+        records = list(ingest.pack([admitted], {"in:0": False}, max_events=40))
+        chunked += sum(1 for _, _, r in records if not decode_batch(r).watermarks)
         if start == chunk * 3:  # a crash upstream: the same records are forwarded twice
             records = records + records
         for _, partition, record in records:
@@ -65,6 +66,7 @@ def test_stage_partitions_find_what_the_embedded_engine_finds_despite_redelivery
             found.update(f.finding_id for f in findings)
             parts[partition].runner.store.flush()
     assert found == expected
+    assert chunked > 0  # large buckets were cut, watermarks on the last piece only
     assert sum(p.runner.duplicates for p in parts.values()) > 0
 
 

@@ -49,3 +49,31 @@ def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_pa
     assert len(ids) == len(set(ids)), "an action_id appeared twice"
     replay_actions = {a["action_id"] for a in read_jsonl(tmp_path / "replay" / "actions.jsonl")}
     assert set(ids) == replay_actions
+
+
+def test_a_worker_joining_under_load_loses_and_duplicates_nothing(
+    kafka: Broker, tmp_path: Path
+) -> None:
+    """Partitions move while one worker is busy: the second joins mid-stream."""
+    PORTS.clear()
+    lines = _stream(hours=10, seed=41)
+    events, expected = _replay(tmp_path, lines)
+    env = _env(kafka, "join", tmp_path)
+    workers = [_worker(env, "w1", tmp_path)]
+    try:
+        _produce(env, events)
+        deadline = time.monotonic() + 120
+        while not _read(kafka.bootstrap, "join.findings"):  # the first worker is under way
+            assert time.monotonic() < deadline, "no finding from the first worker"
+            time.sleep(0.2)
+        workers.append(_worker(env, "w2", tmp_path))
+        _wait_until_both_own_inputs(workers)
+        _wait_for_findings(kafka, "join", expected, workers, timeout=240)
+        time.sleep(5)
+        found = _read(kafka.bootstrap, "join.findings")
+        actions = _read(kafka.bootstrap, "join.actions")
+    finally:
+        _stop(workers)
+    assert {f["finding_id"] for f in found} == expected
+    ids = [a["action_id"] for a in actions]
+    assert len(ids) == len(set(ids)), "an action_id appeared twice"

@@ -8,6 +8,7 @@
 #   KAFKA_PORT             client port (default 9092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller port (default KAFKA_PORT+1)
 #   KAFKA_DATA_DIR         config, storage, logs, pid (default /tmp/lockstep-kafka-$KAFKA_PORT)
+#   KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS  wait for more group members (default 0)
 #   LOCKSTEP_KAFKA_LIBS    jar cache (default ~/.cache/lockstep/kafka-libs-<version>)
 #   KAFKA_HEAP_OPTS        JVM heap (default "-Xms256m -Xmx768m")
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to answer (default 90)
@@ -147,8 +148,9 @@ default.replication.factor=1
 min.insync.replicas=1
 # 4 instead of 50 __consumer_offsets partitions: faster restarts, same behaviour.
 offsets.topic.num.partitions=4
-# Consumer groups form at once instead of waiting 3 s for more members.
-group.initial.rebalance.delay.ms=0
+# Tests: consumer groups form at once. Benchmarks use Kafka's production default (3 s),
+# so workers started together join one initial rebalance.
+group.initial.rebalance.delay.ms=${KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS:-0}
 num.partitions=2
 auto.create.topics.enable=true
 EOF
