@@ -186,6 +186,75 @@ def produce(
     )
 
 
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Events file to write (JSONL).")],
+    labels: Annotated[Path, typer.Option("--labels", help="Ground-truth labels (JSON).")],
+    minutes: Annotated[int, typer.Option("--minutes", help="Event-time span.", min=1)] = 360,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same world.")] = 1,
+    scenario: Annotated[
+        list[str] | None,
+        typer.Option("--scenario", help="Only these campaigns / hard negatives (repeatable)."),
+    ] = None,
+    scale: Annotated[
+        float, typer.Option("--scale", help="Population and rates x this.", min=0.001)
+    ] = 1.0,
+) -> None:
+    """Simulate a platform: organic traffic, hard negatives and labelled campaigns."""
+    from pipeline.simulation import simulate as run_simulate
+
+    try:
+        result = run_simulate(
+            minutes=minutes, seed=seed, scenarios=scenario, out=out, labels_out=labels, scale=scale
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot write: {exc.strerror or exc}", 1) from None
+    err.print(
+        f"simulated {minutes} min (seed {seed}): {len(result.campaigns)} campaigns, "
+        f"{len(result.hard_negatives)} hard negatives -> {out}, {labels}",
+        markup=False,
+    )
+
+
+@app.command()
+def evaluate(
+    labels: Annotated[Path, typer.Option("--labels", help="Labels from `lockstep simulate`.")],
+    findings: Annotated[Path, typer.Option("--findings", help="findings.jsonl to score.")],
+    events: Annotated[Path | None, typer.Option("--events", help="The events, for --plot.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON here.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Draw activity, windows and findings (PNG).")
+    ] = None,
+) -> None:
+    """Score a findings file against simulated ground truth."""
+    from rich.console import Console
+
+    from pipeline.evaluation import evaluate as run_evaluate
+    from pipeline.evaluation import plot as draw
+    from pipeline.evaluation import read_findings, render_table
+    from pipeline.labels import read_labels
+
+    if plot is not None and events is None:
+        raise _fail("--plot needs --events (the activity it draws)")
+    try:
+        truth = read_labels(labels)
+        found = read_findings(findings)
+    except OSError as exc:
+        raise _fail(f"cannot read {exc.filename}: {exc.strerror}", 1) from None
+    except ValueError as exc:
+        raise _fail(str(exc), 1) from None
+    report = run_evaluate(truth, found)
+    render_table(report, Console(highlight=False))
+    if json_out is not None:
+        json_out.write_bytes(report.to_json())
+    if plot is not None and events is not None:
+        draw(truth, found, events, plot)
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None) -> None:
     """Print the effective settings (defaults plus any overlay) as JSON."""
