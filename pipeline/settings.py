@@ -14,6 +14,8 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
+from pipeline.events import Origin
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "lockstep.yaml"
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -53,10 +55,67 @@ class FollowerJumpSettings(_Strict):
     clip_z: float
     max_members: int
     idle_ttl_ms: int
+    young_account_ms: int
+    young_share: float
+    shared_min: int
+    crowding_share: float
+    support_half_life_ms: int
+    support_warmup_windows: int
+    level_min_ratio: float
+    level_allowance: float
+    level_cap: float
+    level_threshold: float
+    level_min_net: int
+    level_window_z: float
+    attention_z: float
+
+
+class EngagementInflationSettings(_Strict):
+    enabled: bool
+    article: str
+    window_ms: int
+    hop_ms: int
+    half_life_ms: int
+    prior_events: float
+    warmup_windows: int
+    z_threshold: float
+    min_events: int
+    min_ratio: float
+    clip_z: float
+    max_accounts_per_event: float
+    max_devices_per_event: float
+    max_networks_per_event: float
+    min_signals: int
+    sample_events: int
+    min_member_events: int
+    max_members: int
+    idle_ttl_ms: int
+
+
+class ForcedFollowSettings(_Strict):
+    enabled: bool
+    article: str
+    window_ms: int
+    hop_ms: int
+    half_life_ms: int
+    prior_forced: float
+    warmup_windows: int
+    z_threshold: float
+    min_forced: int
+    min_victims: int
+    min_forced_share: float
+    min_ratio: float
+    clip_z: float
+    forcing_origins: tuple[Origin, ...]
+    max_tracked_victims: int
+    max_listed_victims: int
+    idle_ttl_ms: int
 
 
 class DetectorSettings(_Strict):
     follower_jump: FollowerJumpSettings
+    engagement_inflation: EngagementInflationSettings
+    forced_follow: ForcedFollowSettings
 
 
 class SeveritySettings(_Strict):
@@ -139,6 +198,17 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             "detectors.follower_jump: window_ms must be a positive multiple of hop_ms"
         )
+    for name in ("engagement_inflation", "forced_follow"):
+        stage = getattr(settings.detectors, name)
+        if stage.hop_ms <= 0 or stage.window_ms <= 0 or stage.window_ms % stage.hop_ms:
+            raise ConfigError(f"detectors.{name}: window_ms must be a positive multiple of hop_ms")
+    ei = settings.detectors.engagement_inflation
+    if ei.sample_events < ei.min_events:
+        raise ConfigError("detectors.engagement_inflation: sample_events must be >= min_events")
+    if not 1 <= ei.min_signals <= 3:
+        raise ConfigError("detectors.engagement_inflation: min_signals must be 1, 2 or 3")
+    if not 0.0 <= settings.detectors.forced_follow.min_forced_share <= 1.0:
+        raise ConfigError("detectors.forced_follow: min_forced_share must be in [0, 1]")
     if settings.event_time.allowed_lateness_ms < 0:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
     if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:

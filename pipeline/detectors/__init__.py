@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from pipeline.detectors.engagement_inflation import EngagementInflationStage
 from pipeline.detectors.follower_jump import FollowerJumpStage
+from pipeline.detectors.forced_follow import ForcedFollowStage
 from pipeline.settings import Settings
 from pipeline.stage import Stage
 
@@ -11,4 +13,10 @@ def build_stages(settings: Settings) -> list[Stage]:
     stages: list[Stage] = []
     if settings.detectors.follower_jump.enabled:
         stages.append(FollowerJumpStage(settings.detectors.follower_jump, settings.severity))
+    if settings.detectors.engagement_inflation.enabled:
+        stages.append(
+            EngagementInflationStage(settings.detectors.engagement_inflation, settings.severity)
+        )
+    if settings.detectors.forced_follow.enabled:
+        stages.append(ForcedFollowStage(settings.detectors.forced_follow, settings.severity))
     return stages

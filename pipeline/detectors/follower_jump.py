@@ -1,82 +1,274 @@
-"""`follower_jump` (Article 12 ¶2): abnormal jumps in an account's net new followers.
+"""`follower_jump` (Article 12 ¶2): abnormal changes in an account's follower count.
 
-Keyed by the followed account. Each window's net follows (follows - unfollows) is scored
-by that account's own `CountBaseline`, so "abnormal" means abnormal for this account: 300
-follows is a jump for an account that gets three an hour, and a quiet window for a star.
+Keyed by the followed account, which is also the `target` of engagement with its content,
+so one key sees both its new followers and the attention its content gets. Two ways to be
+abnormal, each judged against the account's own history:
+
+* a burst: this window's net follows far above the account's `CountBaseline`;
+* a level shift: follows the followers made themselves persistently above what the
+  account's engagement explains (`FollowSupport`'s CUSUM), a drip of a few extra follows
+  per window for hours. Follows the platform itself made (recommendations at sign-up,
+  onboarding defaults, contact imports) are explained by those flows, not by the
+  account's audience, and their followers are never suspects; forced ones are
+  `forced_follow`'s business.
+
+A burst alone is not enough. A viral post brings a crowd of established accounts on
+their own devices and networks: that is organic however large. So a burst is flagged only
+when its followers' composition is suspicious (mostly freshly created accounts, or many of
+them sharing a few networks or devices), or when nothing describes them at all. The finding lists as
+members only followers that are individually suspicious; when the drip's accounts look like
+anyone else's, the subject is named and the members are left empty rather than guessed.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from models.count_baseline import CountBaseline
+from models.follow_support import FollowSupport
+from models.network import network_of
 from pipeline.findings import Finding, make_finding, severity_of
 from pipeline.settings import FollowerJumpSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
 
+# Follows the platform itself creates (sign-up recommendations, onboarding defaults,
+# contact imports). Follows by the account itself, in an app or through the API, count.
+PLATFORM_FLOWS = frozenset({"recommendation", "onboarding_default", "import"})
+
+# (actor, freshly created?, network, device) for each listed follower of a pane
+Follower = tuple[str, bool, str, str]
+
 
 class FollowPane:
-    __slots__ = ("followers", "follows", "unfollows")
+    __slots__ = (
+        "dated",
+        "engagement",
+        "followers",
+        "follows",
+        "unfollows",
+        "user_follows",
+        "young",
+    )
 
     def __init__(self) -> None:
         self.follows = 0
+        self.user_follows = 0  # follows the account made itself (not PLATFORM_FLOWS)
         self.unfollows = 0
-        self.followers: list[str] = []
+        self.engagement = 0  # clicks, reposts and comments on the account's content
+        self.young = 0  # follows by accounts created within `young_account_ms`
+        self.dated = 0  # follows whose actor's creation time is known
+        self.followers: list[Follower] = []
 
-    def __getstate__(self) -> tuple[int, int, list[str]]:
-        return self.follows, self.unfollows, self.followers
+    def __getstate__(self) -> tuple[int, int, int, int, int, int, list[Follower]]:
+        return (
+            self.follows,
+            self.user_follows,
+            self.unfollows,
+            self.engagement,
+            self.young,
+            self.dated,
+            self.followers,
+        )
 
-    def __setstate__(self, state: tuple[int, int, list[str]]) -> None:
-        self.follows, self.unfollows, self.followers = state
+    def __setstate__(self, state: tuple[int, int, int, int, int, int, list[Follower]]) -> None:
+        (
+            self.follows,
+            self.user_follows,
+            self.unfollows,
+            self.engagement,
+            self.young,
+            self.dated,
+            self.followers,
+        ) = state
+
+
+class FollowModel:
+    """An account's history: its net follows and its engagement per window, and how much
+    of the follows the engagement explains."""
+
+    __slots__ = ("attention", "follows", "support")
+
+    def __init__(
+        self, follows: CountBaseline, attention: CountBaseline, support: FollowSupport
+    ) -> None:
+        self.follows = follows
+        self.attention = attention
+        self.support = support
+
+    def __getstate__(self) -> tuple[CountBaseline, CountBaseline, FollowSupport]:
+        return self.follows, self.attention, self.support
+
+    def __setstate__(self, state: tuple[CountBaseline, CountBaseline, FollowSupport]) -> None:
+        self.follows, self.attention, self.support = state
+
+
+class Composition:
+    """Who the window's new followers are: how fresh, how concentrated."""
+
+    def __init__(self, panes: list[FollowPane], young_account_ms: int, shared_min: int) -> None:
+        followers = [f for p in panes for f in p.followers]
+        dated = sum(p.dated for p in panes)
+        self.young_share = sum(p.young for p in panes) / dated if dated else 0.0
+        nets = Counter(f[2] for f in followers if f[2])
+        devices = Counter(f[3] for f in followers if f[3])
+        # followers that share a network or device with at least `shared_min` others
+        self.crowded_nets = {n for n, c in nets.items() if c >= shared_min}
+        self.crowded_devices = {d for d, c in devices.items() if c >= shared_min}
+        with_net = sum(nets.values())
+        with_device = sum(devices.values())
+        self.net_crowding = sum(nets[n] for n in self.crowded_nets) / with_net if with_net else 0.0
+        self.device_crowding = (
+            sum(devices[d] for d in self.crowded_devices) / with_device if with_device else 0.0
+        )
+        self.described = bool(dated or with_net or with_device)
+        self.followers = followers
+
+    def suspicious(self, cfg: FollowerJumpSettings) -> bool:
+        return (
+            self.young_share >= cfg.young_share
+            or self.net_crowding >= cfg.crowding_share
+            or self.device_crowding >= cfg.crowding_share
+        )
+
+    def suspects(self) -> list[str]:
+        """Followers that are individually suspicious: fresh, or in a crowd. When nothing
+        describes the followers (no ages, addresses or devices), every one of them."""
+        if not self.described:
+            return sorted({f[0] for f in self.followers})
+        return sorted(
+            {
+                actor
+                for actor, young, net, device in self.followers
+                if young or net in self.crowded_nets or device in self.crowded_devices
+            }
+        )
 
 
 class FollowerJumpStage(Stage):
     detector = "follower_jump"
     key_field = "target"
-    event_types = frozenset({"follow", "unfollow"})
+    event_types = frozenset({"follow", "unfollow", "click", "repost", "comment"})
 
     def __init__(self, cfg: FollowerJumpSettings, severity: SeveritySettings) -> None:
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
         self._alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.half_life_ms)
+        self._support_alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.support_half_life_ms)
 
-    def new_model(self) -> CountBaseline:
+    def new_model(self) -> FollowModel:
         cfg = self.cfg
-        return CountBaseline(
-            alpha=self._alpha, warmup=cfg.warmup_windows, z_scale=cfg.z_threshold, clip_z=cfg.clip_z
+        return FollowModel(
+            CountBaseline(
+                alpha=self._alpha,
+                warmup=cfg.warmup_windows,
+                z_scale=cfg.z_threshold,
+                clip_z=cfg.clip_z,
+            ),
+            CountBaseline(
+                alpha=self._alpha,
+                warmup=cfg.warmup_windows,
+                z_scale=cfg.z_threshold,
+                clip_z=cfg.clip_z,
+            ),
+            FollowSupport(
+                alpha=self._support_alpha,
+                warmup=cfg.support_warmup_windows,
+                allowance=cfg.level_allowance,
+                cap=cfg.level_cap,
+                learn_below=cfg.clip_z,
+                min_ratio=cfg.level_min_ratio,
+            ),
         )
 
     def new_pane(self) -> FollowPane:
         return FollowPane()
 
     def add(self, pane: FollowPane, event: Any) -> None:
-        if event.type == "follow":
+        kind = event.type
+        if kind == "follow":
             pane.follows += 1
+            if event.origin in PLATFORM_FLOWS:
+                return  # the platform's doing, not the follower's: not suspects
+            pane.user_follows += 1
+            created = event.actor_created_at
+            young = False
+            if created is not None:
+                pane.dated += 1
+                young = event.ts - created < self.cfg.young_account_ms
+                pane.young += young
             if len(pane.followers) < self.cfg.max_members:
-                pane.followers.append(event.actor)
-        else:
+                pane.followers.append(
+                    (event.actor, young, network_of(event.ip), event.device_id or "")
+                )
+        elif kind == "unfollow":
             pane.unfollows += 1
+        else:
+            pane.engagement += 1
 
     def evaluate(
-        self, key: str, model: CountBaseline, panes: list[FollowPane], start: int, end: int
+        self, key: str, model: FollowModel, panes: list[FollowPane], start: int, end: int
     ) -> Finding | None:
         cfg = self.cfg
         follows = sum(p.follows for p in panes)
         unfollows = sum(p.unfollows for p in panes)
+        engagement = sum(p.engagement for p in panes)
+        user_follows = sum(p.user_follows for p in panes)
         net = follows - unfollows
-        score = model.update(end // cfg.hop_ms, max(net, 0))
-        if (
-            score < 0.5
-            or net < cfg.min_net_follows
-            or net < cfg.min_ratio * max(model.expected, 1.0)
-        ):
+        baseline, support = model.follows, model.support
+        t = end // cfg.hop_ms
+        expected_before = baseline.expected if baseline.n else 0.0
+        score = baseline.update(t, max(net, 0))
+        model.attention.update(t, engagement)
+        excess = support.update(user_follows, engagement, floor=expected_before)
+        # the account is having a moment (its content draws far more attention than usual):
+        # extra followers then are plausibly converts, not a drip
+        surge = model.attention.z >= cfg.attention_z
+        if surge:  # nor does their excess count towards a drip afterwards
+            support.cusum = 0.0
+        if net < min(cfg.min_net_follows, cfg.level_min_net):
             return None
+        composition = Composition(panes, cfg.young_account_ms, cfg.shared_min)
+        burst = (
+            score >= 0.5
+            and net >= cfg.min_net_follows
+            and net >= cfg.min_ratio * max(baseline.expected, 1.0)
+            and (composition.suspicious(cfg) or not composition.described)
+        )
+        drift = (
+            support.cusum >= cfg.level_threshold
+            and excess >= cfg.level_window_z
+            and not surge
+            and min(net, user_follows) >= cfg.level_min_net
+            # and above the account's own recent normal: an explanation by engagement that
+            # lags the daily rhythm is no evidence on its own
+            and net >= cfg.min_ratio * max(baseline.expected, 1.0)
+        )
+        if not (burst or drift):
+            return None
+        if not burst:  # a level shift: score how far the CUSUM is past its threshold
+            score = max(score, 1.0 - 0.5 ** (support.cusum / cfg.level_threshold))
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
-        members = sorted({actor for p in panes for actor in p.followers})[: cfg.max_members]
+        kind = "burst" if burst else "level_shift"
+        suspicious = composition.suspicious(cfg) or not composition.described
+        members = composition.suspects()[: cfg.max_members] if suspicious else []
         minutes = (end - start) / 60_000
+        predicted = support.predicted
+        why = (
+            f"{net} net new followers in {minutes:g} min where this account's own history "
+            f"expects about {baseline.expected:.1f} (z={baseline.z:.1f})"
+            if burst
+            else f"{net} net new followers in {minutes:g} min, persistently more than the "
+            f"account's engagement explains (about {predicted or 0:.1f}; "
+            f"cumulative excess {support.cusum:.1f})"
+        )
+        if composition.young_share >= cfg.young_share:
+            why += f"; {composition.young_share:.0%} of them are freshly created accounts"
+        elif max(composition.net_crowding, composition.device_crowding) >= cfg.crowding_share:
+            why += "; many of them share a few networks or devices"
         return make_finding(
             detector=self.detector,
             article=cfg.article,
@@ -88,16 +280,23 @@ class FollowerJumpStage(Stage):
             severity=severity,
             members=members,
             evidence={
+                "kind": kind,
                 "observed": net,
                 "follows": follows,
                 "unfollows": unfollows,
-                "expected": round(model.expected, 2),
-                "z": round(model.z, 2),
+                "expected": round(baseline.expected, 2),
+                "z": round(baseline.z, 2),
                 "z_threshold": cfg.z_threshold,
-                "history_windows": model.n - 1,
-                "explanation": (
-                    f"{net} net new followers in {minutes:g} min where this account's own "
-                    f"history expects about {model.expected:.1f} (z={model.z:.1f})"
-                ),
+                "user_follows": user_follows,
+                "engagement": engagement,
+                "engagement_z": round(model.attention.z, 2),
+                "explained_by_engagement": None if predicted is None else round(predicted, 2),
+                "excess_z": round(excess, 2),
+                "cumulative_excess": round(support.cusum, 2),
+                "young_share": round(composition.young_share, 3),
+                "network_crowding": round(composition.net_crowding, 3),
+                "device_crowding": round(composition.device_crowding, 3),
+                "history_windows": baseline.n - 1,
+                "explanation": why,
             },
         )

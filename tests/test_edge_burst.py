@@ -1,0 +1,224 @@
+"""`models.EdgeBurst` on plain values, without the pipeline."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models import EdgeBurst
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _background(
+    rng: np.random.Generator, ticks: range, per_tick: float, n_src: int = 3000, n_dst: int = 300
+) -> tuple[list[str], list[str], list[int]]:
+    """Steady traffic: random sources following destinations of Zipf-like popularity, plus
+    200 recurring edges with their own steady rates of 0.5 to 4 events per tick."""
+    weights = 1.0 / np.arange(1, n_dst + 1) ** 1.1
+    weights /= weights.sum()
+    pairs = [(f"regular{i}", f"d{i % n_dst}") for i in range(200)]
+    rates = np.linspace(0.5, 4.0, len(pairs))
+    src: list[str] = []
+    dst: list[str] = []
+    ts: list[int] = []
+    for t in ticks:
+        k = int(rng.poisson(per_tick))
+        src += [f"s{x}" for x in rng.integers(0, n_src, k)]
+        dst += [f"d{x}" for x in rng.choice(n_dst, k, p=weights)]
+        for (s, d), n in zip(pairs, rng.poisson(rates), strict=True):
+            src += [s] * int(n)
+            dst += [d] * int(n)
+        ts += [t] * (len(src) - len(ts))
+    return src, dst, ts
+
+
+def test_steady_stream_of_many_edges_scores_low() -> None:
+    rng = np.random.default_rng(0)
+    model = EdgeBurst(rows=4, buckets=2048, decay=0.9, seed=1)
+    src, dst, ts = _background(rng, range(60), 800)
+    scores = model.score_many(src, dst, ts)
+    assert len(set(zip(src, dst, strict=True))) > 20_000
+    assert scores.max() < 0.6  # z < 6.6: Poisson tails, over 50,000 (key, tick) pairs
+    assert np.quantile(scores, 0.99) < 0.3  # a first-ever event scores 0.14 (z = 1.1)
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+
+
+def test_one_edge_hammered_in_one_tick_scores_high_on_the_edge() -> None:
+    rng = np.random.default_rng(1)
+    model = EdgeBurst(rows=4, buckets=2048, decay=0.9, seed=2)
+    for t in range(31):  # two busy accounts, and the edge between them once per tick
+        src, dst, ts = _background(rng, range(t, t + 1), 300)
+        src += ["hub_src"] * 400 + [f"x{i}" for i in range(400)] + ["hub_src"]
+        dst += [f"y{i}" for i in range(400)] + ["hub_dst"] * 400 + ["hub_dst"]
+        model.score_many(src, dst, ts + [t] * 801)
+    scores = [model.score("hub_src", "hub_dst", 30) for _ in range(150)]  # on top of tick 30
+    assert max(scores) == scores[-1] > 0.9
+    edge, source, destination = model.last_parts
+    assert edge == model.last_raw > 5 * max(source, destination)  # the nodes grew by a third
+
+
+def test_follower_burst_scores_high_within_the_tick() -> None:
+    rng = np.random.default_rng(2)
+    model = EdgeBurst(rows=4, buckets=2048, decay=0.9, seed=3)
+    for t in range(30):
+        src, dst, ts = _background(rng, range(t, t + 1), 500)
+        fans = [f"fan{t}_{i}" for i in range(int(rng.poisson(5)))]
+        model.score_many(src + fans, dst + ["victim"] * len(fans), ts + [t] * len(fans))
+    burst = [model.score(f"bot{i}", "victim", 30) for i in range(300)]  # all new sources
+    assert burst[-1] > 0.9 and sum(s > 0.9 for s in burst) > 100
+    assert model.last_parts[2] == model.last_raw  # the destination is what stands out
+    assert max(model.last_parts[:2]) < 2.0  # each new edge and new source is unremarkable
+
+
+def test_an_organic_destination_with_a_high_steady_rate_is_not_flagged() -> None:
+    # Hard negative: ~1000 new followers every tick, wobbling 20% more than Poisson,
+    # next to a small account that gets a genuine follower burst of the same kind.
+    rng = np.random.default_rng(3)
+    model = EdgeBurst(rows=4, buckets=2048, decay=0.95, seed=4)
+    celeb_max = []
+    for t in range(80):
+        src, dst, ts = _background(rng, range(t, t + 1), 300)
+        n = int(rng.poisson(rng.gamma(25.0, 1000.0 / 25.0)))
+        src += [f"new{t}_{i}" for i in range(n)]
+        dst += ["celebrity"] * n
+        scores = model.score_many(src, dst, ts + [t] * n)
+        if t >= 5:
+            celeb_max.append(scores[-n:].max())
+        model.score(f"fan{t}", "small", t)
+    assert max(celeb_max) < 0.5
+    burst = model.score_many([f"bot{i}" for i in range(300)], ["small"] * 300, [80] * 300)
+    assert burst[-1] > 0.9
+
+
+def _step_scores(decay: float) -> list[float]:
+    """Per-tick maximum score of a destination whose rate steps from 5 to 300 at tick 30."""
+    rng = np.random.default_rng(4)
+    model = EdgeBurst(rows=4, buckets=1024, decay=decay, seed=5)
+    out = []
+    for t in range(60):
+        src, dst, ts = _background(rng, range(t, t + 1), 100)
+        n = int(rng.poisson(5 if t < 30 else 300))
+        src += [f"f{t}_{i}" for i in range(n)]
+        scores = model.score_many(src, dst + ["star"] * n, ts + [t] * n)
+        out.append(float(scores[-n:].max()))
+    return out
+
+
+def test_decay_lets_a_destination_at_a_new_steady_rate_return_to_low_scores() -> None:
+    fast, slow = _step_scores(0.8), _step_scores(0.99)
+    assert fast[30] > 0.9 and slow[30] > 0.9  # the step itself is a burst
+    assert max(fast[45:]) < 0.4  # forgotten within a few half-lives (3.1 ticks)
+    assert min(slow[30:42]) > 0.5  # a long memory keeps flagging the new rate for longer
+
+
+def test_after_an_isolated_burst_steady_traffic_is_quiet_and_a_new_burst_is_flagged() -> None:
+    rng = np.random.default_rng(5)
+    model = EdgeBurst(rows=4, buckets=1024, decay=0.9, seed=6)
+    after = []
+    for t in range(60):
+        src, dst, ts = _background(rng, range(t, t + 1), 100)
+        n = 400 if t in (20, 50) else int(rng.poisson(5))
+        src += [f"f{t}_{i}" for i in range(n)]
+        scores = model.score_many(src, dst + ["victim"] * n, ts + [t] * n)
+        if t in (20, 50):
+            assert scores[-1] > 0.9
+        elif t > 20 and n:
+            after.append(scores[-n:].max())
+    assert max(after) < 0.4
+
+
+def test_memory_is_constant_in_the_number_of_distinct_edges() -> None:
+    model = EdgeBurst(rows=3, buckets=512, decay=0.9, seed=7)
+    model.score("a", "b", 0)
+    nbytes, pickled = model.nbytes, len(pickle.dumps(model))
+    assert nbytes == 3 * 3 * 3 * 512 * 8
+    n = 50_000
+    model.score_many([f"s{i}" for i in range(n)], [f"d{i}" for i in range(n)], np.arange(n) // 5000)
+    assert model.nbytes == nbytes
+    assert len(pickle.dumps(model)) == pickled
+    assert pickled < nbytes + 2048  # the pickle is the arrays plus a few hundred bytes
+
+
+def test_pickle_round_trip_mid_tick_gives_identical_scores() -> None:
+    rng = np.random.default_rng(8)
+    model = EdgeBurst(rows=4, buckets=256, decay=0.9, seed=8)
+    src, dst, ts = _background(rng, range(12), 60, n_src=200, n_dst=30)
+    half = len(src) - 40  # stop in the middle of the last tick
+    model.score_many(src[:half], dst[:half], ts[:half])
+    clone = pickle.loads(pickle.dumps(model))
+    rest = [*zip(src[half:], dst[half:], ts[half:], strict=True), ("x", "y", 15)]
+    assert [model.score(*e) for e in rest] == [clone.score(*e) for e in rest]
+    assert model.last_parts == clone.last_parts and model.tick == clone.tick == 15
+
+
+_SCRIPT = """
+import json, sys
+from models import EdgeBurst
+m = EdgeBurst(rows=3, buckets=64, decay=0.9, seed=11, warmup=1)
+events = [(f"s{i % 13}", f"d{i % 5}", i // 20) for i in range(100)] + [("s1", "d2", 5)] * 200
+print(json.dumps([m.score(*e) for e in events]))
+"""
+
+
+def test_scores_are_identical_across_processes_and_hash_seeds() -> None:
+    runs = []
+    for hash_seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", _SCRIPT], cwd=ROOT, env=env, capture_output=True, check=True
+        )
+        runs.append(json.loads(done.stdout))
+    here: dict[str, str] = {}
+    exec(_SCRIPT.replace("print(", "out = ("), here)
+    assert runs[0] == runs[1] == json.loads(here["out"])
+    assert max(runs[0]) > 0.9  # the check covers real scores, not only zeros
+
+
+def test_score_many_equals_scoring_one_event_at_a_time() -> None:
+    rng = np.random.default_rng(9)
+    src, dst, ts = _background(rng, range(15), 50, n_src=100, n_dst=20)
+    ts = [t if i % 17 else max(t - 3, 0) for i, t in enumerate(ts)]  # some late events
+    ts[-50:] = [t + 4 for t in ts[-50:]]  # and a gap of empty ticks
+    src += ["p"] * 150
+    dst += ["q"] * 150
+    ts += [ts[-1]] * 150
+    one, many = EdgeBurst(seed=10, buckets=128), EdgeBurst(seed=10, buckets=128)
+    singles = np.array([one.score(s, d, t) for s, d, t in zip(src, dst, ts, strict=True)])
+    k = len(src) // 3  # in two batches, to cover carrying state between them
+    batched = np.concatenate(
+        [
+            many.score_many(src[:k], dst[:k], ts[:k]),
+            many.score_many(src[k:], dst[k:], np.asarray(ts[k:])),
+        ]
+    )
+    np.testing.assert_allclose(batched, singles, rtol=1e-12, atol=1e-15)
+    assert singles.max() > 0.9 and one.tick == many.tick == ts[-1]
+    assert one.last_raw == pytest.approx(many.last_raw, rel=1e-12)
+    raw = EdgeBurst(seed=10, buckets=128).score_many(src, dst, ts, raw=True)
+    np.testing.assert_allclose([many.unit(r) for r in raw], singles, rtol=1e-12, atol=1e-15)
+
+
+def test_late_events_count_in_the_current_tick_and_warmup_scores_zero() -> None:
+    model = EdgeBurst(rows=2, buckets=64, decay=0.9, seed=12, warmup=2)
+    assert [model.score("a", "b", t) for t in (0, 1)] == [0.0, 0.0]
+    assert model.score("a", "b", 0) == 0.0 and model.tick == 1  # late: counted in tick 1
+    for t in range(2, 10):
+        model.score("a", "b", t)
+    late = [model.score("a", "b", 3) for _ in range(200)]  # all land in tick 9
+    assert model.tick == 9 and late[-1] > 0.9
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"rows": 0}, {"buckets": 0}, {"decay": 1.0}, {"decay": 0.0}, {"warmup": -1}]
+)
+def test_invalid_parameters_are_rejected(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        EdgeBurst(**kwargs)  # type: ignore[arg-type]

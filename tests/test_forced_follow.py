@@ -1,0 +1,219 @@
+"""`forced_follow`: an onboarding flow that makes newcomers follow one account without asking
+is flagged, naming the account and the origins; contact imports without consent spread over
+many targets, popular accounts' confirmed onboarding defaults, and follows with no origin or
+consent at all are not."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from pipeline.detectors.forced_follow import ForcedFollowStage, ForcedPane
+from pipeline.engine import Engine
+from pipeline.findings import Finding
+from pipeline.settings import ConfigError, load_settings
+from tests.helpers import (
+    HOUR,
+    MINUTE,
+    T0,
+    StreamBuilder,
+    lockstep,
+    read_jsonl,
+    shuffle_within,
+    write_lines,
+)
+
+WINDOW = 15 * MINUTE  # config/lockstep.yaml: detectors.forced_follow.window_ms
+HOP = 5 * MINUTE
+
+
+def _newcomers(
+    b: StreamBuilder,
+    start: int,
+    end: int,
+    per_hour: float,
+    forced_onto: str | None = None,
+    share: float = 1.0,
+    popular: tuple[str, ...] = (),
+) -> list[str]:
+    """People signing up at `per_hour`. Each follows a few `popular` accounts the platform
+    recommends (a fifth as confirmed onboarding defaults) and one friend from imported
+    contacts (a third of imports unconfirmed); `forced_onto`, when given, is followed by a
+    `share` of them without being asked. Returns the ones forced."""
+    forced = []
+    ts = start
+    while True:
+        ts += int(b.rng.expovariate(per_hour / HOUR)) + 1
+        if ts >= end:
+            return forced
+        who = f"new{b.rng.randrange(10**8)}"
+        b.add("register", ts, who)
+        for target in b.rng.sample(popular, min(len(popular), 2 + b.rng.randrange(3))):
+            onboarding = b.rng.random() < 0.2
+            origin = "onboarding_default" if onboarding else "recommendation"
+            b.add(
+                "follow",
+                ts + b.rng.randrange(MINUTE),
+                who,
+                target=target,
+                origin=origin,
+                consent=True,
+            )
+        friend = f"user{b.rng.randrange(5000)}"
+        consent = b.rng.random() > 0.3
+        b.add(
+            "follow",
+            ts + b.rng.randrange(HOUR),
+            who,
+            target=friend,
+            origin="import",
+            consent=consent,
+        )
+        if forced_onto and b.rng.random() < share:
+            late = ts + 2_000 + b.rng.randrange(40_000)
+            b.add(
+                "follow", late, who, target=forced_onto, origin="onboarding_default", consent=False
+            )
+            forced.append(who)
+
+
+def _organic_follows(b: StreamBuilder, targets: list[str], end: int, per_hour: float) -> None:
+    for target in targets:
+        b.poisson_follows(target, T0, end, rate_per_hour=per_hour)
+
+
+def _run(lines: list[str], **overrides: object) -> list[Finding]:
+    settings = load_settings(overrides={"detectors": {"forced_follow": overrides}})
+    stage = ForcedFollowStage(settings.detectors.forced_follow, settings.severity)
+    engine = Engine(settings, stages=[stage])
+    findings: list[Finding] = []
+    for i in range(0, len(lines), 2000):
+        findings += engine.process([line.encode() for line in lines[i : i + 2000]], "t").findings
+    return findings + engine.finish().findings
+
+
+POPULAR = ("star1", "star2", "star3", "star4", "star5")
+
+
+def _world(seed: int, end: int) -> StreamBuilder:
+    """Sign-ups all day (with a promotion tripling them for an hour), recommendations of
+    popular accounts, contact imports, and ordinary follows of creators."""
+    b = StreamBuilder(seed=seed)
+    _organic_follows(b, list(POPULAR), end, per_hour=120)
+    _organic_follows(b, [f"creator{i}" for i in range(20)], end, per_hour=4)
+    _newcomers(b, T0, end, per_hour=200, popular=POPULAR)
+    promo = T0 + HOUR
+    _newcomers(b, promo, promo + HOUR, per_hour=400, popular=POPULAR)
+    return b
+
+
+def test_onboarding_campaign_on_one_account_is_flagged() -> None:
+    b = _world(seed=1, end=T0 + 5 * HOUR)
+    start = T0 + 3 * HOUR + 2 * MINUTE
+    victims = _newcomers(b, start, start + HOUR, per_hour=150, forced_onto="creator7", share=0.7)
+    findings = _run(b.sorted_lines())
+
+    assert findings and {f.subject_id for f in findings} == {"creator7"}
+    first = min(findings, key=lambda f: f.window_end)
+    assert first.window_end - start <= 2 * WINDOW
+    assert first.detector == "forced_follow" and first.article == "12"
+    assert first.subject_type == "account" and first.members == []
+    ev = first.evidence
+    assert ev["forced"] >= 10 and ev["distinct_victims"] >= 10 and ev["forced_share"] >= 0.5
+    assert (
+        ev["origins"] == {"onboarding_default": ev["forced"]} and ev["unconsented"] == ev["forced"]
+    )
+    assert set(ev["victims_sample"]) <= set(victims) and 0 < len(ev["victims_sample"]) <= 20
+    assert "onboarding_default" in ev["explanation"] and "consent" in ev["explanation"]
+    # an hour of it is not the account's new normal: flagged until it stops
+    assert max(f.window_end for f in findings) >= start + HOUR - HOP
+
+
+def test_campaign_at_a_low_rate_is_flagged_too() -> None:
+    b = _world(seed=2, end=T0 + 5 * HOUR)
+    start = T0 + 3 * HOUR
+    _newcomers(b, start, start + HOUR, per_hour=60, forced_onto="creator3")
+    assert {f.subject_id for f in _run(b.sorted_lines())} == {"creator3"}
+
+
+def test_organic_world_is_not_flagged() -> None:
+    """Unconfirmed contact imports spread thin over thousands of people, confirmed onboarding
+    defaults for popular accounts (tripled by a promotion), follows with neither origin nor
+    consent, and recommendations: none is a forced-follow campaign."""
+    b = _world(seed=3, end=T0 + 6 * HOUR)
+    for i in range(3000):  # old clients send neither origin nor consent
+        b.add("follow", T0 + b.rng.randrange(6 * HOUR), f"old{i}", target="creator5")
+    for i in range(600):  # recommended and confirmed: fine
+        ts = T0 + 2 * HOUR + b.rng.randrange(HOUR)
+        b.add("follow", ts, f"r{i}", target="creator6", origin="recommendation", consent=True)
+    assert _run(b.sorted_lines()) == []
+
+
+def test_what_counts_as_forced() -> None:
+    settings = load_settings()
+    stage = ForcedFollowStage(settings.detectors.forced_follow, settings.severity)
+    b = StreamBuilder(seed=4)
+    cases = [
+        ("user", True, False),
+        (None, None, False),
+        ("recommendation", True, False),
+        ("recommendation", False, True),
+        ("user", False, True),
+        ("onboarding_default", None, True),
+        ("api", True, True),
+        ("import", False, True),
+    ]
+    engine = Engine(settings, stages=[stage])
+    for i, (origin, consent, _) in enumerate(cases):
+        fields = {k: v for k, v in (("origin", origin), ("consent", consent)) if v is not None}
+        b.add("follow", T0 + i, f"u{i}", target=f"t{i}", **fields)
+    engine.process([line.encode() for line in b.sorted_lines()], "t")
+    store = engine.runners[0].store
+    for i, (_, _, forced) in enumerate(cases):
+        (pane,) = store[f"t{i}"].panes.values()
+        assert pane.forced == int(forced), cases[i]
+
+
+def test_findings_are_deterministic_and_survive_small_disorder(tmp_path: Path) -> None:
+    b = _world(seed=5, end=T0 + 4 * HOUR)
+    _newcomers(b, T0 + 2 * HOUR, T0 + 3 * HOUR, per_hour=150, forced_onto="creator9")
+    ordered = b.sorted_lines()
+    config = tmp_path / "on.yaml"  # whatever the default, this test runs the detector
+    config.write_text("detectors:\n  forced_follow:\n    enabled: true\n")
+    runs = []
+    for name, lines in (("a", ordered), ("b", ordered), ("c", shuffle_within(ordered, 20_000))):
+        out = tmp_path / name
+        events = str(write_lines(tmp_path / f"{name}.jsonl", lines))
+        proc = lockstep("replay", events, "--out", str(out), "--config", str(config))
+        assert proc.returncode == 0, proc.stderr.decode()
+        rows = read_jsonl(out / "findings.jsonl")
+        runs.append(
+            sorted(
+                (f["finding_id"], f["subject_id"], f["score"])
+                for f in rows
+                if f["detector"] == "forced_follow"
+            )
+        )
+    assert runs[0] and runs[0] == runs[1] == runs[2]
+    assert {subject for _, subject, _ in runs[0]} == {"creator9"}
+
+
+def test_pane_survives_pickling() -> None:
+    pane = ForcedPane()
+    pane.follows, pane.forced, pane.unconsented = 5, 3, 2
+    pane.origins["onboarding_default"] = 3
+    pane.victims.update({"a", "b", "c"})
+    copy = pickle.loads(pickle.dumps(pane, protocol=pickle.HIGHEST_PROTOCOL))
+    assert (copy.follows, copy.forced, copy.unconsented) == (5, 3, 2)
+    assert copy.origins == {"onboarding_default": 3} and copy.victims == {"a", "b", "c"}
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="forcing_origins"):
+        load_settings(overrides={"detectors": {"forced_follow": {"forcing_origins": ["bogus"]}}})
+    with pytest.raises(ConfigError, match="min_forced_share"):
+        load_settings(overrides={"detectors": {"forced_follow": {"min_forced_share": 2.0}}})
+    with pytest.raises(ConfigError, match="window_ms"):
+        load_settings(overrides={"detectors": {"forced_follow": {"window_ms": 700_000}}})
