@@ -112,7 +112,7 @@ class EngagementInflationStage(Stage):
     ) -> Finding | None:
         cfg = self.cfg
         events = panes[0].events if len(panes) == 1 else sum(p.events for p in panes)
-        if events < cfg.min_events and model.n == 1:
+        if events < cfg.min_events and model.observed == 0:
             return None  # an item is modelled from its first busy window; until then, the prior
         volume_score = model.update(end // cfg.hop_ms, events)
         if (
