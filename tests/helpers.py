@@ -107,3 +107,18 @@ def lockstep(
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def replay_three_ways(tmp_path: Path, lines: list[str], detector: str) -> list[list[dict]]:
+    """`lockstep replay` with `detector` enabled on `lines` in order, again, and shuffled
+    within the allowed lateness: its findings from each run, for determinism checks."""
+    config = tmp_path / "on.yaml"  # whatever the default, the detector runs
+    config.write_text(f"detectors:\n  {detector}:\n    enabled: true\n")
+    runs = []
+    for name, batch in (("a", lines), ("b", lines), ("c", shuffle_within(lines, 20_000))):
+        out = tmp_path / name
+        events = str(write_lines(tmp_path / f"{name}.jsonl", batch))
+        proc = lockstep("replay", events, "--out", str(out), "--config", str(config))
+        assert proc.returncode == 0, proc.stderr.decode()
+        runs.append([f for f in read_jsonl(out / "findings.jsonl") if f["detector"] == detector])
+    return runs

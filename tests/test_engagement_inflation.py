@@ -22,10 +22,7 @@ from tests.helpers import (
     MINUTE,
     T0,
     StreamBuilder,
-    lockstep,
-    read_jsonl,
-    shuffle_within,
-    write_lines,
+    replay_three_ways,
 )
 
 WINDOW = 5 * MINUTE  # config/lockstep.yaml: detectors.engagement_inflation.window_ms
@@ -200,18 +197,10 @@ def test_findings_are_deterministic_and_survive_small_disorder(tmp_path: Path) -
     _background(b, T0 + 3 * HOUR)
     _farm(b, "promo", "shop", T0 + 2 * HOUR, T0 + 2 * HOUR + 30 * MINUTE, clicks=1500)
     ordered = b.sorted_lines()
-    config = tmp_path / "on.yaml"  # whatever the default, this test runs the detector
-    config.write_text("detectors:\n  engagement_inflation:\n    enabled: true\n")
-    runs = []
-    for name, lines in (("a", ordered), ("b", ordered), ("c", shuffle_within(ordered, 20_000))):
-        out = tmp_path / name
-        events = str(write_lines(tmp_path / f"{name}.jsonl", lines))
-        proc = lockstep("replay", events, "--out", str(out), "--config", str(config))
-        assert proc.returncode == 0, proc.stderr.decode()
-        rows = [
-            f for f in read_jsonl(out / "findings.jsonl") if f["detector"] == "engagement_inflation"
-        ]
-        runs.append(sorted((f["finding_id"], f["subject_id"], f["members"]) for f in rows))
+    runs = [
+        sorted((f["finding_id"], f["subject_id"], f["members"]) for f in found)
+        for found in replay_three_ways(tmp_path, ordered, "engagement_inflation")
+    ]
     assert runs[0] and runs[0] == runs[1] == runs[2]
 
 

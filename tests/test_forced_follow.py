@@ -19,10 +19,7 @@ from tests.helpers import (
     MINUTE,
     T0,
     StreamBuilder,
-    lockstep,
-    read_jsonl,
-    shuffle_within,
-    write_lines,
+    replay_three_ways,
 )
 
 WINDOW = 15 * MINUTE  # config/lockstep.yaml: detectors.forced_follow.window_ms
@@ -180,22 +177,10 @@ def test_findings_are_deterministic_and_survive_small_disorder(tmp_path: Path) -
     b = _world(seed=5, end=T0 + 4 * HOUR)
     _newcomers(b, T0 + 2 * HOUR, T0 + 3 * HOUR, per_hour=150, forced_onto="creator9")
     ordered = b.sorted_lines()
-    config = tmp_path / "on.yaml"  # whatever the default, this test runs the detector
-    config.write_text("detectors:\n  forced_follow:\n    enabled: true\n")
-    runs = []
-    for name, lines in (("a", ordered), ("b", ordered), ("c", shuffle_within(ordered, 20_000))):
-        out = tmp_path / name
-        events = str(write_lines(tmp_path / f"{name}.jsonl", lines))
-        proc = lockstep("replay", events, "--out", str(out), "--config", str(config))
-        assert proc.returncode == 0, proc.stderr.decode()
-        rows = read_jsonl(out / "findings.jsonl")
-        runs.append(
-            sorted(
-                (f["finding_id"], f["subject_id"], f["score"])
-                for f in rows
-                if f["detector"] == "forced_follow"
-            )
-        )
+    runs = [
+        sorted((f["finding_id"], f["subject_id"], f["score"]) for f in found)
+        for found in replay_three_ways(tmp_path, ordered, "forced_follow")
+    ]
     assert runs[0] and runs[0] == runs[1] == runs[2]
     assert {subject for _, subject, _ in runs[0]} == {"creator9"}
 
