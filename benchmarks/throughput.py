@@ -53,17 +53,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--enable", action="append", default=[], help="turn a detector on")
+    parser.add_argument("--disable", action="append", default=[], help="turn a detector off")
     args = parser.parse_args()
+    switches = {name: {"enabled": True} for name in args.enable}
+    switches.update({name: {"enabled": False} for name in args.disable})
+    overrides = {"detectors": switches} if switches else None
     path = ensure_file(DATA / f"mixed-{args.events}.jsonl", args.events)
     base, full = [], []
     summary: dict = {}
     for _ in range(args.rounds):
         base.append(decode_only(path)[0])
-        rate, summary = full_replay(path)
+        rate, summary = full_replay(path, overrides)
         full.append(rate)
     ratios = sorted(f / b for f, b in zip(full, base, strict=True))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
     print(f"machine: {machine}; {args.events:,} events, {args.rounds} rounds")
+    print(f"detector switches over the default config: {switches or 'none'}")
     print(f"events by type: {summary['events_by_type']}")
     print(f"findings: {summary['findings']}, dead letters: {summary['dead_letters']}")
     print(f"decode-only baseline events/s by round: {', '.join(f'{r:,.0f}' for r in base)}")
