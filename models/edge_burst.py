@@ -328,6 +328,42 @@ class EdgeBurst:
             out = 1.0 - 0.5 ** (np.sqrt(out) / self.z_scale)
         return out
 
+    def destination_burst(self, destination: str) -> tuple[float, float, float]:
+        """(count this tick, count its history expects, raw score) of one destination,
+        read from the sketches as they stand, without counting anything.
+
+        Read once a tick's events are all counted, this depends only on what the tick
+        holds, not on the order its events came in (counts are sums), and it judges the
+        destination alone: a source that follows many accounts in the tick raises its own
+        score, not the destinations'. The raw score is the destination's z^2, as in
+        `last_parts` (0 while warming up or at or below normal); the expected count is its
+        history's mean mapped back from the Anscombe scale (0 before any history). Both are
+        count-min estimates: collisions only inflate them.
+        """
+        base, cur, sy, syy = self._tools()
+        h = base.copy()
+        h.update(destination.encode("utf-8", "surrogatepass"))
+        key = int.from_bytes(h.digest(), "little")
+        rows, buckets, mults, adds = self.rows, self.buckets, self._mults, self._adds
+        family = _FAMILIES.index("destination")
+        a = m = v = math.inf
+        weighted = self._weight > 0.0
+        inv_w, inflate = self._scale() if weighted else (0.0, 1.0)
+        for i in range(family * rows, family * rows + rows):
+            j = i * buckets + (((((mults[i] * key + adds[i]) & _MASK64) >> 32) * buckets) >> 32)
+            a = min(a, cur[j])
+            mean = sy[j] * inv_w
+            m = min(m, mean)
+            v = min(v, syy[j] * inv_w - mean * mean)
+        if not weighted:
+            return a, 0.0, 0.0
+        expected = max(0.25 * m * m - 0.375, 0.0)
+        raw = 0.0
+        d = 2.0 * math.sqrt(a + 0.375) - m
+        if d > 0.0 and self._ticks_seen >= self.warmup:
+            raw = d * d / (max(v, 1.0) * inflate)
+        return a, expected, raw
+
     def _hash_many(self, names: Sequence[str]) -> np.ndarray:
         base = self._tools()[0]
         table: dict[str, int] = {}

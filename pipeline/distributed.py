@@ -27,7 +27,7 @@ from pipeline.events import NO_TIME, AnyEvent, Event
 from pipeline.findings import Finding
 from pipeline.gate import Admitted, Gate
 from pipeline.settings import Settings
-from pipeline.stage import KeyedRunner, KeyState, Stage
+from pipeline.stage import KeyedRunner, KeyState, Stage, custom_key_of
 from pipeline.topics import Topics
 
 
@@ -79,8 +79,13 @@ class Ingest:
         for stage in self.stages:
             buckets: list[list[Event]] = [[] for _ in range(partitions)]
             key_field = stage.key_field
+            key_of = custom_key_of(stage)
             for batch in admitted:
                 for event_type in stage.event_types:
+                    if key_of is not None:
+                        for event in batch.by_type[event_type]:
+                            buckets[partition_of(key_of(event))].append(event)
+                        continue
                     for event in batch.by_type[event_type]:
                         buckets[partition_of(getattr(event, key_field))].append(event)
             topic = self.topics.stage(stage.detector)
@@ -178,10 +183,11 @@ class TableRunner(KeyedRunner):
         touched key is marked for write-back."""
         hop = self.stage.window.hop_ms
         key_field = self.stage.key_field
+        key_of = custom_key_of(self.stage)
         store = self.store
         fresh, late = [], []
         for event in events:
-            key = getattr(event, key_field)
+            key = getattr(event, key_field) if key_of is None else key_of(event)
             state = store.get(key)
             if state is None:
                 state = store[key] = KeyState(self.stage.new_model())
@@ -202,7 +208,7 @@ class TableRunner(KeyedRunner):
             fresh.append(event)
         return fresh, late
 
-    def _close(self, key: str, end: int) -> Finding | None:
+    def _close(self, key: str, end: int) -> Finding | list[Finding] | None:
         finding = super()._close(key, end)
         state = self.store.get(key)
         if state is not None and state.seen_ids:

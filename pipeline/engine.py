@@ -22,6 +22,7 @@ from pipeline.gate import Admitted, Gate
 from pipeline.review import ReviewPolicy
 from pipeline.settings import Settings
 from pipeline.stage import KeyedRunner, Stage
+from pipeline.window_runner import WindowRunner
 
 
 @dataclass
@@ -75,8 +76,9 @@ class Engine:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.runners = [
-            KeyedRunner(s) for s in (build_stages(settings) if stages is None else stages)
+        self.runners: list[KeyedRunner | WindowRunner] = [
+            WindowRunner(s) if s.whole_window else KeyedRunner(s)
+            for s in (build_stages(settings) if stages is None else stages)
         ]
         self.gate = Gate(settings, wall_clock)
         self.review = ReviewPolicy(settings.review.min_severity)
@@ -100,9 +102,14 @@ class Engine:
         by_type = admitted.by_type
         staged: Counter[str] = Counter()
         for runner in self.runners:
+            counted = runner.stage.counted_types
             for event_type in runner.stage.event_types:
-                runner.add_batch(by_type[event_type])
-                staged[runner.stage.detector] += len(by_type[event_type])
+                events = by_type[event_type]
+                if event_type in counted:
+                    runner.count_batch(events)  # type: ignore[union-attr]
+                else:
+                    runner.add_batch(events)
+                staged[runner.stage.detector] += len(events)
         watermark = self.gate.watermark
         findings = self._advance(watermark)
         actions = self.review.actions_for(findings)

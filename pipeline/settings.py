@@ -78,6 +78,7 @@ class EngagementInflationSettings(_Strict):
     half_life_ms: int
     prior_events: float
     warmup_windows: int
+    owner_warmup_windows: int
     z_threshold: float
     min_events: int
     min_ratio: float
@@ -87,6 +88,7 @@ class EngagementInflationSettings(_Strict):
     max_networks_per_event: float
     min_signals: int
     sample_events: int
+    relearn_sources_windows: int
     min_member_events: int
     max_members: int
     idle_ttl_ms: int
@@ -112,10 +114,34 @@ class ForcedFollowSettings(_Strict):
     idle_ttl_ms: int
 
 
+class EdgeBurstSettings(_Strict):
+    enabled: bool
+    article: str
+    tick_ms: int
+    shards: int
+    rows: int
+    buckets: int
+    decay: float
+    warmup_ticks: int
+    seed: int
+    z_threshold: float
+    clip_z: float
+    threshold: float
+    min_follows: int
+    min_ratio: float
+    young_account_ms: int
+    young_share: float
+    shared_min: int
+    crowding_share: float
+    max_members: int
+    idle_ttl_ms: int
+
+
 class DetectorSettings(_Strict):
     follower_jump: FollowerJumpSettings
     engagement_inflation: EngagementInflationSettings
     forced_follow: ForcedFollowSettings
+    edge_burst: EdgeBurstSettings
 
 
 class SeveritySettings(_Strict):
@@ -207,8 +233,11 @@ def _check(settings: Settings) -> None:
         raise ConfigError("detectors.engagement_inflation: sample_events must be >= min_events")
     if not 1 <= ei.min_signals <= 3:
         raise ConfigError("detectors.engagement_inflation: min_signals must be 1, 2 or 3")
+    if ei.relearn_sources_windows < 1:
+        raise ConfigError("detectors.engagement_inflation: relearn_sources_windows must be >= 1")
     if not 0.0 <= settings.detectors.forced_follow.min_forced_share <= 1.0:
         raise ConfigError("detectors.forced_follow: min_forced_share must be in [0, 1]")
+    _check_edge_burst(settings.detectors.edge_burst)
     if settings.event_time.allowed_lateness_ms < 0:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
     if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:
@@ -224,6 +253,36 @@ def _check(settings: Settings) -> None:
     cut = settings.severity
     if not 0 <= cut.low <= cut.medium <= cut.high <= cut.critical <= 1:
         raise ConfigError("severity: need 0 <= low <= medium <= high <= critical <= 1")
+
+
+# A shard's sketch (9 float64 arrays' worth of rows * buckets) and its open ticks are
+# pickled into one changelog record by the distributed runtime.
+SKETCH_MAX_BYTES = 768 * 1024
+
+
+def _check_edge_burst(eb: EdgeBurstSettings) -> None:
+    where = "detectors.edge_burst"
+    if eb.tick_ms <= 0:
+        raise ConfigError(f"{where}: tick_ms must be > 0")
+    if eb.shards < 1:
+        raise ConfigError(f"{where}: shards must be >= 1")
+    if eb.rows < 1 or eb.buckets < 1:
+        raise ConfigError(f"{where}: rows and buckets must be >= 1")
+    if 9 * 8 * eb.rows * eb.buckets > SKETCH_MAX_BYTES:
+        raise ConfigError(
+            f"{where}: rows * buckets must be <= {SKETCH_MAX_BYTES // 72} (a shard's state is "
+            "one table changelog record; Kafka's default record limit is 1 MiB)"
+        )
+    if not 0.0 < eb.decay < 1.0:
+        raise ConfigError(f"{where}: decay must be in (0, 1)")
+    if eb.z_threshold <= 0.0 or eb.clip_z <= 0.0 or eb.warmup_ticks < 0:
+        raise ConfigError(f"{where}: z_threshold and clip_z must be > 0, warmup_ticks >= 0")
+    if not 0.0 <= eb.threshold < 1.0:
+        raise ConfigError(f"{where}: threshold must be in [0, 1)")
+    if not (0.0 <= eb.young_share <= 1.0 and 0.0 <= eb.crowding_share <= 1.0):
+        raise ConfigError(f"{where}: young_share and crowding_share must be in [0, 1]")
+    if min(eb.min_follows, eb.shared_min, eb.max_members) < 1:
+        raise ConfigError(f"{where}: min_follows, shared_min and max_members must be >= 1")
 
 
 # Environment variables that override a setting (containers are configured this way).

@@ -11,7 +11,9 @@ worker.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, MutableMapping
+from collections import Counter
+from collections.abc import Callable, Iterable, MutableMapping
+from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
 
 from pipeline.findings import Finding
@@ -58,10 +60,25 @@ class Stage(ABC):
     detector: ClassVar[str]
     key_field: ClassVar[str]
     event_types: ClassVar[frozenset[str]]
+    # True for a stage that judges a window's events all at once (its panes are lists of
+    # events, `evaluate` groups them itself): the embedded runtime then keeps one list of
+    # events per pane for all keys (`pipeline.window_runner`) instead of a pane per key.
+    whole_window: ClassVar[bool] = False
+    # Event types the stage only counts per key and pane (`add_count`): the embedded
+    # runtime tallies them in C, a pane update per key and batch, not a call per event.
+    # `add` must still take them (the distributed runtime adds event by event).
+    counted_types: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, window: WindowSpec, idle_ttl_ms: int) -> None:
         self.window = window
         self.idle_ttl_ms = idle_ttl_ms
+
+    def key_of(self, event: Any) -> str:
+        """The key an event's state lives under: its `key_field`, unless a stage overrides
+        this to key otherwise (e.g. by a shard of many accounts, for constant memory).
+        Runners read `key_field` directly for stages that do not override it (see
+        `custom_key_of`): an attribute read is the hot path's cheapest step."""
+        return getattr(event, self.key_field)
 
     @abstractmethod
     def new_model(self) -> Any:
@@ -75,11 +92,42 @@ class Stage(ABC):
     def add(self, pane: Any, event: Any) -> None:
         """Fold one event into a pane. This is the hot path: keep it to a few operations."""
 
+    def add_count(self, pane: Any, events: int) -> None:
+        """Fold `events` events of a counted type into a pane, as `add` would one by one."""
+        raise NotImplementedError(f"{self.detector} counts no event type")
+
     @abstractmethod
     def evaluate(
         self, key: str, model: Any, panes: list[Any], start: int, end: int
-    ) -> Finding | None:
-        """Judge the closed window [start, end) of one key, update its model, maybe find."""
+    ) -> Finding | list[Finding] | None:
+        """Judge the closed window [start, end) of one key, update its model, maybe find
+        (one finding, or several when a key stands for many subjects)."""
+
+
+def custom_key_of(stage: Stage) -> Callable[[Any], str] | None:
+    """The stage's own `key_of` if it overrides the default, else None. Asked once per
+    batch, so a stage keyed by a plain field keeps a bare `getattr` per event (a call
+    through `key_of`, or even `operator.attrgetter`, costs measurably more per event)."""
+    if type(stage).key_of is Stage.key_of:
+        return None
+    return stage.key_of
+
+
+def split_by_pane(events: list[Any], hop: int) -> dict[int, list[Any]]:
+    """A batch's events by the pane (of `hop` ms) they fall in. Usually one pane: told
+    from the batch's first and last stamps by two C loops, not a step per event."""
+    stamps = list(map(_ts, events))
+    first = min(stamps)
+    first -= first % hop
+    if max(stamps) < first + hop:
+        return {first: events}
+    by_pane: dict[int, list[Any]] = {}
+    for ts, event in zip(stamps, events, strict=True):
+        by_pane.setdefault(ts - ts % hop, []).append(event)
+    return by_pane
+
+
+_ts = attrgetter("ts")
 
 
 class KeyedRunner:
@@ -95,6 +143,10 @@ class KeyedRunner:
 
     def add_batch(self, events: Iterable[Any]) -> None:
         stage, store, due = self.stage, self.store, self._due
+        key_of = custom_key_of(stage)
+        if key_of is not None:
+            self._add_keyed(events, key_of)
+            return
         add, new_pane, new_model = stage.add, stage.new_pane, stage.new_model
         key_field = stage.key_field
         hop = stage.window.hop_ms
@@ -116,6 +168,34 @@ class KeyedRunner:
                     keys.add(key)
             add(pane, event)
 
+    def _add_keyed(self, events: Iterable[Any], key_of: Callable[[Any], str]) -> None:
+        """`add_batch` for a stage with its own `key_of`: the same steps."""
+        add, hop = self.stage.add, self.stage.window.hop_ms
+        for event in events:
+            add(self._pane(key_of(event), event.ts - event.ts % hop), event)
+
+    def _pane(self, key: str, pane_start: int) -> Any:
+        """A key's pane starting at `pane_start`, made (with its window timer) if new."""
+        state = self.store.get(key)
+        if state is None:
+            state = self.store[key] = KeyState(self.stage.new_model())
+        pane = state.panes.get(pane_start)
+        if pane is None:
+            pane = state.panes[pane_start] = self.stage.new_pane()
+            self._due.setdefault(pane_start + self.stage.window.hop_ms, set()).add(key)
+        return pane
+
+    def count_batch(self, events: list[Any]) -> None:
+        """`add_batch` for a type the stage only counts (`Stage.counted_types`): events
+        are tallied per pane and key in C, and each key's pane takes its count at once."""
+        if not events:
+            return
+        stage = self.stage
+        key_of = custom_key_of(stage) or attrgetter(stage.key_field)
+        for pane_start, pane_events in split_by_pane(events, stage.window.hop_ms).items():
+            for key, n in Counter(map(key_of, pane_events)).items():
+                stage.add_count(self._pane(key, pane_start), n)
+
     def advance(self, watermark: int) -> list[Finding]:
         """Close, in order, every window whose end the watermark has passed."""
         findings: list[Finding] = []
@@ -125,12 +205,16 @@ class KeyedRunner:
             if end > watermark:
                 break
             for key in due.pop(end):
-                finding = self._close(key, end)
-                if finding is not None:
-                    findings.append(finding)
+                found = self._close(key, end)
+                if found is None:
+                    continue
+                if isinstance(found, Finding):
+                    findings.append(found)
+                else:
+                    findings.extend(found)
         return findings
 
-    def _close(self, key: str, end: int) -> Finding | None:
+    def _close(self, key: str, end: int) -> Finding | list[Finding] | None:
         size, hop = self.stage.window
         state = self.store.get(key)
         if state is None:

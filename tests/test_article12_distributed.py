@@ -38,9 +38,9 @@ def test_stage_partitions_find_what_the_engine_finds_despite_redelivery() -> Non
     assert {d for d, *_ in engine.stats.findings_by_kind} == set(MINE)
 
     ingest = Ingest(SETTINGS, stages, TOPICS)
-    table: dict[str, bytes] = {}
     parts = {}
     for stage in stages:
+        table: dict[str, bytes] = {}  # each stage its own table, as in the worker
         for p in range(2):
             cache = TableCache(table, lambda k, p=p: TOPICS.partition_of(k) == p)
             part = StagePartition(stage, cache, {"in:0"}, SETTINGS.dedup.horizon_ms, 8192)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from models.engagement import EngagementBaseline, sources_per_extra_event
+from models.engagement import sources_per_extra_event
 from models.prior_baseline import PriorCountBaseline
-from pipeline.detectors.engagement_inflation import EngagementInflationStage, EngagementPane
+from pipeline.detectors.engagement_inflation import EngagementInflationStage, OwnerModel
 from pipeline.engine import Engine
 from pipeline.findings import Finding
 from pipeline.settings import ConfigError, load_settings
-from pipeline.stage import KeyState
+from pipeline.stage import KeyedRunner, KeyState
 from tests.helpers import (
     HOUR,
     MINUTE,
@@ -230,19 +230,75 @@ def test_prior_baseline_judges_the_first_window_and_can_forget_or_adopt() -> Non
     assert late.update(0, 50) == 0.0 and late.update(1, 50) == 0.0 and late.observed == 2
 
 
-def test_pane_and_model_state_survive_pickling() -> None:
+def test_per_key_state_survives_pickling_and_judges_like_the_whole_window() -> None:
+    """The distributed runtime keeps a pane per owner in a table (pickled) and judges one
+    owner's window at a time: it finds exactly what the embedded whole-window runner does."""
     settings = load_settings()
     stage = EngagementInflationStage(settings.detectors.engagement_inflation, settings.severity)
     b = StreamBuilder(seed=9)
-    _farm(b, "promo", "shop", T0, T0 + MINUTE, clicks=200)
+    _background(b, T0 + 2 * HOUR, items=20)
+    _farm(b, "promo", "shop", T0 + HOUR, T0 + HOUR + 20 * MINUTE, clicks=1000)
+    lines = [line.encode() for line in b.sorted_lines()]
     engine = Engine(settings, stages=[stage])
-    engine.process([line.encode() for line in b.sorted_lines()], "t")
-    state: KeyState = engine.runners[0].store["promo"]
+    whole = engine.process(lines, "t").findings + engine.finish().findings
+
+    runner = KeyedRunner(stage)
+    gate = Engine(settings, stages=[]).gate
+    admitted = gate.admit(lines, "t")
+    per_key: list[Finding] = []
+    for kind in ("click", "repost", "comment"):
+        runner.add_batch(admitted.by_type[kind])
+    state: KeyState = runner.store["shop"]  # keyed by the owner
     copy = pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
     assert copy.panes == state.panes and copy.model == state.model
-    (pane,) = copy.panes.values()
-    assert isinstance(pane, EngagementPane) and isinstance(copy.model, EngagementBaseline)
-    assert pane.events == 200 and len(set(pane.sources()[1])) <= 6 and pane.owner == "shop"
+    assert isinstance(copy.model, OwnerModel)
+    per_key = runner.flush()
+    assert whole and sorted(f.finding_id for f in whole) == sorted(f.finding_id for f in per_key)
+    assert [f.members for f in sorted(whole, key=lambda f: f.finding_id)] == [
+        f.members for f in sorted(per_key, key=lambda f: f.finding_id)
+    ]
+
+
+def test_a_farm_spread_thinly_over_an_owners_posts_is_flagged_on_the_owner() -> None:
+    """A hundred posts of one account, each clicked fewer times a window than any item alert
+    needs: only the owner's total is abnormal, and it is concentrated."""
+    b = StreamBuilder(seed=10)
+    _background(b, T0 + 4 * HOUR)
+    posts = [f"shop/p{i}" for i in range(100)]
+    for post in posts:
+        _organic(b, post, "shop", T0, T0 + 4 * HOUR, per_window=0.5)
+    farm_start = T0 + 2 * HOUR
+    members = [f"farm{i}" for i in range(60)]
+    for i in range(6000):  # 20 minutes: ~15 clicks a post a window, < min_events each
+        actor = members[i % 60]
+        b.add(
+            "click",
+            farm_start + b.rng.randrange(20 * MINUTE),
+            actor,
+            target="shop",
+            content_id=posts[i % 100],
+            ip=f"203.0.113.{i % 4}",
+            device_id=f"farm-phone-{i % 5}",
+        )
+    findings = _run(b.sorted_lines())
+    owner = [f for f in findings if f.subject_type == "account"]
+    assert owner and {f.subject_id for f in owner} == {"shop"}
+    assert {f.subject_id for f in findings} <= {"shop", *posts}
+    assert min(f.window_end for f in owner) - farm_start <= 2 * WINDOW
+    assert {m for f in findings for m in f.members} <= set(members)
+    assert "this account's content" in owner[0].evidence["explanation"]
+
+
+def test_a_busy_owner_with_many_ordinary_posts_is_not_flagged() -> None:
+    """A big account whose many posts each get steady organic traffic, and a day where one
+    of them goes viral: neither the items nor the owner are flagged."""
+    b = StreamBuilder(seed=12)
+    for i in range(30):
+        _organic(b, f"star/p{i}", "star", T0, T0 + 4 * HOUR, per_window=20 + i)
+    for k, per_window in enumerate((400, 2000, 3000, 1500, 600)):
+        start = T0 + 3 * HOUR + k * WINDOW
+        _organic(b, "star/p3", "star", start, start + WINDOW, per_window, prefix="crowd")
+    assert _run(b.sorted_lines()) == []
 
 
 def test_settings_are_checked() -> None:

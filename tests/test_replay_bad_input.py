@@ -214,5 +214,5 @@ def test_findings_do_not_depend_on_disorder_within_lateness(tmp_path: Path) -> N
     assert first_actions == second_actions and first_actions
     for fid, finding in first.items():
         other = second[fid]
-        assert finding["evidence"]["observed"] == other["evidence"]["observed"]
+        assert finding["evidence"] == other["evidence"]
         assert finding["score"] == other["score"]

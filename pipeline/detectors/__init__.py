@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.detectors.edge_burst import EdgeBurstStage
 from pipeline.detectors.engagement_inflation import EngagementInflationStage
 from pipeline.detectors.follower_jump import FollowerJumpStage
 from pipeline.detectors.forced_follow import ForcedFollowStage
@@ -19,4 +20,6 @@ def build_stages(settings: Settings) -> list[Stage]:
         )
     if settings.detectors.forced_follow.enabled:
         stages.append(ForcedFollowStage(settings.detectors.forced_follow, settings.severity))
+    if settings.detectors.edge_burst.enabled:
+        stages.append(EdgeBurstStage(settings.detectors.edge_burst, settings.severity))
     return stages

@@ -149,6 +149,7 @@ class FollowerJumpStage(Stage):
     detector = "follower_jump"
     key_field = "target"
     event_types = frozenset({"follow", "unfollow", "click", "repost", "comment"})
+    counted_types = frozenset({"click", "repost", "comment"})  # attention: only counted
 
     def __init__(self, cfg: FollowerJumpSettings, severity: SeveritySettings) -> None:
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
@@ -206,6 +207,9 @@ class FollowerJumpStage(Stage):
             pane.unfollows += 1
         else:
             pane.engagement += 1
+
+    def add_count(self, pane: FollowPane, events: int) -> None:
+        pane.engagement += events
 
     def evaluate(
         self, key: str, model: FollowModel, panes: list[FollowPane], start: int, end: int

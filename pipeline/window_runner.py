@@ -1,0 +1,132 @@
+"""The embedded runtime's runner for whole-window stages: one event list per pane.
+
+A stage that sees most events (every click, on a long tail of items and owners) pays,
+under `KeyedRunner`, a key lookup, a pane lookup and a call per event. A whole-window
+stage (`Stage.whole_window`) instead keeps, per pane, the batches of events as they came
+(an append per batch, no work per event), and judges each closed window's events at once
+with `judge`, where counting and grouping run in C (`collections.Counter`,
+`itertools.compress`) and per-key work is left for the few keys that need a look. The
+per-key models live in the same kind of store as `KeyedRunner`'s (`KeyState` by key,
+without panes), so eviction and introspection are the same.
+
+The distributed runtime runs the same stage under `TableRunner`, a pane per key (its
+state must go to a table per key); `evaluate` then judges one key's events with the same
+`judge`, so both runtimes find the same things.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, MutableMapping
+from itertools import chain
+from typing import Any, Protocol
+
+from pipeline.findings import Finding
+from pipeline.stage import KeyState, Stage, split_by_pane
+
+
+class Models(Protocol):
+    """Where `judge` finds a key's model."""
+
+    def get(self, key: str, create: bool) -> Any:
+        """The key's model; a new one if it has none and `create`, else None."""
+        ...
+
+
+class StoreModels:
+    """Models from a runner's store, created on demand, stamped with the window's end so
+    idle keys can be evicted."""
+
+    __slots__ = ("end", "new_model", "store")
+
+    def __init__(self, store: MutableMapping[str, KeyState], new_model: Any, end: int) -> None:
+        self.store = store
+        self.new_model = new_model
+        self.end = end
+
+    def get(self, key: str, create: bool) -> Any:
+        state = self.store.get(key)
+        if state is None:
+            if not create:
+                return None
+            state = self.store[key] = KeyState(self.new_model())
+        state.last_ts = self.end
+        return state.model
+
+
+class OneModel:
+    """The models `evaluate` offers for one key's window: that key's, nothing else."""
+
+    __slots__ = ("key", "model")
+
+    def __init__(self, key: str, model: Any) -> None:
+        self.key = key
+        self.model = model
+
+    def get(self, key: str, create: bool) -> Any:
+        return self.model if key == self.key else None
+
+
+def events_of(panes: list[list[Any]]) -> list[Any]:
+    """A window's events from its panes' lists."""
+    return panes[0] if len(panes) == 1 else list(chain.from_iterable(panes))
+
+
+class WindowRunner:
+    """`KeyedRunner`'s interface (add_batch, advance, flush, evict_idle) for a
+    whole-window stage: panes hold batches of events for every key at once."""
+
+    def __init__(self, stage: Stage, store: MutableMapping[str, KeyState] | None = None) -> None:
+        assert stage.whole_window, f"{stage.detector} is not a whole-window stage"
+        self.stage = stage
+        self.store: MutableMapping[str, KeyState] = {} if store is None else store
+        self.panes: dict[int, list[list[Any]]] = {}  # pane start -> batches of its events
+        self._due: set[int] = set()  # ends of windows holding events, not yet closed
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def add_batch(self, events: Iterable[Any]) -> None:
+        events = events if isinstance(events, list) else list(events)
+        if not events:
+            return
+        for start, pane_events in split_by_pane(events, self.stage.window.hop_ms).items():
+            self._add(start, pane_events)
+
+    def _add(self, pane_start: int, events: list[Any]) -> None:
+        batches = self.panes.get(pane_start)
+        if batches is None:
+            batches = self.panes[pane_start] = []
+            size, hop = self.stage.window
+            self._due.update(range(pane_start + hop, pane_start + size + 1, hop))
+        batches.append(events)
+
+    def advance(self, watermark: int) -> list[Finding]:
+        """Close, in order, every window whose end the watermark has passed."""
+        findings: list[Finding] = []
+        size, hop = self.stage.window
+        while self._due:
+            end = min(self._due)
+            if end > watermark:
+                break
+            self._due.discard(end)
+            start = end - size
+            batches = [b for p in sorted(self.panes) if start <= p < end for b in self.panes[p]]
+            events = events_of(batches)
+            if events:
+                models = StoreModels(self.store, self.stage.new_model, end)
+                findings.extend(self.stage.judge(events, models, start, end))  # type: ignore[attr-defined]
+            for p in [p for p in self.panes if p < end + hop - size]:
+                del self.panes[p]
+        return findings
+
+    def flush(self) -> list[Finding]:
+        """Close every open window: the input has ended, nothing more can arrive."""
+        return self.advance(max(self._due, default=0))
+
+    def evict_idle(self, watermark: int) -> int:
+        """Forget keys not judged for the stage's ttl."""
+        cutoff = watermark - self.stage.idle_ttl_ms
+        idle = [k for k, s in self.store.items() if s.last_ts < cutoff]
+        for key in idle:
+            del self.store[key]
+        return len(idle)
