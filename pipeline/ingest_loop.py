@@ -63,6 +63,8 @@ class IngestLoop:
         self.lag: dict[str, int] = {}
         self._next_offset: dict[TopicPartition, int] = {}  # processed up to, per partition
         self._idle_since: dict[str, float] = {}
+        self._started = time.monotonic()
+        self._data_since: float | None = None  # when this worker first read an input record
         self._committed_at = 0.0
         self._in_flight: list[asyncio.Future] = []  # sends not yet known to be delivered
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
@@ -133,6 +135,8 @@ class IngestLoop:
             if tp not in owned or not batch:
                 continue  # revoked while in flight: its new owner reads it again
             inputs += len(batch)
+            if self._data_since is None:
+                self._data_since = time.monotonic()
             raws = [r.value or b"" for r in batch]
             offsets = [r.offset for r in batch]
             admitted.append(self.ingest.admit(_name(tp), raws, offsets))
@@ -162,6 +166,14 @@ class IngestLoop:
         assert self._consumer is not None
         now = time.monotonic()
         idle: dict[str, bool] = {}
+        wait = self.kafka.idle_after_s
+        # Nothing is idle before data has flowed here for a while: at start, every partition
+        # is caught up, and one reported idle then would let another worker's first
+        # reports carry the stage watermarks past this one's backlog, about to arrive. A
+        # worker that never reads anything (it owns only silent partitions) says so after
+        # `IDLE_PATIENCE` idle periods.
+        flowing = self._data_since is not None and now - self._data_since >= wait
+        may_idle = flowing or now - self._started >= IDLE_PATIENCE * wait
         lag: Counter[str] = Counter()
         for tp in owned:
             name = _name(tp)
@@ -171,7 +183,7 @@ class IngestLoop:
             highwater = self._consumer.highwater(tp)
             if highwater is not None and position >= highwater:
                 since = self._idle_since.setdefault(name, now)
-                idle[name] = now - since >= self.kafka.idle_after_s
+                idle[name] = may_idle and now - since >= wait
             else:
                 self._idle_since.pop(name, None)
                 idle[name] = False
@@ -199,6 +211,9 @@ class IngestLoop:
                 self._next_offset.pop(tp, None)
                 self._idle_since.pop(_name(tp), None)
                 self.ingest.gates.pop(_name(tp), None)
+
+
+IDLE_PATIENCE = 12  # idle periods a worker that has read nothing waits before any idleness
 
 
 class _Rebalance(ConsumerRebalanceListener):

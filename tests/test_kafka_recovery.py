@@ -1,5 +1,5 @@
 """A worker killed with SIGKILL mid-stream and restarted: no finding is lost, and no
-action_id appears twice on the actions topic."""
+action_id appears twice on the actions topic; no event is dead-lettered late."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_pa
     ids = [a["action_id"] for a in actions]
     assert len(ids) == len(set(ids)), "an action_id appeared twice"
     replay_actions = {a["action_id"] for a in read_jsonl(tmp_path / "replay" / "actions.jsonl")}
+    dead = _read(kafka.bootstrap, "crash.dead-letters")
+    assert [d["reason"] for d in dead] == ["invalid_json"], "events lost as late after the kill"
     assert set(ids) == replay_actions
 
 

@@ -61,6 +61,13 @@ def _diagnostics() -> str:
     return "\n".join(lines)
 
 
+def _with_bad_input(lines: list[str]) -> list[str]:
+    for i in range(0, len(lines), 997):  # upstream redeliveries, right behind the original
+        lines.insert(i + 3, lines[i])
+    lines.insert(100, "{not json")
+    return lines
+
+
 def _stream(hours: int, seed: int) -> list[str]:
     """Organic follows to many accounts, three bought bursts, a click farm on one post,
     sign-ups forced onto one account, ordinary clicks, a bad line and redeliveries: every
@@ -76,11 +83,7 @@ def _stream(hours: int, seed: int) -> list[str]:
     farm = T0 + 3 * HOUR
     _farm(b, "promo", "shop", farm, farm + 20 * MINUTE, clicks=1200)
     _newcomers(b, T0 + HOUR, T0 + 2 * HOUR, per_hour=150, forced_onto="acct3")
-    lines = b.sorted_lines()
-    for i in range(0, len(lines), 997):  # upstream redeliveries, right behind the original
-        lines.insert(i + 3, lines[i])
-    lines.insert(100, "{not json")
-    return lines
+    return _with_bad_input(b.sorted_lines())
 
 
 def _env(broker: Broker, prefix: str, data_dir: Path) -> dict[str, str]:
@@ -191,15 +194,12 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
     assert detectors >= ARTICLE_12, f"the stream leaves a detector idle: {detectors}"
     PORTS.clear()
     env = _env(kafka, "same", tmp_path)
-    # The stream is in the input topics before the workers join: an input partition that
-    # sat idle (caught up, nothing to say) before a backlog of history reaches it no longer
-    # holds the stage watermarks back, so its backlog would arrive late (a known limit of
-    # idleness by wall-clock time; live streams, whose partitions all carry current time,
-    # do not meet it). Moving partitions between workers under load:
-    # tests/test_kafka_recovery.py.
-    _produce(env, events)
+    # Both workers join the group first and share the partitions; then the stream comes.
+    # (Moving partitions between workers under load: tests/test_kafka_recovery.py.)
     workers = [_worker(env, f"w{i}", tmp_path) for i in (1, 2)]
     try:
+        _wait_until_both_own_inputs(workers)
+        _produce(env, events)
         found = _wait_for_findings(kafka, "same", expected, workers)
         time.sleep(3)  # anything extra would show up now
         found = _read(kafka.bootstrap, "same.findings")
