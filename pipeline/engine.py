@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 from pipeline.deadletter import DeadLetter
 from pipeline.detectors import build_stages
@@ -102,14 +103,13 @@ class Engine:
         by_type = admitted.by_type
         staged: Counter[str] = Counter()
         for runner in self.runners:
-            counted = runner.stage.counted_types
-            for event_type in runner.stage.event_types:
-                events = by_type[event_type]
-                if event_type in counted:
-                    runner.count_batch(events)  # type: ignore[union-attr]
-                else:
-                    runner.add_batch(events)
-                staged[runner.stage.detector] += len(events)
+            stage = runner.stage
+            for event_type in stage.event_types - stage.counted_types:
+                runner.add_batch(by_type[event_type])
+            if stage.counted_types:  # one tally for all counted types: a pass per key, not three
+                counted = list(chain.from_iterable(by_type[t] for t in stage.counted_types))
+                runner.count_batch(counted)  # type: ignore[union-attr]
+            staged[stage.detector] += sum(len(by_type[t]) for t in stage.event_types)
         watermark = self.gate.watermark
         findings = self._advance(watermark)
         actions = self.review.actions_for(findings)

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from itertools import compress
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import msgspec
@@ -76,6 +77,7 @@ class Volume(NamedTuple):
 _item = attrgetter("content_id")
 _owner = attrgetter("target")
 _actor = attrgetter("actor")
+_device = attrgetter("device_id")
 _order = attrgetter("ts", "event_id")
 
 
@@ -209,18 +211,18 @@ class EngagementInflationStage(Stage):
         abnormal = {v.subject for v in scored if v.abnormal}
         if not learners and not abnormal:
             return []
-        actors_of: Counter[str] = Counter()
+        actors_of: dict[str, int] = {}
         if learners:
             mine = list(compress(events, map(learners.__contains__, map(key, events))))
-            pairs = set(zip(map(key, mine), map(_actor, mine), strict=True))
-            actors_of.update(map(itemgetter(0), pairs))
-        by_subject: dict[str, list[Any]] = {s: [] for s in abnormal}
-        if abnormal:
-            for event in compress(events, map(abnormal.__contains__, map(key, events))):
+            actors_of = distinct_per_subject(mine, key, _actor)
+        suspects = self._screen(scored, abnormal, events, key)
+        by_subject: dict[str, list[Any]] = {s: [] for s in suspects}
+        if suspects:
+            for event in compress(events, map(suspects.__contains__, map(key, events))):
                 by_subject[key(event)].append(event)
         findings: list[Finding] = []
         for v in scored:
-            if v.abnormal:
+            if v.subject in suspects:
                 finding = self._judge_sources(v, by_subject[v.subject], start, end)
                 if finding is not None:
                     v.baseline.forget_last()  # fabricated volume is not this normal
@@ -230,8 +232,43 @@ class EngagementInflationStage(Stage):
             if b.observed == 1 or b.n <= b.warmup:  # first seen busy, or warming up (a
                 b.adopt(v.events)  # stream's first window is partial): ordinary, its normal
             if v.subject in learners:  # an ordinary busy window: its usual sources
-                v.baseline.learn_accounts_per_event(actors_of[v.subject], v.events)
+                v.baseline.learn_accounts_per_event(actors_of.get(v.subject, 0), v.events)
         return findings
+
+    def _screen(
+        self, scored: list[Volume], abnormal: set[str], events: list[Any], key: Any
+    ) -> set[str]:
+        """The abnormal subjects whose sources could be concentrated. Distinct accounts
+        and devices per subject are counted in numpy (a missing device counts as one
+        shared device, so its count is a lower bound); a subject whose accounts and
+        devices are both plainly diverse cannot reach `min_signals` with networks alone
+        and needs no closer look. That is most abnormal windows: every busy item in a
+        run's first window, judged against the prior."""
+        if not abnormal:
+            return set()
+        cfg = self.cfg
+        mine = list(compress(events, map(abnormal.__contains__, map(key, events))))
+        accounts = distinct_per_subject(mine, key, _actor)
+        devices = distinct_per_subject(mine, key, _device)
+        suspects = set()
+        for v in scored:
+            if not v.abnormal:
+                continue
+            if v.events > cfg.sample_events:  # judged on a sample: no shortcut
+                suspects.add(v.subject)
+                continue
+            b = v.baseline
+            shares = (
+                sources_per_extra_event(accounts[v.subject], v.events, v.events, b.expected,
+                                        b.accounts_per_event),
+                sources_per_extra_event(devices[v.subject], v.events, v.events, b.expected,
+                                        b.accounts_per_event),
+            )  # fmt: skip
+            limits = (self._limits["accounts"], self._limits["devices"])
+            possible = sum(share <= limit for share, limit in zip(shares, limits, strict=True))
+            if possible + 1 >= cfg.min_signals:
+                suspects.add(v.subject)
+        return suspects
 
     def _judge_sources(self, v: Volume, events: list[Any], start: int, end: int) -> Finding | None:
         """Is an abnormal window's extra volume concentrated on a few sources?"""
@@ -347,6 +384,24 @@ class EngagementInflationStage(Stage):
                 ),
             },
         )
+
+
+def distinct_per_subject(
+    events: list[Any], key: Callable[[Any], str], field: Callable[[Any], Any]
+) -> dict[str, int]:
+    """How many distinct values of `field` each subject's events have, counted in numpy
+    over (subject, value) hash pairs. A collision only merges, so a count is never above
+    the true one."""
+    if not events:
+        return {}
+    subjects = np.fromiter(map(hash, map(key, events)), np.int64, len(events))
+    values = np.fromiter(map(hash, map(field, events)), np.int64, len(events))
+    with np.errstate(over="ignore"):
+        pairs = subjects * np.int64(1_000_003) ^ values
+    _, first = np.unique(pairs, return_index=True)
+    hashes, counts = np.unique(subjects[first], return_counts=True)
+    name = {hash(s): s for s in set(map(key, events))}
+    return {name[h]: n for h, n in zip(hashes.tolist(), counts.tolist(), strict=True)}
 
 
 def tally_items(events: list[Any]) -> tuple[dict[str, int], dict[str, str], np.ndarray]:
