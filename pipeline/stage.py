@@ -169,10 +169,23 @@ class KeyedRunner:
             add(pane, event)
 
     def _add_keyed(self, events: Iterable[Any], key_of: Callable[[Any], str]) -> None:
-        """`add_batch` for a stage with its own `key_of`: the same steps."""
-        add, hop = self.stage.add, self.stage.window.hop_ms
+        """`add_batch` for a stage with its own `key_of`: the same steps, written out
+        (a method call per event to `_pane` showed in the profile: 0.44 s per 1M events)."""
+        stage, store, due = self.stage, self.store, self._due
+        add, new_pane, new_model = stage.add, stage.new_pane, stage.new_model
+        hop = stage.window.hop_ms
         for event in events:
-            add(self._pane(key_of(event), event.ts - event.ts % hop), event)
+            key = key_of(event)
+            state = store.get(key)
+            if state is None:
+                state = store[key] = KeyState(new_model())
+            ts = event.ts
+            pane_start = ts - ts % hop
+            pane = state.panes.get(pane_start)
+            if pane is None:
+                pane = state.panes[pane_start] = new_pane()
+                due.setdefault(pane_start + hop, set()).add(key)
+            add(pane, event)
 
     def _pane(self, key: str, pane_start: int) -> Any:
         """A key's pane starting at `pane_start`, made (with its window timer) if new."""
