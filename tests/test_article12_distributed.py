@@ -5,11 +5,11 @@ exactly what the embedded engine finds."""
 from __future__ import annotations
 
 from pipeline.detectors import build_stages
-from pipeline.distributed import Ingest, StagePartition, TableCache, decode_batch
 from pipeline.engine import Engine
 from pipeline.settings import load_settings
 from pipeline.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
+from tests.stage_partitions import run_partitioned
 from tests.test_engagement_inflation import _background, _farm
 from tests.test_forced_follow import _newcomers, _world
 
@@ -37,29 +37,6 @@ def test_stage_partitions_find_what_the_engine_finds_despite_redelivery() -> Non
     expected |= {f.finding_id for f in engine.finish().findings}
     assert {d for d, *_ in engine.stats.findings_by_kind} == set(MINE)
 
-    ingest = Ingest(SETTINGS, stages, TOPICS)
-    parts = {}
-    for stage in stages:
-        table: dict[str, bytes] = {}  # each stage its own table, as in the worker
-        for p in range(2):
-            cache = TableCache(table, lambda k, p=p: TOPICS.partition_of(k) == p)
-            part = StagePartition(stage, cache, {"in:0"}, SETTINGS.dedup.horizon_ms, 8192)
-            parts[(TOPICS.stage(stage.detector), p)] = part
-    found: set[str] = set()
-    chunk = 2000
-    crash = len(lines) // 2 // chunk * chunk
-    for start in range(0, len(lines), chunk):
-        raws = lines[start : start + chunk]
-        admitted = ingest.admit("in:0", raws, list(range(start, start + len(raws))))
-        records = list(ingest.pack([admitted], {"in:0": False}, max_events=500))
-        if start == crash:  # a crash upstream: the same records are forwarded twice
-            records = records + records
-        for topic, partition, record in records:
-            part = parts[(topic, partition)]
-            findings, _ = part.apply(decode_batch(record), "s")
-            found.update(f.finding_id for f in findings)
-            part.runner.store.flush()  # every state goes through pickle
-    for part in parts.values():
-        found.update(f.finding_id for f in part.runner.flush())
-    assert found == expected
-    assert sum(p.runner.duplicates for p in parts.values()) > 0
+    run = run_partitioned(SETTINGS, stages, lines, TOPICS)
+    assert set(run.found) == expected
+    assert run.duplicates > 0

@@ -13,7 +13,6 @@ import pytest
 from models import EdgeBurst
 from pipeline.detectors import build_stages
 from pipeline.detectors.edge_burst import EdgeBurstStage
-from pipeline.distributed import Ingest, StagePartition, TableCache, decode_batch
 from pipeline.engine import Engine
 from pipeline.events import Follow
 from pipeline.findings import Finding
@@ -21,6 +20,7 @@ from pipeline.settings import ConfigError, load_settings
 from pipeline.stage import KeyedRunner
 from pipeline.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, daily_rhythm, replay_three_ways
+from tests.stage_partitions import run_partitioned
 
 DAY = 24 * HOUR
 ON = {"enabled": True}  # whatever the defaults, these tests run edge_burst
@@ -159,32 +159,11 @@ def test_the_distributed_stage_finds_what_the_engine_finds_despite_redelivery() 
     assert expected
 
     topics = Topics("t", 2)
-    ingest = Ingest(SETTINGS, stages, topics)
-    table: dict[str, bytes] = {}
-    parts = {}
-    for p in range(2):
-        cache = TableCache(table, lambda k, p=p: topics.partition_of(k) == p)
-        part = StagePartition(stages[0], cache, {"in:0"}, SETTINGS.dedup.horizon_ms, 8192)
-        parts[(topics.stage("edge_burst"), p)] = part
-    found: dict[str, Finding] = {}
-    chunk = 1000
-    crash = len(lines) // 2 // chunk * chunk
-    for start in range(0, len(lines), chunk):
-        raws = lines[start : start + chunk]
-        admitted = ingest.admit("in:0", raws, list(range(start, start + len(raws))))
-        records = list(ingest.pack([admitted], {"in:0": False}, max_events=300))
-        if start == crash:  # a crash upstream: the same records are forwarded twice
-            records = records + records
-        for topic, partition, record in records:
-            part = parts[(topic, partition)]
-            findings, _ = part.apply(decode_batch(record), "s")
-            found.update((f.finding_id, f) for f in findings)
-            part.runner.store.flush()  # every shard's state goes through pickle
-    for part in parts.values():
-        found.update((f.finding_id, f) for f in part.runner.flush())
+    run = run_partitioned(SETTINGS, stages, lines, topics, chunk=1000, max_events=300)
+    found, table = run.found, run.tables["edge_burst"]
     assert set(found) == expected
     assert {m for f in found.values() for m in f.members} == bots
-    assert sum(p.runner.duplicates for p in parts.values()) > 0
+    assert run.duplicates > 0
     assert {k for k in table} <= {f"edge_burst/{i}" for i in range(stages[0].shards)}
     assert {topics.partition_of(k) for k in table} == {0, 1}  # shards spread over partitions
 
