@@ -48,7 +48,14 @@ class FollowerComposition:
         "young_share",
     )
 
-    def __init__(self, followers: Iterable[Follower], shared_min: int) -> None:
+    def __init__(
+        self,
+        followers: Iterable[Follower],
+        shared_min: int,
+        ages: tuple[int, int] | None = None,
+    ) -> None:
+        """`ages`, (fresh, dated), counts the ages over all the followers when
+        `followers` is only a sample of them (a capped list)."""
         self.followers = list(followers)
         dated = young = 0
         nets: Counter[str] = Counter()
@@ -61,6 +68,8 @@ class FollowerComposition:
                 nets[net] += 1
             if device:
                 devices[device] += 1
+        if ages is not None:
+            young, dated = ages
         self.young_share = young / dated if dated else 0.0
         self.crowded_nets = {n for n, c in nets.items() if c >= shared_min}
         self.crowded_devices = {d for d, c in devices.items() if c >= shared_min}

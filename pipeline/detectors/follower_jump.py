@@ -22,22 +22,15 @@ anyone else's, the subject is named and the members are left empty rather than g
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from models.count_baseline import CountBaseline
 from models.follow_support import FollowSupport
+from models.follower_composition import PLATFORM_FLOWS, Follower, FollowerComposition
 from models.network import network_of
 from pipeline.findings import Finding, make_finding, severity_of
 from pipeline.settings import FollowerJumpSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
-
-# Follows the platform itself creates (sign-up recommendations, onboarding defaults,
-# contact imports). Follows by the account itself, in an app or through the API, count.
-PLATFORM_FLOWS = frozenset({"recommendation", "onboarding_default", "import"})
-
-# (actor, freshly created?, network, device) for each listed follower of a pane
-Follower = tuple[str, bool, str, str]
 
 
 class FollowPane:
@@ -103,46 +96,12 @@ class FollowModel:
         self.follows, self.attention, self.support = state
 
 
-class Composition:
-    """Who the window's new followers are: how fresh, how concentrated."""
-
-    def __init__(self, panes: list[FollowPane], young_account_ms: int, shared_min: int) -> None:
-        followers = [f for p in panes for f in p.followers]
-        dated = sum(p.dated for p in panes)
-        self.young_share = sum(p.young for p in panes) / dated if dated else 0.0
-        nets = Counter(f[2] for f in followers if f[2])
-        devices = Counter(f[3] for f in followers if f[3])
-        # followers that share a network or device with at least `shared_min` others
-        self.crowded_nets = {n for n, c in nets.items() if c >= shared_min}
-        self.crowded_devices = {d for d, c in devices.items() if c >= shared_min}
-        with_net = sum(nets.values())
-        with_device = sum(devices.values())
-        self.net_crowding = sum(nets[n] for n in self.crowded_nets) / with_net if with_net else 0.0
-        self.device_crowding = (
-            sum(devices[d] for d in self.crowded_devices) / with_device if with_device else 0.0
-        )
-        self.described = bool(dated or with_net or with_device)
-        self.followers = followers
-
-    def suspicious(self, cfg: FollowerJumpSettings) -> bool:
-        return (
-            self.young_share >= cfg.young_share
-            or self.net_crowding >= cfg.crowding_share
-            or self.device_crowding >= cfg.crowding_share
-        )
-
-    def suspects(self) -> list[str]:
-        """Followers that are individually suspicious: fresh, or in a crowd. When nothing
-        describes the followers (no ages, addresses or devices), every one of them."""
-        if not self.described:
-            return sorted({f[0] for f in self.followers})
-        return sorted(
-            {
-                actor
-                for actor, young, net, device in self.followers
-                if young or net in self.crowded_nets or device in self.crowded_devices
-            }
-        )
+def composition_of(panes: list[FollowPane], shared_min: int) -> FollowerComposition:
+    """Who the window's new followers are; ages counted over all of them (the listed
+    followers are capped at `max_members` per pane)."""
+    followers = [f for p in panes for f in p.followers]
+    ages = (sum(p.young for p in panes), sum(p.dated for p in panes))
+    return FollowerComposition(followers, shared_min, ages)
 
 
 class FollowerJumpStage(Stage):
@@ -233,12 +192,15 @@ class FollowerJumpStage(Stage):
             support.cusum = 0.0
         if net < min(cfg.min_net_follows, cfg.level_min_net):
             return None
-        composition = Composition(panes, cfg.young_account_ms, cfg.shared_min)
+        composition = composition_of(panes, cfg.shared_min)
         burst = (
             score >= 0.5
             and net >= cfg.min_net_follows
             and net >= cfg.min_ratio * max(baseline.expected, 1.0)
-            and (composition.suspicious(cfg) or not composition.described)
+            and (
+                composition.suspicious(cfg.young_share, cfg.crowding_share)
+                or not composition.described
+            )
         )
         drift = (
             support.cusum >= cfg.level_threshold
@@ -257,7 +219,9 @@ class FollowerJumpStage(Stage):
         if severity is None:
             return None
         kind = "burst" if burst else "level_shift"
-        suspicious = composition.suspicious(cfg) or not composition.described
+        suspicious = (
+            composition.suspicious(cfg.young_share, cfg.crowding_share) or not composition.described
+        )
         members = composition.suspects()[: cfg.max_members] if suspicious else []
         minutes = (end - start) / 60_000
         predicted = support.predicted
@@ -271,7 +235,7 @@ class FollowerJumpStage(Stage):
         )
         if composition.young_share >= cfg.young_share:
             why += f"; {composition.young_share:.0%} of them are freshly created accounts"
-        elif max(composition.net_crowding, composition.device_crowding) >= cfg.crowding_share:
+        elif composition.crowding >= cfg.crowding_share:
             why += "; many of them share a few networks or devices"
         return make_finding(
             detector=self.detector,
