@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
+from itertools import chain
 from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
 
@@ -137,6 +138,7 @@ class KeyedRunner:
         self.stage = stage
         self.store: MutableMapping[str, KeyState] = {} if store is None else store
         self._due: dict[int, set[str]] = {}  # window end -> keys with panes in that window
+        self._counts: dict[int, Counter[str]] = {}  # pane start -> counted events per key
 
     def __len__(self) -> int:
         return len(self.store)
@@ -200,18 +202,33 @@ class KeyedRunner:
 
     def count_batch(self, events: list[Any]) -> None:
         """`add_batch` for a type the stage only counts (`Stage.counted_types`): events
-        are tallied per pane and key in C, and each key's pane takes its count at once."""
+        are tallied per pane and key in C, into one `Counter` per pane; each key's pane
+        takes its count when the pane's first window is about to close (`_settle_counts`),
+        so a key costs a step per pane, not one per batch."""
         if not events:
             return
-        stage = self.stage
-        key_of = custom_key_of(stage) or attrgetter(stage.key_field)
-        for pane_start, pane_events in split_by_pane(events, stage.window.hop_ms).items():
-            for key, n in Counter(map(key_of, pane_events)).items():
-                stage.add_count(self._pane(key, pane_start), n)
+        key_of = custom_key_of(self.stage) or attrgetter(self.stage.key_field)
+        counts = self._counts
+        for pane_start, pane_events in split_by_pane(events, self.stage.window.hop_ms).items():
+            tally = counts.get(pane_start)
+            if tally is None:
+                tally = counts[pane_start] = Counter()
+            tally.update(map(key_of, pane_events))
+
+    def _settle_counts(self, watermark: int) -> None:
+        """Hand the tallied counts of every pane whose first window ends by `watermark` to
+        their keys' panes (a window holds a pane from the window ending at its end)."""
+        hop = self.stage.window.hop_ms
+        add_count = self.stage.add_count
+        for pane_start in [p for p in self._counts if p + hop <= watermark]:
+            for key, n in self._counts.pop(pane_start).items():
+                add_count(self._pane(key, pane_start), n)
 
     def advance(self, watermark: int) -> list[Finding]:
         """Close, in order, every window whose end the watermark has passed."""
         findings: list[Finding] = []
+        if self._counts:
+            self._settle_counts(watermark)
         due = self._due
         while due:
             end = min(due)
@@ -248,12 +265,19 @@ class KeyedRunner:
 
     def flush(self) -> list[Finding]:
         """Close every open window: the input has ended, nothing more can arrive."""
-        return self.advance(max(self._due, default=0) + self.stage.window.size_ms)
+        last = max(chain(self._due, self._counts), default=0)
+        return self.advance(last + self.stage.window.size_ms)
 
     def evict_idle(self, watermark: int) -> int:
-        """Forget keys with no open panes that have been idle for the stage's ttl."""
+        """Forget keys with no open panes (nor counts waiting for one) that have been idle
+        for the stage's ttl."""
         cutoff = watermark - self.stage.idle_ttl_ms
-        idle = [k for k, s in self.store.items() if not s.panes and s.last_ts < cutoff]
+        pending = set().union(*self._counts.values())
+        idle = [
+            k
+            for k, s in self.store.items()
+            if not s.panes and s.last_ts < cutoff and k not in pending
+        ]
         for key in idle:
             del self.store[key]
         return len(idle)

@@ -206,6 +206,22 @@ def test_score_many_equals_scoring_one_event_at_a_time() -> None:
     np.testing.assert_allclose([many.unit(r) for r in raw], singles, rtol=1e-12, atol=1e-15)
 
 
+def test_count_many_leaves_the_sketches_as_scoring_does() -> None:
+    rng = np.random.default_rng(11)
+    src, dst, ts = _background(rng, range(12), 40, n_src=80, n_dst=15)
+    ts[-40:] = [t + 3 for t in ts[-40:]]  # a gap of empty ticks
+    scored, counted = EdgeBurst(seed=4, buckets=64), EdgeBurst(seed=4, buckets=64)
+    scored.score_many(src, dst, ts)
+    for tick in sorted(set(ts)):
+        at = [i for i, t in enumerate(ts) if t == tick]
+        counted.count_many([src[i] for i in at], [dst[i] for i in at], tick)
+    assert counted.tick == scored.tick
+    for name in ("victim", *dst[:5]):
+        assert counted.destination_burst(name) == pytest.approx(scored.destination_burst(name))
+    with pytest.raises(ValueError, match="same length"):
+        counted.count_many(["a"], [], 99)
+
+
 def test_late_events_count_in_the_current_tick_and_warmup_scores_zero() -> None:
     model = EdgeBurst(rows=2, buckets=64, decay=0.9, seed=12, warmup=2)
     assert [model.score("a", "b", t) for t in (0, 1)] == [0.0, 0.0]

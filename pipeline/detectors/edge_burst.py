@@ -10,9 +10,9 @@ count-min sketch of the follows its targets get per tick. A target's history is 
 bucket's (an account never followed has a history of zero follows), so a burst on a
 never-seen account stands out at once, once the shard's sketch has warmed up.
 
-Per tick (a tumbling window) the shard's follows are fed to the sketch in a canonical
-order, (ts, event_id), and each target with enough follows is judged on its own count
-against its history (`EdgeBurst.destination_burst`): neither arrival order nor another
+Per tick (a tumbling window) the shard's follows are counted into the sketch (counts are
+sums: arrival order changes nothing), and each target with enough follows is judged on
+its own count against its history (`EdgeBurst.destination_burst`): neither arrival order nor another
 target's traffic in the shard changes its score. As in `follower_jump`, a burst alone is
 not enough: a viral post brings a crowd of established accounts on their own devices and
 networks. A target is flagged only when its new followers look bought (mostly fresh
@@ -30,22 +30,21 @@ from __future__ import annotations
 import math
 import zlib
 from collections import Counter
-from operator import itemgetter
+from itertools import chain
+from operator import attrgetter
 from typing import Any, NamedTuple
-
-import numpy as np
 
 from models.edge_burst import EdgeBurst
 from models.follower_composition import PLATFORM_FLOWS, Follower, FollowerComposition
 from models.network import network_of
+from pipeline.events import Follow
 from pipeline.findings import Finding, make_finding, severity_of
 from pipeline.settings import EdgeBurstSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
 
-# One follow in a pane: (ts, event_id, actor, target, actor's age in ms or None, ip, device)
-Follow = tuple[int, str, str, str, int | None, str | None, str | None]
-
-_CANONICAL = itemgetter(0, 1)  # (ts, event_id): the order a tick is fed to the sketch
+_CANONICAL = attrgetter("ts", "event_id")  # the order a tick's follows are listed in
+_actor = attrgetter("actor")
+_target = attrgetter("target")
 
 
 class Reading(NamedTuple):
@@ -90,37 +89,20 @@ class EdgeBurstStage(Stage):
     def new_pane(self) -> list[Follow]:
         return []
 
-    def add(self, pane: list[Follow], event: Any) -> None:
-        if event.origin in PLATFORM_FLOWS:
-            return  # the platform's doing: neither evidence nor a target's organic normal
-        ts, created = event.ts, event.actor_created_at
-        pane.append(
-            (
-                ts,
-                event.event_id,
-                event.actor,
-                event.target,
-                None if created is None else ts - created,
-                event.ip,
-                event.device_id,
-            )
-        )
+    def add(self, pane: list[Follow], event: Follow) -> None:
+        if event.origin not in PLATFORM_FLOWS:  # the platform's doing: neither evidence
+            pane.append(event)  # nor part of a target's organic normal
 
     def evaluate(
         self, key: str, model: EdgeBurst, panes: list[list[Follow]], start: int, end: int
     ) -> list[Finding] | None:
         cfg = self.cfg
-        follows = sorted((f for pane in panes for f in pane), key=_CANONICAL)
+        follows = sorted(chain.from_iterable(panes), key=_CANONICAL)
         if not follows:
             return None
-        n = len(follows)
-        model.score_many(
-            [f[2] for f in follows],
-            [f[3] for f in follows],
-            np.full(n, start // cfg.tick_ms, dtype=np.int64),
-            raw=True,
-        )
-        counts = Counter(f[3] for f in follows)
+        targets = list(map(_target, follows))
+        model.count_many(list(map(_actor, follows)), targets, start // cfg.tick_ms)
+        counts = Counter(targets)
         bursts: dict[str, Reading] = {}
         for target, count in counts.items():
             if count < cfg.min_follows:
@@ -132,8 +114,8 @@ class EdgeBurstStage(Stage):
         if not bursts:
             return None
         theirs: dict[str, list[Follow]] = {target: [] for target in bursts}
-        for f in follows:
-            mine = theirs.get(f[3])
+        for f, target in zip(follows, targets, strict=True):
+            mine = theirs.get(target)
             if mine is not None:
                 mine.append(f)
         findings = []
@@ -156,8 +138,13 @@ class EdgeBurstStage(Stage):
         cfg = self.cfg
         young_ms = cfg.young_account_ms
         followers: list[Follower] = [
-            (actor, None if age is None else age < young_ms, network_of(ip), device or "")
-            for _, _, actor, _, age, ip, device in follows
+            (
+                f.actor,
+                None if f.actor_created_at is None else f.ts - f.actor_created_at < young_ms,
+                network_of(f.ip),
+                f.device_id or "",
+            )
+            for f in follows
         ]
         composition = FollowerComposition(followers, cfg.shared_min)
         suspicious = composition.suspicious(cfg.young_share, cfg.crowding_share)

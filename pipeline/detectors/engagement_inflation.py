@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from collections.abc import Callable
-from itertools import compress
 from operator import attrgetter
 from typing import Any, NamedTuple
 
 import msgspec
-import numpy as np
 
 from models.engagement import EngagementBaseline, sources_per_extra_event
 from models.network import network_of
+from pipeline.event_columns import EventColumns, count_lookup, isin_hashes, isin_sorted
 from pipeline.findings import Finding, SubjectType, make_finding, severity_of
 from pipeline.settings import EngagementInflationSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
@@ -76,8 +74,8 @@ class Volume(NamedTuple):
 
 _item = attrgetter("content_id")
 _owner = attrgetter("target")
+_item_owner = attrgetter("content_id", "target")
 _actor = attrgetter("actor")
-_device = attrgetter("device_id")
 _order = attrgetter("ts", "event_id")
 
 
@@ -128,21 +126,26 @@ class EngagementInflationStage(Stage):
         cfg = self.cfg
         t = end // cfg.hop_ms
         min_events = cfg.min_events
-        counts, owner_of, per_event = tally_items(events)
-        totals: dict[str, int] = {}
-        for item, n in counts.items():
-            owner = owner_of[item]
-            totals[owner] = totals.get(owner, 0) + n
-        busy_events = list(compress(events, (per_event >= min_events).tolist()))
-        busy = {c for c, n in counts.items() if n >= min_events}
+        window = EventColumns(events)
+        item_hashes, item_counts = window.counts("content_id")
+        busy_items = item_hashes[item_counts >= min_events]
+        busy_window = window.where(isin_sorted(window.hashes("content_id"), busy_items))
+        owner_of = dict(map(_item_owner, busy_window.events))
+        counts = count_lookup(item_hashes, item_counts, owner_of)  # the busy items
         items_of: dict[str, list[str]] = {}
-        for item in busy:
-            items_of.setdefault(owner_of[item], []).append(item)
+        for item, owner in owner_of.items():
+            items_of.setdefault(owner, []).append(item)
+        owner_hashes, owner_counts = window.counts("target")
+        totals = count_lookup(owner_hashes, owner_counts, set(map(_owner, events)))
         owners: dict[str, OwnerModel] = {}
         for owner in sorted(totals):
             model = models.get(owner, create=totals[owner] >= min_events or owner in items_of)
             if model is not None:
                 owners[owner] = model
+        quiet = [c for m in owners.values() for c in m.items if c not in counts]
+        counts.update(
+            (c, n) for c, n in count_lookup(item_hashes, item_counts, quiet).items() if n
+        )  # items with a model but not busy now: their window teaches their normal
 
         # Items: volume against each one's normal, then sources for the abnormal ones.
         scored: list[Volume] = []
@@ -154,13 +157,13 @@ class EngagementInflationStage(Stage):
                 if baseline is None:  # an item is modelled from its first busy window
                     baseline = model.items[item] = self._fresh_item.__copy__()
                 scored.append(self._volume("content", item, owner, baseline, counts[item], t))
-        found = self._judge_all(scored, busy_events, _item, t, start, end)
+        found = self._judge_all(scored, busy_window, "content_id", t, start, end)
         flagged = {f.subject_id: f.evidence["events"] for f in found}
 
         # Owners: the volume their found items do not explain.
-        rest = events
+        rest = window
         if flagged:
-            rest = [e for e in events if e.content_id not in flagged]
+            rest = window.where(~isin_hashes(window.hashes("content_id"), flagged))
         scored = []
         for owner, model in owners.items():
             total = totals[owner] - sum(n for c, n in flagged.items() if owner_of[c] == owner)
@@ -171,7 +174,7 @@ class EngagementInflationStage(Stage):
             if t - model.pruned_at >= self._ttl_windows:
                 _forget_idle_items(model.items, t - self._ttl_windows)
                 model.pruned_at = t
-        return found + self._judge_all(scored, rest, _owner, t, start, end)
+        return found + self._judge_all(scored, rest, "target", t, start, end)
 
     def _volume(
         self,
@@ -192,10 +195,10 @@ class EngagementInflationStage(Stage):
         return Volume(subject_type, subject, owner, baseline, events, score, abnormal)
 
     def _judge_all(
-        self, scored: list[Volume], events: list[Any], key: Any, t: int, start: int, end: int
+        self, scored: list[Volume], window: EventColumns, field: str, t: int, start: int, end: int
     ) -> list[Finding]:
         """Judge the abnormal subjects on their sources; let the ordinary busy ones teach
-        their normal (`key` maps an event to its subject). How many accounts an event of a
+        their normal (`field` names an event's subject). How many accounts an event of a
         subject usually brings moves slowly, so it is measured on one busy window in
         `relearn_sources_windows`, each subject in its own phase (until then, one account
         per event): counting distinct accounts on every busy item in every window would
@@ -213,13 +216,15 @@ class EngagementInflationStage(Stage):
             return []
         actors_of: dict[str, int] = {}
         if learners:
-            mine = list(compress(events, map(learners.__contains__, map(key, events))))
-            actors_of = distinct_per_subject(mine, key, _actor)
-        suspects = self._screen(scored, abnormal, events, key)
+            actors_of = window.of(field, learners).distinct(field, "actor", learners)
+        suspects = self._screen(scored, abnormal, window, field)
         by_subject: dict[str, list[Any]] = {s: [] for s in suspects}
         if suspects:
-            for event in compress(events, map(suspects.__contains__, map(key, events))):
-                by_subject[key(event)].append(event)
+            subject_of = attrgetter(field)
+            for event in window.of(field, suspects).events:
+                events = by_subject.get(subject_of(event))
+                if events is not None:  # (not a hash collision)
+                    events.append(event)
         findings: list[Finding] = []
         for v in scored:
             if v.subject in suspects:
@@ -236,7 +241,7 @@ class EngagementInflationStage(Stage):
         return findings
 
     def _screen(
-        self, scored: list[Volume], abnormal: set[str], events: list[Any], key: Any
+        self, scored: list[Volume], abnormal: set[str], window: EventColumns, field: str
     ) -> set[str]:
         """The abnormal subjects whose sources could be concentrated. Distinct accounts
         and devices per subject are counted in numpy (a missing device counts as one
@@ -247,9 +252,9 @@ class EngagementInflationStage(Stage):
         if not abnormal:
             return set()
         cfg = self.cfg
-        mine = list(compress(events, map(abnormal.__contains__, map(key, events))))
-        accounts = distinct_per_subject(mine, key, _actor)
-        devices = distinct_per_subject(mine, key, _device)
+        mine = window.of(field, abnormal)
+        accounts = mine.distinct(field, "actor", abnormal)
+        devices = mine.distinct(field, "device_id", abnormal)
         suspects = set()
         for v in scored:
             if not v.abnormal:
@@ -259,10 +264,10 @@ class EngagementInflationStage(Stage):
                 continue
             b = v.baseline
             shares = (
-                sources_per_extra_event(accounts[v.subject], v.events, v.events, b.expected,
-                                        b.accounts_per_event),
-                sources_per_extra_event(devices[v.subject], v.events, v.events, b.expected,
-                                        b.accounts_per_event),
+                sources_per_extra_event(accounts.get(v.subject, 0), v.events, v.events,
+                                        b.expected, b.accounts_per_event),
+                sources_per_extra_event(devices.get(v.subject, 0), v.events, v.events,
+                                        b.expected, b.accounts_per_event),
             )  # fmt: skip
             limits = (self._limits["accounts"], self._limits["devices"])
             possible = sum(share <= limit for share, limit in zip(shares, limits, strict=True))
@@ -384,45 +389,6 @@ class EngagementInflationStage(Stage):
                 ),
             },
         )
-
-
-def distinct_per_subject(
-    events: list[Any], key: Callable[[Any], str], field: Callable[[Any], Any]
-) -> dict[str, int]:
-    """How many distinct values of `field` each subject's events have, counted in numpy
-    over (subject, value) hash pairs. A collision only merges, so a count is never above
-    the true one."""
-    if not events:
-        return {}
-    subjects = np.fromiter(map(hash, map(key, events)), np.int64, len(events))
-    values = np.fromiter(map(hash, map(field, events)), np.int64, len(events))
-    with np.errstate(over="ignore"):
-        pairs = subjects * np.int64(1_000_003) ^ values
-    _, first = np.unique(pairs, return_index=True)
-    hashes, counts = np.unique(subjects[first], return_counts=True)
-    name = {hash(s): s for s in set(map(key, events))}
-    return {name[h]: n for h, n in zip(hashes.tolist(), counts.tolist(), strict=True)}
-
-
-def tally_items(events: list[Any]) -> tuple[dict[str, int], dict[str, str], np.ndarray]:
-    """Each item's events, each item's owner, and, per event, its item's count.
-
-    The hot path of a window's close: items are grouped by their (cached) string hash in
-    numpy, a third of the cost of a `Counter` on a long tail of distinct items. Hashes
-    only group, within one process; a collision of two 64-bit hashes is unlikely enough
-    to ignore, and the counts are keyed by the items themselves.
-    """
-    hashes = np.fromiter(map(hash, map(_item, events)), np.int64, len(events))
-    _, first, inverse, counts = np.unique(
-        hashes, return_index=True, return_inverse=True, return_counts=True
-    )
-    firsts = [events[i] for i in first.tolist()]
-    items = list(map(_item, firsts))
-    return (
-        dict(zip(items, counts.tolist(), strict=True)),
-        dict(zip(items, map(_owner, firsts), strict=True)),
-        counts[inverse],
-    )
 
 
 def _forget_idle_items(models: dict[str, EngagementBaseline], before: int) -> None:

@@ -1,0 +1,120 @@
+"""A window's events with their fields hashed into numpy arrays, each at most once.
+
+Whole-window stages (`pipeline.window_runner`) count and group hundreds of thousands of
+events per window. A Python step per event and field is the cost that matters there, so
+each field an analysis needs is read once, as a column of 64-bit string hashes, and
+everything after that (counting per subject, distinct values per subject, picking the
+events of a few subjects) runs on the columns in C.
+
+Hashes only group, within one process; a collision of two 64-bit hashes is unlikely
+enough to ignore, and can only merge two values (a distinct count is never above the
+true one). Results are keyed by the names the caller gives, never recovered from hashes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+
+_SPREAD = np.int64(1_000_003)  # mixes a subject's hash into a value's: one key per pair
+
+
+class EventColumns:
+    """Events and, per field asked for, the column of its values' hashes. A subset
+    (`where`, `of`) shares its parent's columns: it reads a field itself only when it is
+    small next to its parent and the parent has not read that field."""
+
+    __slots__ = ("_columns", "_events", "_index", "_parent")
+
+    def __init__(self, events: list[Any]) -> None:
+        self._events: list[Any] | None = events
+        self._columns: dict[str, np.ndarray] = {}
+        self._parent: EventColumns | None = None
+        self._index: np.ndarray | None = None  # positions in the parent
+
+    def __len__(self) -> int:
+        return len(self._index) if self._index is not None else len(self.events)
+
+    @property
+    def events(self) -> list[Any]:
+        if self._events is None:
+            assert self._parent is not None and self._index is not None
+            self._events = list(map(self._parent.events.__getitem__, self._index.tolist()))
+        return self._events
+
+    def hashes(self, field: str) -> np.ndarray:
+        """The hash of each event's `field` (a missing value hashes as None)."""
+        column = self._columns.get(field)
+        if column is not None:
+            return column
+        parent, index = self._parent, self._index
+        if (
+            parent is not None
+            and index is not None
+            and (field in parent._columns or 4 * len(index) >= len(parent))
+        ):
+            column = self._columns[field] = parent.hashes(field)[index]
+            return column
+        events = self.events
+        column = np.fromiter(map(hash, map(attrgetter(field), events)), np.int64, len(events))
+        self._columns[field] = column
+        return column
+
+    def where(self, mask: np.ndarray) -> EventColumns:
+        """The events where `mask` holds."""
+        subset = EventColumns.__new__(EventColumns)
+        subset._events = None
+        subset._columns = {}
+        subset._parent = self
+        subset._index = np.flatnonzero(mask)
+        return subset
+
+    def of(self, field: str, names: Iterable[str]) -> EventColumns:
+        """The events whose `field` is one of `names`."""
+        return self.where(isin_hashes(self.hashes(field), names))
+
+    def counts(self, field: str) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct hashes of `field` (sorted) and how many events have each."""
+        return np.unique(self.hashes(field), return_counts=True)
+
+    def distinct(self, field: str, value: str, names: Iterable[str]) -> dict[str, int]:
+        """How many distinct `value`s the events of each of `names` (values of `field`)
+        have; subjects without events are left out."""
+        if not len(self):
+            return {}
+        subjects = self.hashes(field)
+        with np.errstate(over="ignore"):
+            pairs = subjects * _SPREAD ^ self.hashes(value)
+        _, first = np.unique(pairs, return_index=True)
+        found, counts = np.unique(subjects[first], return_counts=True)
+        by_hash = dict(zip(found.tolist(), counts.tolist(), strict=True))
+        return {n: by_hash[hash(n)] for n in names if hash(n) in by_hash}
+
+
+def isin_hashes(column: np.ndarray, names: Iterable[str]) -> np.ndarray:
+    """Where `column` holds the hash of one of `names`."""
+    return isin_sorted(column, np.unique(np.fromiter(map(hash, names), np.int64)))
+
+
+def isin_sorted(column: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where `column` holds one of the sorted hashes `wanted`: a binary search per event
+    over `wanted`, which is small next to the column (and so stays in cache)."""
+    if not len(wanted):
+        return np.zeros(len(column), bool)
+    at = np.minimum(np.searchsorted(wanted, column), len(wanted) - 1)
+    return wanted[at] == column
+
+
+def count_lookup(hashes: np.ndarray, counts: np.ndarray, names: Iterable[str]) -> dict[str, int]:
+    """The counts of `names` from `counts` (what `EventColumns.counts` returns), 0 for a
+    name without events."""
+    names = list(names)
+    if not names or not len(hashes):
+        return dict.fromkeys(names, 0)
+    wanted = np.fromiter(map(hash, names), np.int64, len(names))
+    at = np.minimum(np.searchsorted(hashes, wanted), len(hashes) - 1)
+    found = np.where(hashes[at] == wanted, counts[at], 0)
+    return dict(zip(names, found.tolist(), strict=True))
