@@ -333,22 +333,36 @@ class EdgeBurst:
         without scoring them: the sketches end as `score_many` would leave them, for a
         fraction of its cost. For callers that read scores per tick afterwards
         (`destination_burst`), where the order of a tick's events does not matter."""
-        n = len(sources)
-        if len(destinations) != n:
+        if len(destinations) != len(sources):
             raise ValueError("sources and destinations must have the same length")
         self._enter(int(t))
-        if n == 0:
-            return
-        hs = self._hash_many(sources)
-        hd = self._hash_many(destinations)
-        keys = np.stack([hs * np.uint64(_EDGE_MIX) + hd, hs, hd])  # wraps mod 2**64
-        mults = np.array(self._mults, dtype=np.uint64).reshape(3, self.rows, 1)
-        adds = np.array(self._adds, dtype=np.uint64).reshape(3, self.rows, 1)
-        hashed = (mults * keys[:, None, :] + adds) >> np.uint64(32)
+        if len(sources):
+            hs, hd = self._hash_many(sources), self._hash_many(destinations)
+            self._count(np.stack([hs * np.uint64(_EDGE_MIX) + hd, hs, hd]), range(3))
+
+    def count_destinations(self, destinations: Sequence[str], t: int) -> None:
+        """`count_many` for a caller that only reads `destination_burst`: only the
+        destination sketch counts (the edge and source sketches keep what they had), so
+        the sources need not even be hashed."""
+        self._enter(int(t))
+        if len(destinations):
+            family = _FAMILIES.index("destination")
+            self._count(self._hash_many(destinations)[None, :], range(family, family + 1))
+
+    def _count(self, keys: np.ndarray, families: range) -> None:
+        """Add one to the current tick's bucket of each key (shape: families x events) in
+        every row of its family."""
+        rows = self.rows
+        span = slice(families.start * rows, families.stop * rows)
+        mults = np.array(self._mults[span], dtype=np.uint64).reshape(len(families), rows, 1)
+        adds = np.array(self._adds[span], dtype=np.uint64).reshape(len(families), rows, 1)
+        hashed = (mults * keys[:, None, :] + adds) >> np.uint64(32)  # wraps mod 2**64
         hashed *= np.uint64(self.buckets)
         hashed >>= np.uint64(32)
-        offsets = np.arange(3 * self.rows, dtype=np.int64).reshape(-1, 1) * self.buckets
-        flat = hashed.reshape(3 * self.rows, n).astype(np.int64) + offsets
+        first_row = families.start * rows
+        offsets = np.arange(first_row, first_row + len(families) * rows, dtype=np.int64)
+        flat = hashed.reshape(len(families) * rows, -1).astype(np.int64)
+        flat += offsets.reshape(-1, 1) * self.buckets
         self._cur += np.bincount(flat.ravel(), minlength=self._cur.size)
 
     def destination_burst(self, destination: str) -> tuple[float, float, float]:

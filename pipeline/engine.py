@@ -100,15 +100,15 @@ class Engine:
     ) -> BatchResult:
         """Run one batch of raw inputs through the gate, every stage and the policy."""
         admitted = self.gate.admit(raws, source, first_position, positions)
-        by_type = admitted.by_type
+        by_type, span = admitted.by_type, admitted.span
         staged: Counter[str] = Counter()
         for runner in self.runners:
             stage = runner.stage
             for event_type in stage.event_types - stage.counted_types:
-                runner.add_batch(by_type[event_type])
+                runner.add_batch(by_type[event_type], span)
             if stage.counted_types:  # one tally for all counted types: a pass per key, not three
                 counted = list(chain.from_iterable(by_type[t] for t in stage.counted_types))
-                runner.count_batch(counted)  # type: ignore[union-attr]
+                runner.count_batch(counted, span)  # type: ignore[union-attr]
             staged[stage.detector] += sum(len(by_type[t]) for t in stage.event_types)
         watermark = self.gate.watermark
         findings = self._advance(watermark)

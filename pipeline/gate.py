@@ -42,6 +42,7 @@ class Admitted:
     dead_letters: list[DeadLetter]
     duplicates: int
     blank: int
+    span: tuple[int, int] | None = None  # (earliest, latest) event time, when known
 
     @property
     def events(self) -> int:
@@ -97,24 +98,24 @@ class Gate:
         max_allowed = int(self._wall_clock() * 1000) + cfg.input.max_future_ms
         if stamps.min() < cfg.input.min_ts_ms or stamps.max() > max_allowed:
             return None
-        ids = list(map(_id, events))
+        ids = set(map(_id, events))
         dedup = self.dedup
-        if not (dedup.current.isdisjoint(ids) and dedup.previous.isdisjoint(ids)):
+        if len(ids) != len(events):  # an id twice in the batch
             return None
-        if len(set(ids)) != len(ids):
+        if not (ids.isdisjoint(dedup.current) and ids.isdisjoint(dedup.previous)):
             return None
         # Late: behind the watermark as it stood when the event arrived.
         highest = np.maximum.accumulate(stamps)
         before = np.maximum(np.concatenate(([self.max_ts], highest[:-1])), self.max_ts)
         if (stamps < before - cfg.event_time.allowed_lateness_ms).any():
             return None
-        dedup.current.update(ids)
+        dedup.current |= ids
         self.max_ts = max(self.max_ts, int(highest[-1]))
         self.dedup.expire(self.watermark)
         by_type: dict[str, list[Event]] = {t: [] for t in EVENT_TYPES}
         for event in events:
             by_type[event.type].append(event)
-        return Admitted(by_type, [], 0, 0)
+        return Admitted(by_type, [], 0, 0, (int(stamps.min()), int(highest[-1])))
 
     def _admit_each(
         self,

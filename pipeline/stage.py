@@ -114,9 +114,16 @@ def custom_key_of(stage: Stage) -> Callable[[Any], str] | None:
     return stage.key_of
 
 
-def split_by_pane(events: list[Any], hop: int) -> dict[int, list[Any]]:
+def split_by_pane(
+    events: list[Any], hop: int, span: tuple[int, int] | None = None
+) -> dict[int, list[Any]]:
     """A batch's events by the pane (of `hop` ms) they fall in. Usually one pane: told
-    from the batch's first and last stamps by two C loops, not a step per event."""
+    from the batch's earliest and latest stamps (`span`, when the gate knows them for the
+    whole batch), not a step per event."""
+    if span is not None:
+        first = span[0] - span[0] % hop
+        if span[1] < first + hop:
+            return {first: events}
     stamps = list(map(_ts, events))
     first = min(stamps)
     first -= first % hop
@@ -143,7 +150,9 @@ class KeyedRunner:
     def __len__(self) -> int:
         return len(self.store)
 
-    def add_batch(self, events: Iterable[Any]) -> None:
+    def add_batch(self, events: Iterable[Any], span: tuple[int, int] | None = None) -> None:
+        """Fold a batch of events into their keys' panes (`span`: see `split_by_pane`;
+        unused here, where every event finds its own key and pane anyway)."""
         stage, store, due = self.stage, self.store, self._due
         key_of = custom_key_of(stage)
         if key_of is not None:
@@ -200,7 +209,7 @@ class KeyedRunner:
             self._due.setdefault(pane_start + self.stage.window.hop_ms, set()).add(key)
         return pane
 
-    def count_batch(self, events: list[Any]) -> None:
+    def count_batch(self, events: list[Any], span: tuple[int, int] | None = None) -> None:
         """`add_batch` for a type the stage only counts (`Stage.counted_types`): events
         are tallied per pane and key in C, into one `Counter` per pane; each key's pane
         takes its count when the pane's first window is about to close (`_settle_counts`),
@@ -209,7 +218,9 @@ class KeyedRunner:
             return
         key_of = custom_key_of(self.stage) or attrgetter(self.stage.key_field)
         counts = self._counts
-        for pane_start, pane_events in split_by_pane(events, self.stage.window.hop_ms).items():
+        for pane_start, pane_events in split_by_pane(
+            events, self.stage.window.hop_ms, span
+        ).items():
             tally = counts.get(pane_start)
             if tally is None:
                 tally = counts[pane_start] = Counter()

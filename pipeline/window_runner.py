@@ -85,11 +85,11 @@ class WindowRunner:
     def __len__(self) -> int:
         return len(self.store)
 
-    def add_batch(self, events: Iterable[Any]) -> None:
+    def add_batch(self, events: Iterable[Any], span: tuple[int, int] | None = None) -> None:
         events = events if isinstance(events, list) else list(events)
         if not events:
             return
-        for start, pane_events in split_by_pane(events, self.stage.window.hop_ms).items():
+        for start, pane_events in split_by_pane(events, self.stage.window.hop_ms, span).items():
             self._add(start, pane_events)
 
     def _add(self, pane_start: int, events: list[Any]) -> None:

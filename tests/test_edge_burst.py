@@ -220,6 +220,15 @@ def test_count_many_leaves_the_sketches_as_scoring_does() -> None:
         assert counted.destination_burst(name) == pytest.approx(scored.destination_burst(name))
     with pytest.raises(ValueError, match="same length"):
         counted.count_many(["a"], [], 99)
+    by_destination = EdgeBurst(seed=4, buckets=64)
+    for tick in sorted(set(ts)):
+        by_destination.count_destinations(
+            [d for d, t in zip(dst, ts, strict=True) if t == tick], tick
+        )
+    for name in ("victim", *dst[:5]):
+        assert by_destination.destination_burst(name) == pytest.approx(
+            scored.destination_burst(name)
+        )
 
 
 def test_late_events_count_in_the_current_tick_and_warmup_scores_zero() -> None:

@@ -43,7 +43,6 @@ from pipeline.settings import EdgeBurstSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
 
 _CANONICAL = attrgetter("ts", "event_id")  # the order a tick's follows are listed in
-_actor = attrgetter("actor")
 _target = attrgetter("target")
 
 
@@ -101,7 +100,7 @@ class EdgeBurstStage(Stage):
         if not follows:
             return None
         targets = list(map(_target, follows))
-        model.count_many(list(map(_actor, follows)), targets, start // cfg.tick_ms)
+        model.count_destinations(targets, start // cfg.tick_ms)
         counts = Counter(targets)
         bursts: dict[str, Reading] = {}
         for target, count in counts.items():

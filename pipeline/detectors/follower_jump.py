@@ -26,11 +26,15 @@ from typing import Any
 
 from models.count_baseline import CountBaseline
 from models.follow_support import FollowSupport
-from models.follower_composition import PLATFORM_FLOWS, Follower, FollowerComposition
+from models.follower_composition import PLATFORM_FLOWS, FollowerComposition
 from models.network import network_of
 from pipeline.findings import Finding, make_finding, severity_of
 from pipeline.settings import FollowerJumpSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
+
+# A new follower as a pane keeps it: (actor, young or None if unknown, ip, device); its
+# network is worked out only for a window that is judged on its followers.
+NewFollower = tuple[str, bool | None, str | None, str]
 
 
 class FollowPane:
@@ -51,9 +55,9 @@ class FollowPane:
         self.engagement = 0  # clicks, reposts and comments on the account's content
         self.young = 0  # follows by accounts created within `young_account_ms`
         self.dated = 0  # follows whose actor's creation time is known
-        self.followers: list[Follower] = []
+        self.followers: list[NewFollower] = []
 
-    def __getstate__(self) -> tuple[int, int, int, int, int, int, list[Follower]]:
+    def __getstate__(self) -> tuple[int, int, int, int, int, int, list[NewFollower]]:
         return (
             self.follows,
             self.user_follows,
@@ -64,7 +68,7 @@ class FollowPane:
             self.followers,
         )
 
-    def __setstate__(self, state: tuple[int, int, int, int, int, int, list[Follower]]) -> None:
+    def __setstate__(self, state: tuple[int, int, int, int, int, int, list[NewFollower]]) -> None:
         (
             self.follows,
             self.user_follows,
@@ -99,7 +103,11 @@ class FollowModel:
 def composition_of(panes: list[FollowPane], shared_min: int) -> FollowerComposition:
     """Who the window's new followers are; ages counted over all of them (the listed
     followers are capped at `max_members` per pane)."""
-    followers = [f for p in panes for f in p.followers]
+    followers = [
+        (actor, young, network_of(ip), device)
+        for p in panes
+        for actor, young, ip, device in p.followers
+    ]
     ages = (sum(p.young for p in panes), sum(p.dated for p in panes))
     return FollowerComposition(followers, shared_min, ages)
 
@@ -158,10 +166,8 @@ class FollowerJumpStage(Stage):
                 pane.dated += 1
                 young = event.ts - created < self.cfg.young_account_ms
                 pane.young += young
-            if len(pane.followers) < self.cfg.max_members:
-                pane.followers.append(
-                    (event.actor, young, network_of(event.ip), event.device_id or "")
-                )
+            if len(pane.followers) < self.cfg.max_members:  # their network is worked out
+                pane.followers.append((event.actor, young, event.ip, event.device_id or ""))
         elif kind == "unfollow":
             pane.unfollows += 1
         else:
@@ -192,15 +198,10 @@ class FollowerJumpStage(Stage):
             support.cusum = 0.0
         if net < min(cfg.min_net_follows, cfg.level_min_net):
             return None
-        composition = composition_of(panes, cfg.shared_min)
-        burst = (
+        loud = (  # a burst on volume; whether it was bought, its followers tell
             score >= 0.5
             and net >= cfg.min_net_follows
             and net >= cfg.min_ratio * max(baseline.expected, 1.0)
-            and (
-                composition.suspicious(cfg.young_share, cfg.crowding_share)
-                or not composition.described
-            )
         )
         drift = (
             support.cusum >= cfg.level_threshold
@@ -211,6 +212,13 @@ class FollowerJumpStage(Stage):
             # lags the daily rhythm is no evidence on its own
             and net >= cfg.min_ratio * max(baseline.expected, 1.0)
         )
+        if not (loud or drift):
+            return None
+        composition = composition_of(panes, cfg.shared_min)
+        suspicious = (
+            composition.suspicious(cfg.young_share, cfg.crowding_share) or not composition.described
+        )
+        burst = loud and suspicious
         if not (burst or drift):
             return None
         if not burst:  # a level shift: score how far the CUSUM is past its threshold
@@ -219,9 +227,6 @@ class FollowerJumpStage(Stage):
         if severity is None:
             return None
         kind = "burst" if burst else "level_shift"
-        suspicious = (
-            composition.suspicious(cfg.young_share, cfg.crowding_share) or not composition.described
-        )
         members = composition.suspects()[: cfg.max_members] if suspicious else []
         minutes = (end - start) / 60_000
         predicted = support.predicted
