@@ -214,10 +214,10 @@ class EngagementInflationStage(Stage):
         abnormal = {v.subject for v in scored if v.abnormal}
         if not learners and not abnormal:
             return []
-        actors_of: dict[str, int] = {}
-        if learners:
-            actors_of = window.of(field, learners).distinct(field, "actor", learners)
-        suspects = self._screen(scored, abnormal, window, field)
+        looked = learners | abnormal  # their distinct accounts: one count for both
+        mine = window.of(field, looked)
+        accounts = mine.distinct(field, "actor", looked)
+        suspects = self._screen(scored, abnormal, accounts, mine, field)
         by_subject: dict[str, list[Any]] = {s: [] for s in suspects}
         if suspects:
             subject_of = attrgetter(field)
@@ -237,24 +237,27 @@ class EngagementInflationStage(Stage):
             if b.observed == 1 or b.n <= b.warmup:  # first seen busy, or warming up (a
                 b.adopt(v.events)  # stream's first window is partial): ordinary, its normal
             if v.subject in learners:  # an ordinary busy window: its usual sources
-                v.baseline.learn_accounts_per_event(actors_of.get(v.subject, 0), v.events)
+                v.baseline.learn_accounts_per_event(accounts.get(v.subject, 0), v.events)
         return findings
 
     def _screen(
-        self, scored: list[Volume], abnormal: set[str], window: EventColumns, field: str
+        self,
+        scored: list[Volume],
+        abnormal: set[str],
+        accounts: dict[str, int],
+        window: EventColumns,
+        field: str,
     ) -> set[str]:
         """The abnormal subjects whose sources could be concentrated. Distinct accounts
-        and devices per subject are counted in numpy (a missing device counts as one
-        shared device, so its count is a lower bound); a subject whose accounts and
+        (`accounts`) and devices per subject are counted in numpy (a missing device counts
+        as one shared device, so its count is a lower bound); a subject whose accounts and
         devices are both plainly diverse cannot reach `min_signals` with networks alone
         and needs no closer look. That is most abnormal windows: every busy item in a
         run's first window, judged against the prior."""
         if not abnormal:
             return set()
         cfg = self.cfg
-        mine = window.of(field, abnormal)
-        accounts = mine.distinct(field, "actor", abnormal)
-        devices = mine.distinct(field, "device_id", abnormal)
+        devices = window.of(field, abnormal).distinct(field, "device_id", abnormal)
         suspects = set()
         for v in scored:
             if not v.abnormal:

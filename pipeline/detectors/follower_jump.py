@@ -28,13 +28,10 @@ from models.count_baseline import CountBaseline
 from models.follow_support import FollowSupport
 from models.follower_composition import PLATFORM_FLOWS, FollowerComposition
 from models.network import network_of
+from pipeline.events import Follow
 from pipeline.findings import Finding, make_finding, severity_of
 from pipeline.settings import FollowerJumpSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
-
-# A new follower as a pane keeps it: (actor, young or None if unknown, ip, device); its
-# network is worked out only for a window that is judged on its followers.
-NewFollower = tuple[str, bool | None, str | None, str]
 
 
 class FollowPane:
@@ -55,9 +52,9 @@ class FollowPane:
         self.engagement = 0  # clicks, reposts and comments on the account's content
         self.young = 0  # follows by accounts created within `young_account_ms`
         self.dated = 0  # follows whose actor's creation time is known
-        self.followers: list[NewFollower] = []
+        self.followers: list[Follow] = []  # the first max_members follows, as they came
 
-    def __getstate__(self) -> tuple[int, int, int, int, int, int, list[NewFollower]]:
+    def __getstate__(self) -> tuple[int, int, int, int, int, int, list[Follow]]:
         return (
             self.follows,
             self.user_follows,
@@ -68,7 +65,7 @@ class FollowPane:
             self.followers,
         )
 
-    def __setstate__(self, state: tuple[int, int, int, int, int, int, list[NewFollower]]) -> None:
+    def __setstate__(self, state: tuple[int, int, int, int, int, int, list[Follow]]) -> None:
         (
             self.follows,
             self.user_follows,
@@ -100,13 +97,19 @@ class FollowModel:
         self.follows, self.attention, self.support = state
 
 
-def composition_of(panes: list[FollowPane], shared_min: int) -> FollowerComposition:
+def composition_of(panes: list[FollowPane], shared_min: int, young_ms: int) -> FollowerComposition:
     """Who the window's new followers are; ages counted over all of them (the listed
-    followers are capped at `max_members` per pane)."""
+    followers are capped at `max_members` per pane). Worked out only for a window that is
+    judged on its followers: most windows are not."""
     followers = [
-        (actor, young, network_of(ip), device)
+        (
+            f.actor,
+            f.actor_created_at is not None and f.ts - f.actor_created_at < young_ms,
+            network_of(f.ip),
+            f.device_id or "",
+        )
         for p in panes
-        for actor, young, ip, device in p.followers
+        for f in p.followers
     ]
     ages = (sum(p.young for p in panes), sum(p.dated for p in panes))
     return FollowerComposition(followers, shared_min, ages)
@@ -161,13 +164,11 @@ class FollowerJumpStage(Stage):
                 return  # the platform's doing, not the follower's: not suspects
             pane.user_follows += 1
             created = event.actor_created_at
-            young = False
             if created is not None:
                 pane.dated += 1
-                young = event.ts - created < self.cfg.young_account_ms
-                pane.young += young
-            if len(pane.followers) < self.cfg.max_members:  # their network is worked out
-                pane.followers.append((event.actor, young, event.ip, event.device_id or ""))
+                pane.young += event.ts - created < self.cfg.young_account_ms
+            if len(pane.followers) < self.cfg.max_members:
+                pane.followers.append(event)
         elif kind == "unfollow":
             pane.unfollows += 1
         else:
@@ -214,7 +215,7 @@ class FollowerJumpStage(Stage):
         )
         if not (loud or drift):
             return None
-        composition = composition_of(panes, cfg.shared_min)
+        composition = composition_of(panes, cfg.shared_min, cfg.young_account_ms)
         suspicious = (
             composition.suspicious(cfg.young_share, cfg.crowding_share) or not composition.described
         )

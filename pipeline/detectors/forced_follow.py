@@ -80,6 +80,8 @@ class ForcedFollowStage(Stage):
     ) -> Finding | None:
         cfg = self.cfg
         forced = sum(p.forced for p in panes)
+        if not forced and model.last_t is not None:  # a quiet window: nothing to judge, and
+            return None  # the baseline learns it (with any others) at its next update
         score = model.update(end // cfg.hop_ms, forced)
         if (
             score < 0.5
