@@ -4,7 +4,10 @@ Whole-window stages (`pipeline.window_runner`) count and group hundreds of thous
 events per window. A Python step per event and field is the cost that matters there, so
 each field an analysis needs is read once, as a column of 64-bit string hashes, and
 everything after that (counting per subject, distinct values per subject, picking the
-events of a few subjects) runs on the columns in C.
+events of a few subjects) runs on the columns in C. A field whose values are grouped
+(`tally`, `derive`) also has a small integer code per event, the position of its value
+among the distinct ones: picking subjects and counting their distinct values then needs
+no search and no stable sort.
 
 Hashes only group, within one process; a collision of two 64-bit hashes is unlikely
 enough to ignore, and can only merge two values (a distinct count is never above the
@@ -15,23 +18,41 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import attrgetter
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 _SPREAD = np.int64(1_000_003)  # mixes a subject's hash into a value's: one key per pair
+_CODE_SHIFT = 40  # a (code, value) pair packs the code above 40 bits of the value's hash
+_VALUE_BITS = np.int64((1 << _CODE_SHIFT) - 1)
+
+
+class Groups(NamedTuple):
+    """A field's distinct values and, per event, the position of its value among them."""
+
+    keys: np.ndarray  # the distinct hashes, sorted
+    codes: np.ndarray  # per event: index into `keys`
+
+
+class Tally(NamedTuple):
+    """A field's distinct values, how many events have each, and the first that does."""
+
+    keys: np.ndarray  # the distinct hashes, sorted
+    counts: np.ndarray
+    first: np.ndarray  # position of the first event with each value
 
 
 class EventColumns:
     """Events and, per field asked for, the column of its values' hashes. A subset
-    (`where`, `of`) shares its parent's columns: it reads a field itself only when it is
-    small next to its parent and the parent has not read that field."""
+    (`where`, `of`) shares its parent's columns and groups: it reads a field itself only
+    when it is small next to its parent and the parent has not read that field."""
 
-    __slots__ = ("_columns", "_events", "_index", "_parent")
+    __slots__ = ("_columns", "_events", "_groups", "_index", "_parent")
 
     def __init__(self, events: list[Any]) -> None:
         self._events: list[Any] | None = events
         self._columns: dict[str, np.ndarray] = {}
+        self._groups: dict[str, Groups] = {}
         self._parent: EventColumns | None = None
         self._index: np.ndarray | None = None  # positions in the parent
 
@@ -44,6 +65,12 @@ class EventColumns:
             assert self._parent is not None and self._index is not None
             self._events = list(map(self._parent.events.__getitem__, self._index.tolist()))
         return self._events
+
+    def events_at(self, positions: np.ndarray) -> list[Any]:
+        """The events at `positions`, without listing a subset's other events."""
+        if self._parent is None or self._index is None:
+            return list(map(self.events.__getitem__, positions.tolist()))
+        return self._parent.events_at(self._index[positions])
 
     def hashes(self, field: str) -> np.ndarray:
         """The hash of each event's `field` (a missing value hashes as None)."""
@@ -63,35 +90,78 @@ class EventColumns:
         self._columns[field] = column
         return column
 
+    def groups(self, field: str) -> Groups | None:
+        """The field's groups, if it (or the window this is a subset of) has them."""
+        found = self._groups.get(field)
+        if found is None and self._parent is not None and self._index is not None:
+            inherited = self._parent.groups(field)
+            if inherited is not None:
+                found = self._groups[field] = Groups(inherited.keys, inherited.codes[self._index])
+        return found
+
+    def tally(self, field: str) -> Tally:
+        """Group the events by `field`: its distinct values, their counts and first events."""
+        keys, first, codes, counts = np.unique(
+            self.hashes(field), return_index=True, return_inverse=True, return_counts=True
+        )
+        self._groups[field] = Groups(keys, codes)
+        return Tally(keys, counts, first)
+
+    def derive(self, field: str, groups: Groups) -> None:
+        """Give `field` groups worked out from another field's (a content item's owner
+        from its item's): its hashes follow without reading a single event."""
+        self._groups[field] = groups
+        self._columns[field] = groups.keys[groups.codes]
+
     def where(self, mask: np.ndarray) -> EventColumns:
         """The events where `mask` holds."""
         subset = EventColumns.__new__(EventColumns)
         subset._events = None
         subset._columns = {}
+        subset._groups = {}
         subset._parent = self
         subset._index = np.flatnonzero(mask)
         return subset
 
     def of(self, field: str, names: Iterable[str]) -> EventColumns:
         """The events whose `field` is one of `names`."""
-        return self.where(isin_hashes(self.hashes(field), names))
-
-    def counts(self, field: str) -> tuple[np.ndarray, np.ndarray]:
-        """The distinct hashes of `field` (sorted) and how many events have each."""
-        return np.unique(self.hashes(field), return_counts=True)
+        wanted = np.unique(np.fromiter(map(hash, names), np.int64))
+        groups = self.groups(field)
+        if groups is None:
+            return self.where(isin_sorted(self.hashes(field), wanted))
+        chosen = np.zeros(len(groups.keys), bool)
+        chosen[positions_of(groups.keys, wanted)] = True
+        return self.where(chosen[groups.codes])
 
     def distinct(self, field: str, value: str, names: Iterable[str]) -> dict[str, int]:
         """How many distinct `value`s the events of each of `names` (values of `field`)
         have; subjects without events are left out."""
-        if not len(self):
+        names = list(names)
+        if not len(self) or not names:
             return {}
+        groups = self.groups(field)
+        if groups is not None:  # pack (code, value) into one int: a plain sort, no argsort
+            pairs = np.unique((groups.codes << _CODE_SHIFT) | (self.hashes(value) & _VALUE_BITS))
+            per_code = np.bincount(pairs >> _CODE_SHIFT, minlength=len(groups.keys))
+            wanted = np.fromiter(map(hash, names), np.int64, len(names))
+            at = np.minimum(np.searchsorted(groups.keys, wanted), len(groups.keys) - 1)
+            found = np.where(groups.keys[at] == wanted, per_code[at], 0)
+            return {n: c for n, c in zip(names, found.tolist(), strict=True) if c}
         subjects = self.hashes(field)
         with np.errstate(over="ignore"):
             pairs = subjects * _SPREAD ^ self.hashes(value)
         _, first = np.unique(pairs, return_index=True)
-        found, counts = np.unique(subjects[first], return_counts=True)
-        by_hash = dict(zip(found.tolist(), counts.tolist(), strict=True))
+        keys, counts = np.unique(subjects[first], return_counts=True)
+        by_hash = dict(zip(keys.tolist(), counts.tolist(), strict=True))
         return {n: by_hash[hash(n)] for n in names if hash(n) in by_hash}
+
+
+def positions_of(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Where the values of `wanted` that `keys` (sorted) holds sit in `keys`."""
+    if not len(keys):
+        return np.zeros(0, np.int64)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return at[keys[at] == wanted]
 
 
 def isin_hashes(column: np.ndarray, names: Iterable[str]) -> np.ndarray:

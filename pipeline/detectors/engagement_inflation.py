@@ -28,10 +28,11 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 import msgspec
+import numpy as np
 
 from models.engagement import EngagementBaseline, sources_per_extra_event
 from models.network import network_of
-from pipeline.event_columns import EventColumns, count_lookup, isin_hashes, isin_sorted
+from pipeline.event_columns import EventColumns, Groups, count_lookup, isin_hashes
 from pipeline.findings import Finding, SubjectType, make_finding, severity_of
 from pipeline.settings import EngagementInflationSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
@@ -127,16 +128,32 @@ class EngagementInflationStage(Stage):
         t = end // cfg.hop_ms
         min_events = cfg.min_events
         window = EventColumns(events)
-        item_hashes, item_counts = window.counts("content_id")
-        busy_items = item_hashes[item_counts >= min_events]
-        busy_window = window.where(isin_sorted(window.hashes("content_id"), busy_items))
-        owner_of = dict(map(_item_owner, busy_window.events))
-        counts = count_lookup(item_hashes, item_counts, owner_of)  # the busy items
+        items = window.tally("content_id")
+        item_codes = window.groups("content_id").codes  # type: ignore[union-attr]
+        firsts = window.events_at(items.first)  # one event per item names it and its owner
+        owner_names = list(map(_owner, firsts))
+        owner_keys, owner_first, owner_of_item = np.unique(
+            np.fromiter(map(hash, owner_names), np.int64, len(owner_names)),
+            return_index=True,
+            return_inverse=True,
+        )
+        window.derive("target", Groups(owner_keys, owner_of_item[item_codes]))
+        per_owner = np.bincount(owner_of_item, weights=items.counts, minlength=len(owner_keys))
+        totals = dict(
+            zip(
+                map(owner_names.__getitem__, owner_first.tolist()),
+                per_owner.astype(np.int64).tolist(),
+                strict=True,
+            )
+        )
+        busy = items.counts >= min_events
+        busy_window = window.where(busy[item_codes])
+        busy_firsts = list(map(firsts.__getitem__, np.flatnonzero(busy).tolist()))
+        owner_of = dict(map(_item_owner, busy_firsts))
+        counts = dict(zip(map(_item, busy_firsts), items.counts[busy].tolist(), strict=True))
         items_of: dict[str, list[str]] = {}
         for item, owner in owner_of.items():
             items_of.setdefault(owner, []).append(item)
-        owner_hashes, owner_counts = window.counts("target")
-        totals = count_lookup(owner_hashes, owner_counts, set(map(_owner, events)))
         owners: dict[str, OwnerModel] = {}
         for owner in sorted(totals):
             model = models.get(owner, create=totals[owner] >= min_events or owner in items_of)
@@ -144,7 +161,7 @@ class EngagementInflationStage(Stage):
                 owners[owner] = model
         quiet = [c for m in owners.values() for c in m.items if c not in counts]
         counts.update(
-            (c, n) for c, n in count_lookup(item_hashes, item_counts, quiet).items() if n
+            (c, n) for c, n in count_lookup(items.keys, items.counts, quiet).items() if n
         )  # items with a model but not busy now: their window teaches their normal
 
         # Items: volume against each one's normal, then sources for the abnormal ones.
