@@ -9,6 +9,10 @@ events of a few subjects) runs on the columns in C. A field whose values are gro
 among the distinct ones: picking subjects and counting their distinct values then needs
 no search and no stable sort.
 
+Grouping sorts: numpy's `np.unique` hashes int64 values (numpy 2.3+), several times
+slower than a sort on these columns of mostly distinct values, and its `return_index`
+needs a stable sort; `group_hashes` and `sorted_unique` do the same with a plain sort.
+
 Hashes only group, within one process; a collision of two 64-bit hashes is unlikely
 enough to ignore, and can only merge two values (a distinct count is never above the
 true one). Results are keyed by the names the caller gives, never recovered from hashes.
@@ -101,9 +105,7 @@ class EventColumns:
 
     def tally(self, field: str) -> Tally:
         """Group the events by `field`: its distinct values, their counts and first events."""
-        keys, first, codes, counts = np.unique(
-            self.hashes(field), return_index=True, return_inverse=True, return_counts=True
-        )
+        keys, first, codes, counts = group_hashes(self.hashes(field))
         self._groups[field] = Groups(keys, codes)
         return Tally(keys, counts, first)
 
@@ -125,7 +127,7 @@ class EventColumns:
 
     def of(self, field: str, names: Iterable[str]) -> EventColumns:
         """The events whose `field` is one of `names`."""
-        wanted = np.unique(np.fromiter(map(hash, names), np.int64))
+        wanted = sorted_unique(np.fromiter(map(hash, names), np.int64))
         groups = self.groups(field)
         if groups is None:
             return self.where(isin_sorted(self.hashes(field), wanted))
@@ -141,7 +143,9 @@ class EventColumns:
             return {}
         groups = self.groups(field)
         if groups is not None:  # pack (code, value) into one int: a plain sort, no argsort
-            pairs = np.unique((groups.codes << _CODE_SHIFT) | (self.hashes(value) & _VALUE_BITS))
+            pairs = sorted_unique(
+                (groups.codes << _CODE_SHIFT) | (self.hashes(value) & _VALUE_BITS)
+            )
             per_code = np.bincount(pairs >> _CODE_SHIFT, minlength=len(groups.keys))
             wanted = np.fromiter(map(hash, names), np.int64, len(names))
             at = np.minimum(np.searchsorted(groups.keys, wanted), len(groups.keys) - 1)
@@ -150,10 +154,46 @@ class EventColumns:
         subjects = self.hashes(field)
         with np.errstate(over="ignore"):
             pairs = subjects * _SPREAD ^ self.hashes(value)
-        _, first = np.unique(pairs, return_index=True)
-        keys, counts = np.unique(subjects[first], return_counts=True)
+        order = np.argsort(pairs)
+        one_per_pair = order[_starts(pairs[order])]  # an event of each distinct pair
+        keys, _, _, counts = group_hashes(subjects[one_per_pair])
         by_hash = dict(zip(keys.tolist(), counts.tolist(), strict=True))
         return {n: by_hash[hash(n)] for n in names if hash(n) in by_hash}
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted."""
+    ordered = np.sort(values)
+    return ordered[_starts(ordered)]
+
+
+def group_hashes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct values sorted, position of each one's first occurrence, each value's
+    index among the distinct ones, how often each occurs): `np.unique` with
+    `return_index`, `return_inverse` and `return_counts`, on one unstable sort."""
+    if not len(values):
+        empty = np.zeros(0, np.int64)
+        return values[:0], empty, empty, empty
+    order = np.argsort(values)
+    ordered = values[order]
+    starts = _starts(ordered)
+    is_start = np.zeros(len(values), np.int64)
+    is_start[starts] = 1
+    codes = np.empty(len(values), np.int64)
+    codes[order] = np.cumsum(is_start) - 1
+    first = np.minimum.reduceat(order, starts)
+    counts = np.diff(np.append(starts, len(values)))
+    return ordered[starts], first, codes, counts
+
+
+def _starts(ordered: np.ndarray) -> np.ndarray:
+    """Where each run of equal values in a sorted array begins."""
+    if not len(ordered):
+        return np.zeros(0, np.int64)
+    change = np.empty(len(ordered), bool)
+    change[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=change[1:])
+    return np.flatnonzero(change)
 
 
 def positions_of(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -166,7 +206,7 @@ def positions_of(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
 
 def isin_hashes(column: np.ndarray, names: Iterable[str]) -> np.ndarray:
     """Where `column` holds the hash of one of `names`."""
-    return isin_sorted(column, np.unique(np.fromiter(map(hash, names), np.int64)))
+    return isin_sorted(column, sorted_unique(np.fromiter(map(hash, names), np.int64)))
 
 
 def isin_sorted(column: np.ndarray, wanted: np.ndarray) -> np.ndarray:

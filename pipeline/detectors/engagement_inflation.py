@@ -32,7 +32,13 @@ import numpy as np
 
 from models.engagement import EngagementBaseline, sources_per_extra_event
 from models.network import network_of
-from pipeline.event_columns import EventColumns, Groups, count_lookup, isin_hashes
+from pipeline.event_columns import (
+    EventColumns,
+    Groups,
+    count_lookup,
+    group_hashes,
+    isin_hashes,
+)
 from pipeline.findings import Finding, SubjectType, make_finding, severity_of
 from pipeline.settings import EngagementInflationSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
@@ -132,10 +138,8 @@ class EngagementInflationStage(Stage):
         item_codes = window.groups("content_id").codes  # type: ignore[union-attr]
         firsts = window.events_at(items.first)  # one event per item names it and its owner
         owner_names = list(map(_owner, firsts))
-        owner_keys, owner_first, owner_of_item = np.unique(
-            np.fromiter(map(hash, owner_names), np.int64, len(owner_names)),
-            return_index=True,
-            return_inverse=True,
+        owner_keys, owner_first, owner_of_item, _ = group_hashes(
+            np.fromiter(map(hash, owner_names), np.int64, len(owner_names))
         )
         window.derive("target", Groups(owner_keys, owner_of_item[item_codes]))
         per_owner = np.bincount(owner_of_item, weights=items.counts, minlength=len(owner_keys))
