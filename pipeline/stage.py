@@ -151,8 +151,7 @@ class KeyedRunner:
         return len(self.store)
 
     def add_batch(self, events: Iterable[Any], span: tuple[int, int] | None = None) -> None:
-        """Fold a batch of events into their keys' panes (`span`: see `split_by_pane`;
-        unused here, where every event finds its own key and pane anyway)."""
+        """Fold a batch of events into their keys' panes (`span`: see `split_by_pane`)."""
         stage, store, due = self.stage, self.store, self._due
         key_of = custom_key_of(stage)
         if key_of is not None:
@@ -161,6 +160,9 @@ class KeyedRunner:
         add, new_pane, new_model = stage.add, stage.new_pane, stage.new_model
         key_field = stage.key_field
         hop = stage.window.hop_ms
+        if span is not None and span[0] // hop == span[1] // hop:
+            self._add_to_pane(events, span[0] - span[0] % hop)
+            return
         for event in events:
             key = getattr(event, key_field)
             state = store.get(key)
@@ -177,6 +179,27 @@ class KeyedRunner:
                     due[end] = {key}
                 else:
                     keys.add(key)
+            add(pane, event)
+
+    def _add_to_pane(self, events: Iterable[Any], pane_start: int) -> None:
+        """`add_batch` for a batch the gate saw fall in one pane: each key's pane is
+        looked up once per batch."""
+        stage, store = self.stage, self.store
+        add, new_pane, new_model = stage.add, stage.new_pane, stage.new_model
+        key_field = stage.key_field
+        panes: dict[str, Any] = {}
+        for event in events:
+            key = getattr(event, key_field)
+            pane = panes.get(key)
+            if pane is None:
+                state = store.get(key)
+                if state is None:
+                    state = store[key] = KeyState(new_model())
+                pane = state.panes.get(pane_start)
+                if pane is None:
+                    pane = state.panes[pane_start] = new_pane()
+                    self._due.setdefault(pane_start + stage.window.hop_ms, set()).add(key)
+                panes[key] = pane
             add(pane, event)
 
     def _add_keyed(self, events: Iterable[Any], key_of: Callable[[Any], str]) -> None:

@@ -44,6 +44,7 @@ from pipeline.stage import Stage, WindowSpec
 
 _CANONICAL = attrgetter("ts", "event_id")  # the order a tick's follows are listed in
 _target = attrgetter("target")
+_SHARD_MEMO = 100_000
 
 
 class Reading(NamedTuple):
@@ -66,12 +67,19 @@ class EdgeBurstStage(Stage):
         self.severity = severity
         self.shards = cfg.shards
         self._shard_keys = tuple(f"{self.detector}/{i}" for i in range(cfg.shards))
+        self._shard_of: dict[str, str] = {}  # target -> shard key, for the targets seen lately
 
     def key_of(self, event: Any) -> str:
-        """The target's shard, by a hash that is the same in every process and worker."""
-        return self._shard_keys[
-            zlib.crc32(event.target.encode("utf-8", "surrogatepass")) % self.shards
-        ]
+        """The target's shard, by a hash that is the same in every process and worker
+        (remembered for up to `_SHARD_MEMO` targets: popular targets are followed often)."""
+        target = event.target
+        shard = self._shard_of.get(target)
+        if shard is None:
+            if len(self._shard_of) >= _SHARD_MEMO:
+                self._shard_of.clear()
+            crc = zlib.crc32(target.encode("utf-8", "surrogatepass"))
+            shard = self._shard_of[target] = self._shard_keys[crc % self.shards]
+        return shard
 
     def new_model(self) -> EdgeBurst:
         cfg = self.cfg
