@@ -1,13 +1,16 @@
 """Resident memory of the embedded engine over an endless-looking stream.
 
-    python -m benchmarks.memory [--events 10000000] [--accounts 1000000]
+    python -m benchmarks.memory [--events 10000000] [--accounts 1000000] [--mix all]
 
 Ten million events whose actors and follow targets cycle through a million accounts run
 through the engine with the default settings; RSS is sampled every million events. After
 the first cycle every account holds state, and after three every account has also been
 through its first windows (baseline initialised, panes allocated): from then on the
 stream adds nothing, so RSS must stay flat. The report gives each sample and max/min over
-the samples after those three warm-up cycles.
+the samples after those three warm-up cycles. `--mix all` runs a stream of every event
+type instead (`cycling_mixed_lines`: comments and reposts with texts that rarely repeat,
+registrations from scattered addresses), for the detectors that keep texts, groups or
+registration bursts.
 """
 
 from __future__ import annotations
@@ -21,7 +24,12 @@ import time
 
 import psutil
 
-from benchmarks.streams import FOLLOW_SHARE, cycling_lines
+from benchmarks.streams import (
+    FOLLOW_SHARE,
+    MIXED_FOLLOW_SHARE,
+    cycling_lines,
+    cycling_mixed_lines,
+)
 from pipeline.engine import Engine
 from pipeline.settings import load_settings
 
@@ -31,6 +39,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--every", type=int, default=1_000_000)
+    parser.add_argument("--mix", choices=("follows", "all"), default="follows")
     args = parser.parse_args()
     process = psutil.Process()
     engine = Engine(load_settings())
@@ -39,7 +48,8 @@ def main() -> None:
     done, next_sample = 0, args.every
     started = time.perf_counter()
     findings = 0
-    for batch in cycling_lines(args.events, args.accounts):
+    stream = cycling_mixed_lines if args.mix == "all" else cycling_lines
+    for batch in stream(args.events, args.accounts):
         result = engine.process(batch, "memory-benchmark")
         findings += len(result.findings)
         done += len(batch)
@@ -50,7 +60,8 @@ def main() -> None:
             samples.append((done, process.memory_info().rss, sizes))
             next_sample += args.every
     elapsed = time.perf_counter() - started
-    warmup = int(3 * args.accounts / FOLLOW_SHARE)
+    follow_share = FOLLOW_SHARE if args.mix == "follows" else MIXED_FOLLOW_SHARE
+    warmup = int(3 * args.accounts / follow_share)
     warm = [rss for n, rss, _ in samples if n >= warmup]
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"

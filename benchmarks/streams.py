@@ -102,6 +102,92 @@ def cycling_lines(n: int, accounts: int, rate_per_s: int = 2_000) -> Iterator[li
         yield batch
 
 
+MIXED_CYCLE_KINDS = (
+    ("follow",) * 3 + ("unfollow",) + ("click",) * 3 + ("comment", "repost", "register")
+)
+WORDS = (
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+    "sierra",
+    "tango",
+    "uniform",
+    "victor",
+    "whiskey",
+    "xray",
+    "yankee",
+    "zulu",
+    "今天",
+    "天气",
+    "很好",
+    "我们",
+    "一起",
+    "去",
+    "公园",
+    "散步",
+    "然后",
+    "吃饭",
+    "喝茶",
+    "聊天",
+    "看书",
+    "唱歌",
+)
+
+
+MIXED_FOLLOW_SHARE = MIXED_CYCLE_KINDS.count("follow") / len(MIXED_CYCLE_KINDS)
+
+
+def cycling_mixed_lines(n: int, accounts: int, rate_per_s: int = 2_000) -> Iterator[list[bytes]]:
+    """n events in batches of every type, actors and targets cycling through `accounts`
+    ids, comments and reposts with texts that rarely repeat (the state a text detector
+    keeps must not grow with them), registrations from addresses that cycle through many
+    networks: what must stay flat is memory, with every detector on."""
+    rng = random.Random(2)
+    kinds = MIXED_CYCLE_KINDS
+    step = 1000 / rate_per_s
+    chunk = 20_000
+    w = len(WORDS)
+    for base in range(0, n, chunk):
+        batch = []
+        for i in range(base, min(base + chunk, n)):
+            kind = kinds[i % len(kinds)]
+            actor = f"a{(i * 7_919) % accounts}"
+            target = f"a{(i * 104_729) % accounts}"
+            ts = T0 + int(i * step) + rng.randrange(-2_000, 2_000)
+            spread = (i * 2_654_435_761) % (1 << 32)  # addresses scattered over the space
+            ip = f"{spread >> 24}.{(spread >> 16) & 255}.{(spread >> 8) & 255}.{spread & 255}"
+            head = f'{{"event_id":"m{i}","type":"{kind}","ts":{ts},"actor":"{actor}"'
+            tail = f',"ip":"{ip}","device_id":"d{(i * 31) % 500_000}"}}'
+            if kind in ("follow", "unfollow"):
+                line = f'{head},"target":"{target}","origin":"user","consent":true{tail}'
+            elif kind == "register":
+                line = f'{head},"actor_created_at":{ts}{tail}'
+            else:
+                post = f"{target}/p{i % 7}"
+                text = " ".join(WORDS[(i // w**k + k) % w] for k in range(4)) + f" {i}"
+                if kind == "click":
+                    line = f'{head},"target":"{target}","content_id":"{post}"{tail}'
+                else:
+                    line = f'{head},"target":"{target}","content_id":"{post}","text":"{text}"{tail}'
+            batch.append(line.encode() + b"\n")
+        yield batch
+
+
 def ensure_file(path: Path, n: int, seed: int = 1) -> Path:
     """Write the mixed stream once and reuse it across runs."""
     if path.exists() and path.stat().st_size > 0:
