@@ -137,11 +137,33 @@ class EdgeBurstSettings(_Strict):
     idle_ttl_ms: int
 
 
+class LockstepGroupSettings(_Strict):
+    enabled: bool
+    article: str
+    actions: tuple[Literal["repost", "click", "comment"], ...]
+    window_ms: int
+    horizon_ms: int
+    start_actions: int
+    round_gap_ms: int
+    max_round_ms: int
+    min_round_actors: int
+    min_items: int
+    min_shared: int
+    link_share: float
+    member_share: float
+    min_members: int
+    regrow_share: float
+    max_actions: int
+    max_members: int
+    idle_ttl_ms: int
+
+
 class DetectorSettings(_Strict):
     follower_jump: FollowerJumpSettings
     engagement_inflation: EngagementInflationSettings
     forced_follow: ForcedFollowSettings
     edge_burst: EdgeBurstSettings
+    lockstep_group: LockstepGroupSettings
 
 
 class SeveritySettings(_Strict):
@@ -238,6 +260,7 @@ def _check(settings: Settings) -> None:
     if not 0.0 <= settings.detectors.forced_follow.min_forced_share <= 1.0:
         raise ConfigError("detectors.forced_follow: min_forced_share must be in [0, 1]")
     _check_edge_burst(settings.detectors.edge_burst)
+    _check_lockstep_group(settings.detectors.lockstep_group)
     if settings.event_time.allowed_lateness_ms < 0:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
     if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:
@@ -283,6 +306,26 @@ def _check_edge_burst(eb: EdgeBurstSettings) -> None:
         raise ConfigError(f"{where}: young_share and crowding_share must be in [0, 1]")
     if min(eb.min_follows, eb.shared_min, eb.max_members) < 1:
         raise ConfigError(f"{where}: min_follows, shared_min and max_members must be >= 1")
+
+
+def _check_lockstep_group(lg: LockstepGroupSettings) -> None:
+    where = "detectors.lockstep_group"
+    if not lg.actions:
+        raise ConfigError(f"{where}: actions must name at least one event type")
+    if min(lg.window_ms, lg.round_gap_ms, lg.max_round_ms) <= 0:
+        raise ConfigError(f"{where}: window_ms, round_gap_ms and max_round_ms must be > 0")
+    if lg.horizon_ms < lg.max_round_ms or lg.idle_ttl_ms < lg.horizon_ms:
+        raise ConfigError(f"{where}: need max_round_ms <= horizon_ms <= idle_ttl_ms")
+    if not 1 <= lg.start_actions <= lg.min_round_actors:
+        raise ConfigError(f"{where}: start_actions must be in [1, min_round_actors]")
+    if lg.min_items < 2 or lg.min_round_actors < 2 or lg.min_shared < 2:
+        raise ConfigError(f"{where}: min_items, min_round_actors and min_shared must be >= 2")
+    if min(lg.min_members, lg.max_members, lg.max_actions) < 1:
+        raise ConfigError(f"{where}: min_members, max_members and max_actions must be >= 1")
+    if not (0.0 < lg.link_share <= 1.0 and 0.0 < lg.member_share <= 1.0):
+        raise ConfigError(f"{where}: link_share and member_share must be in (0, 1]")
+    if lg.regrow_share < 0.0:
+        raise ConfigError(f"{where}: regrow_share must be >= 0")
 
 
 # Environment variables that override a setting (containers are configured this way).

@@ -6,6 +6,7 @@ from pipeline.detectors.edge_burst import EdgeBurstStage
 from pipeline.detectors.engagement_inflation import EngagementInflationStage
 from pipeline.detectors.follower_jump import FollowerJumpStage
 from pipeline.detectors.forced_follow import ForcedFollowStage
+from pipeline.detectors.lockstep_group import LockstepGroupStage
 from pipeline.settings import Settings
 from pipeline.stage import Stage
 
@@ -22,4 +23,6 @@ def build_stages(settings: Settings) -> list[Stage]:
         stages.append(ForcedFollowStage(settings.detectors.forced_follow, settings.severity))
     if settings.detectors.edge_burst.enabled:
         stages.append(EdgeBurstStage(settings.detectors.edge_burst, settings.severity))
+    if settings.detectors.lockstep_group.enabled:
+        stages.append(LockstepGroupStage(settings.detectors.lockstep_group, settings.severity))
     return stages
