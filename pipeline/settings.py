@@ -158,12 +158,46 @@ class LockstepGroupSettings(_Strict):
     idle_ttl_ms: int
 
 
+class ChurnSettings(_Strict):
+    enabled: bool
+    article: str
+    hop_ms: int
+    undo_within_ms: int
+    horizon_ms: int
+    prior_undos: float
+    z_threshold: float
+    min_undos: int
+    min_targets: int
+    round_gap_ms: int
+    renotify_ms: int
+    max_undos: int
+    idle_ttl_ms: int
+
+
+class BatchRegistrationSettings(_Strict):
+    enabled: bool
+    article: str
+    window_ms: int
+    hop_ms: int
+    half_life_ms: int
+    prior_registrations: float
+    z_threshold: float
+    clip_z: float
+    min_registrations: int
+    min_ratio: float
+    max_devices_per_registration: float
+    max_members: int
+    idle_ttl_ms: int
+
+
 class DetectorSettings(_Strict):
     follower_jump: FollowerJumpSettings
     engagement_inflation: EngagementInflationSettings
     forced_follow: ForcedFollowSettings
     edge_burst: EdgeBurstSettings
     lockstep_group: LockstepGroupSettings
+    churn: ChurnSettings
+    batch_registration: BatchRegistrationSettings
 
 
 class SeveritySettings(_Strict):
@@ -261,6 +295,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("detectors.forced_follow: min_forced_share must be in [0, 1]")
     _check_edge_burst(settings.detectors.edge_burst)
     _check_lockstep_group(settings.detectors.lockstep_group)
+    _check_churn(settings.detectors.churn)
+    _check_batch_registration(settings.detectors.batch_registration)
     if settings.event_time.allowed_lateness_ms < 0:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
     if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:
@@ -326,6 +362,34 @@ def _check_lockstep_group(lg: LockstepGroupSettings) -> None:
         raise ConfigError(f"{where}: link_share and member_share must be in (0, 1]")
     if lg.regrow_share < 0.0:
         raise ConfigError(f"{where}: regrow_share must be >= 0")
+
+
+def _check_churn(ch: ChurnSettings) -> None:
+    where = "detectors.churn"
+    if min(ch.hop_ms, ch.undo_within_ms, ch.round_gap_ms) <= 0:
+        raise ConfigError(f"{where}: hop_ms, undo_within_ms and round_gap_ms must be > 0")
+    if ch.horizon_ms < ch.hop_ms or ch.idle_ttl_ms < ch.horizon_ms:
+        raise ConfigError(f"{where}: need hop_ms <= horizon_ms <= idle_ttl_ms")
+    if ch.prior_undos < 0.0 or ch.z_threshold <= 0.0:
+        raise ConfigError(f"{where}: prior_undos must be >= 0 and z_threshold > 0")
+    if min(ch.min_undos, ch.min_targets, ch.max_undos) < 1 or ch.max_undos < ch.min_undos:
+        raise ConfigError(f"{where}: need 1 <= min_undos <= max_undos and min_targets >= 1")
+    if ch.renotify_ms < 0:
+        raise ConfigError(f"{where}: renotify_ms must be >= 0")
+
+
+def _check_batch_registration(br: BatchRegistrationSettings) -> None:
+    where = "detectors.batch_registration"
+    if br.hop_ms <= 0 or br.window_ms <= 0 or br.window_ms % br.hop_ms:
+        raise ConfigError(f"{where}: window_ms must be a positive multiple of hop_ms")
+    if br.half_life_ms <= 0 or br.idle_ttl_ms < br.window_ms:
+        raise ConfigError(f"{where}: half_life_ms must be > 0 and idle_ttl_ms >= window_ms")
+    if br.prior_registrations < 0.0 or br.z_threshold <= 0.0 or br.clip_z <= 0.0:
+        raise ConfigError(f"{where}: prior_registrations >= 0, z_threshold and clip_z > 0")
+    if br.min_registrations < 2 or br.max_members < 1:
+        raise ConfigError(f"{where}: min_registrations must be >= 2 and max_members >= 1")
+    if not 0.0 < br.max_devices_per_registration <= 1.0:
+        raise ConfigError(f"{where}: max_devices_per_registration must be in (0, 1]")
 
 
 # Environment variables that override a setting (containers are configured this way).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipeline.detectors.batch_registration import BatchRegistrationStage
+from pipeline.detectors.churn import ChurnStage
 from pipeline.detectors.edge_burst import EdgeBurstStage
 from pipeline.detectors.engagement_inflation import EngagementInflationStage
 from pipeline.detectors.follower_jump import FollowerJumpStage
@@ -25,4 +27,10 @@ def build_stages(settings: Settings) -> list[Stage]:
         stages.append(EdgeBurstStage(settings.detectors.edge_burst, settings.severity))
     if settings.detectors.lockstep_group.enabled:
         stages.append(LockstepGroupStage(settings.detectors.lockstep_group, settings.severity))
+    if settings.detectors.churn.enabled:
+        stages.append(ChurnStage(settings.detectors.churn, settings.severity))
+    if settings.detectors.batch_registration.enabled:
+        stages.append(
+            BatchRegistrationStage(settings.detectors.batch_registration, settings.severity)
+        )
     return stages

@@ -1,0 +1,185 @@
+"""`batch_registration` (Article 18(8), Article 10): accounts registered in bulk.
+
+Keyed by the registration's source (`models.registration_burst.source_of`): its network
+prefix (/24, /48), or its device when it carries no address. Volume is the trigger: a
+source registering far more accounts in a window than its own normal (a
+`PriorCountBaseline`, so a never-seen prefix is judged against a prior of a sign-up now and
+then, and a busy one, a university or a carrier, against its own level). Device
+concentration decides: a batch comes from a handful of devices, whereas real people
+behind one carrier NAT address sign up on their own phones over the day. The finding is a
+group (the source) naming the registered accounts as members.
+
+Dormancy: the accounts of a batch usually lie dormant afterwards, but that is a question
+about each account's later events, which live under other keys (actors, not networks);
+a stage keyed by network never sees them. The burst alone decides here, because a
+hundred accounts from one block on five devices within minutes is Article 18(8)'s bulk
+registration whatever they do next; following the members' later activity is left to a
+stage keyed by actor (not built yet).
+
+Sliding windows (`window_ms`, a new one every `hop_ms`) see a burst from its first
+minutes; a source's model remembers the accounts its findings already named, so a later
+window of the same burst names only the newcomers. Cost: registrations are about 2% of
+events; a window's are counted per source, and only sources with `min_registrations` get
+any more work (a model, created on the first such window; windows below it count as quiet
+ones for the source's normal, learned in closed form). State: a model per source that was
+ever busy, evicted after `idle_ttl_ms` without a busy window; the accounts it remembers
+are those named within the last window (at most `max_members` per finding).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+from models.network import network_of
+from models.prior_baseline import PriorCountBaseline
+from models.registration_burst import devices_per_registration, source_of
+from pipeline.findings import Finding, make_finding, severity_of
+from pipeline.settings import BatchRegistrationSettings, SeveritySettings
+from pipeline.stage import Stage, WindowSpec
+from pipeline.window_runner import Models, OneModel, events_of
+
+_order = attrgetter("ts", "event_id")
+
+
+class SourceModel(msgspec.Struct, gc=False):
+    """A source's normal number of registrations per window, and the accounts its
+    findings named lately (account -> registration ts), so no window names one twice."""
+
+    baseline: PriorCountBaseline
+    named: dict[str, int] = {}
+
+
+def _source(event: Any) -> str:
+    return source_of(event.ip, event.device_id)
+
+
+class BatchRegistrationStage(Stage):
+    detector = "batch_registration"
+    key_field = "ip"  # with the device as a fallback: `key_of`
+    event_types = frozenset({"register"})
+    whole_window = True
+
+    def __init__(self, cfg: BatchRegistrationSettings, severity: SeveritySettings) -> None:
+        super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
+        self.cfg = cfg
+        self.severity = severity
+        alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.half_life_ms)
+        self._fresh = PriorCountBaseline.starting_at(
+            cfg.prior_registrations, alpha, 0, cfg.z_threshold, cfg.clip_z
+        )
+
+    def key_of(self, event: Any) -> str:
+        return _source(event)
+
+    def new_model(self) -> SourceModel:
+        return SourceModel(self._fresh.__copy__())
+
+    def new_pane(self) -> list[Any]:
+        return []
+
+    def add(self, pane: list[Any], event: Any) -> None:
+        pane.append(event)  # a pane per key: the distributed runtime's `TableRunner`
+
+    def evaluate(
+        self, key: str, model: SourceModel, panes: list[list[Any]], start: int, end: int
+    ) -> list[Finding]:
+        return self.judge(events_of(panes), OneModel(key, model), start, end)
+
+    def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Finding]:
+        """Count the window's registrations per source; judge the busy sources."""
+        cfg = self.cfg
+        sources = list(map(_source, events))
+        counts = Counter(sources)
+        counts.pop("", None)  # neither address nor device: no source to judge
+        t = end // cfg.hop_ms
+        findings = []
+        busy = sorted(s for s, n in counts.items() if n >= cfg.min_registrations)
+        for source in busy:  # quieter windows teach a source's normal as quiet ones
+            count = counts[source]
+            model: SourceModel = models.get(source, create=True)
+            baseline = model.baseline
+            score = baseline.update(t, count)
+            if score < 0.5 or count < cfg.min_ratio * max(baseline.expected, 1.0):
+                continue
+            mine = [e for e, s in zip(events, sources, strict=True) if s == source]
+            mine.sort(key=_order)
+            share = devices_per_registration((e.actor, e.device_id) for e in mine)
+            if share > cfg.max_devices_per_registration:
+                if baseline.observed == 1:  # first seen busy and ordinary: its normal
+                    baseline.adopt(count)
+                continue
+            baseline.forget_last()  # a batch is not this source's normal
+            finding = self._finding(source, model, mine, score, share, start, end)
+            if finding is not None:
+                findings.append(finding)
+        return findings
+
+    def _finding(
+        self,
+        source: str,
+        model: SourceModel,
+        mine: list[Any],
+        score: float,
+        share: float,
+        start: int,
+        end: int,
+    ) -> Finding | None:
+        cfg = self.cfg
+        named = model.named
+        for account in [a for a, ts in named.items() if ts < end - cfg.window_ms]:
+            del named[account]
+        new = [e for e in mine if e.actor not in named][: cfg.max_members]
+        if not new:
+            return None  # the same burst, already reported by an earlier window
+        limit = cfg.max_devices_per_registration
+        strength = 1.0 - 0.5 ** (limit / max(share, 1e-6))  # 0.5 at the limit
+        score = min(score, strength)
+        severity = severity_of(score, self.severity)
+        if severity is None:
+            return None
+        named.update((e.actor, e.ts) for e in new)
+        devices = len({e.device_id or "\x00" + e.actor for e in mine})
+        addresses = len({e.ip for e in mine if e.ip})
+        networks = sorted({network_of(e.ip) for e in mine if e.ip})
+        first, last = mine[0].ts, mine[-1].ts
+        span_s = (last - first) / 1000
+        baseline = model.baseline
+        what = source.partition(":")[2]
+        where = f"network {what}" if source.startswith("net:") else f"device {what}"
+        return make_finding(
+            detector=self.detector,
+            article=cfg.article,
+            subject_type="group",
+            subject_id=source,
+            window_start=start,
+            window_end=end,
+            score=score,
+            severity=severity,
+            members=[e.actor for e in new],
+            evidence={
+                "source": source,
+                "registrations": len(mine),
+                "new_members": len(new),
+                "span_s": span_s,
+                "first_ts": first,
+                "last_ts": last,
+                "distinct_devices": devices,
+                "devices_per_registration": round(share, 3),
+                "distinct_addresses": addresses,
+                "networks": networks[:10],
+                "expected": round(baseline.expected, 2),
+                "z": round(baseline.z, 2),
+                "z_threshold": cfg.z_threshold,
+                "history_windows": baseline.observed - 1,
+                "explanation": (
+                    f"{len(mine)} accounts registered from {where} within {span_s / 60:.1f} min "
+                    f"on {devices} device{'s' if devices != 1 else ''} and {addresses} "
+                    f"address{'es' if addresses != 1 else ''}, where this source usually "
+                    f"registers about {baseline.expected:.1f} per {cfg.window_ms // 60_000} min"
+                ),
+            },
+        )
