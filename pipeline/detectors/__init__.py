@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline.detectors.duplicate_content import DuplicateContentStage
 from pipeline.detectors.edge_burst import EdgeBurstStage
 from pipeline.detectors.engagement_inflation import EngagementInflationStage
 from pipeline.detectors.follower_jump import FollowerJumpStage
@@ -22,4 +23,8 @@ def build_stages(settings: Settings) -> list[Stage]:
         stages.append(ForcedFollowStage(settings.detectors.forced_follow, settings.severity))
     if settings.detectors.edge_burst.enabled:
         stages.append(EdgeBurstStage(settings.detectors.edge_burst, settings.severity))
+    if settings.detectors.duplicate_content.enabled:
+        stages.append(
+            DuplicateContentStage(settings.detectors.duplicate_content, settings.severity)
+        )
     return stages
