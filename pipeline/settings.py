@@ -190,6 +190,28 @@ class BatchRegistrationSettings(_Strict):
     idle_ttl_ms: int
 
 
+class DuplicateContentSettings(_Strict):
+    enabled: bool
+    article: str
+    window_ms: int
+    hop_ms: int
+    permutations: int
+    bands: int
+    seed: int
+    wide_weight: float
+    min_information: float
+    min_similarity: float
+    min_accounts: int
+    min_ratio: float
+    half_life_ms: int
+    habit_ms: int
+    warmup_ms: int
+    max_buckets: int
+    max_members: int
+    sample_texts: int
+    idle_ttl_ms: int
+
+
 class DetectorSettings(_Strict):
     follower_jump: FollowerJumpSettings
     engagement_inflation: EngagementInflationSettings
@@ -198,6 +220,7 @@ class DetectorSettings(_Strict):
     lockstep_group: LockstepGroupSettings
     churn: ChurnSettings
     batch_registration: BatchRegistrationSettings
+    duplicate_content: DuplicateContentSettings
 
 
 class SeveritySettings(_Strict):
@@ -280,7 +303,7 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             "detectors.follower_jump: window_ms must be a positive multiple of hop_ms"
         )
-    for name in ("engagement_inflation", "forced_follow"):
+    for name in ("engagement_inflation", "forced_follow", "duplicate_content"):
         stage = getattr(settings.detectors, name)
         if stage.hop_ms <= 0 or stage.window_ms <= 0 or stage.window_ms % stage.hop_ms:
             raise ConfigError(f"detectors.{name}: window_ms must be a positive multiple of hop_ms")
@@ -297,6 +320,7 @@ def _check(settings: Settings) -> None:
     _check_lockstep_group(settings.detectors.lockstep_group)
     _check_churn(settings.detectors.churn)
     _check_batch_registration(settings.detectors.batch_registration)
+    _check_duplicate_content(settings.detectors.duplicate_content)
     if settings.event_time.allowed_lateness_ms < 0:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
     if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:
@@ -390,6 +414,34 @@ def _check_batch_registration(br: BatchRegistrationSettings) -> None:
         raise ConfigError(f"{where}: min_registrations must be >= 2 and max_members >= 1")
     if not 0.0 < br.max_devices_per_registration <= 1.0:
         raise ConfigError(f"{where}: max_devices_per_registration must be in (0, 1]")
+
+
+BUCKET_BYTES = 48  # a remembered bucket of `duplicate_content`, pickled (about 41 measured)
+
+
+def _check_duplicate_content(dc: DuplicateContentSettings) -> None:
+    where = "detectors.duplicate_content"
+    if dc.bands < 1 or dc.permutations < dc.bands or dc.permutations % dc.bands:
+        raise ConfigError(f"{where}: permutations must be a positive multiple of bands")
+    if dc.seed < 0:
+        raise ConfigError(f"{where}: seed must be >= 0")
+    if dc.wide_weight < 1.0 or dc.min_information < 0.0:
+        raise ConfigError(f"{where}: wide_weight must be >= 1 and min_information >= 0")
+    if not 0.0 < dc.min_similarity <= 1.0:
+        raise ConfigError(f"{where}: min_similarity must be in (0, 1]")
+    if dc.max_buckets * BUCKET_BYTES > SKETCH_MAX_BYTES:
+        raise ConfigError(
+            f"{where}: max_buckets must be <= {SKETCH_MAX_BYTES // BUCKET_BYTES} (the memory "
+            "of common texts is one table changelog record; Kafka's default limit is 1 MiB)"
+        )
+    if min(dc.min_accounts, dc.max_buckets, dc.max_members) < 1 or dc.sample_texts < 0:
+        raise ConfigError(
+            f"{where}: min_accounts, max_buckets and max_members must be >= 1, sample_texts >= 0"
+        )
+    if dc.min_ratio < 1.0 or dc.half_life_ms <= 0 or dc.warmup_ms < 0:
+        raise ConfigError(f"{where}: min_ratio must be >= 1, half_life_ms > 0, warmup_ms >= 0")
+    if dc.habit_ms < dc.hop_ms:
+        raise ConfigError(f"{where}: habit_ms must be >= hop_ms")
 
 
 # Environment variables that override a setting (containers are configured this way).

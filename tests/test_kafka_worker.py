@@ -18,10 +18,13 @@ from pathlib import Path
 from pipeline.kafka_io import read_to_end
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.kafka import Broker
+from tests.test_batch_registration import _batch
+from tests.test_churn import _churner
 from tests.test_engagement_inflation import _background, _farm
 from tests.test_forced_follow import _newcomers
 
 ARTICLE_12 = {"follower_jump", "engagement_inflation", "forced_follow", "edge_burst"}
+ARTICLE_18 = {"lockstep_group", "churn", "batch_registration"}
 
 PARTITIONS = 2
 PORTS: dict[str, int] = {}  # worker name -> its metrics port, for diagnostics
@@ -68,10 +71,22 @@ def _with_bad_input(lines: list[str]) -> list[str]:
     return lines
 
 
+def _ring(b: StreamBuilder, creator: str, members: int, posts: int, start: int) -> None:
+    """`members` accounts repost each of `posts` posts of `creator` (an hour apart) within
+    minutes of it, most of them each time."""
+    for k in range(posts):
+        posted = start + k * HOUR
+        for i in range(members):
+            if b.rng.random() < 0.85:
+                at = posted + b.rng.randrange(30_000, 8 * MINUTE)
+                b.add("repost", at, f"ring{i}", target=creator, content_id=f"{creator}/p{k}")
+
+
 def _stream(hours: int, seed: int) -> list[str]:
     """Organic follows to many accounts, three bought bursts, a click farm on one post,
-    sign-ups forced onto one account, ordinary clicks, a bad line and redeliveries: every
-    Article 12 detector has something to find."""
+    sign-ups forced onto one account, ordinary clicks, a repost ring, accounts churning
+    follows, a batch of registrations from one address, a bad line and redeliveries: every
+    Article 12 and Article 18 detector has something to find."""
     b = StreamBuilder(seed=seed)
     end = T0 + hours * HOUR
     for i in range(40):
@@ -83,6 +98,10 @@ def _stream(hours: int, seed: int) -> list[str]:
     farm = T0 + 3 * HOUR
     _farm(b, "promo", "shop", farm, farm + 20 * MINUTE, clicks=1200)
     _newcomers(b, T0 + HOUR, T0 + 2 * HOUR, per_hour=150, forced_onto="acct3")
+    _ring(b, "acct30", members=40, posts=4, start=T0 + HOUR)
+    for k in range(3):
+        _churner(b, f"churner{k}", T0 + HOUR + k * MINUTE)
+    _batch(b, T0 + 2 * HOUR, 150, 5 * MINUTE, ["198.51.100.7"], 3, "bulk")
     return _with_bad_input(b.sorted_lines())
 
 
@@ -191,7 +210,7 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
     events, expected = _replay(tmp_path, lines)
     assert len(expected) >= 3
     detectors = {f["detector"] for f in read_jsonl(tmp_path / "replay" / "findings.jsonl")}
-    assert detectors >= ARTICLE_12, f"the stream leaves a detector idle: {detectors}"
+    assert detectors >= ARTICLE_12 | ARTICLE_18, f"the stream leaves a detector idle: {detectors}"
     PORTS.clear()
     env = _env(kafka, "same", tmp_path)
     # Both workers join the group first and share the partitions; then the stream comes.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipeline.detectors.batch_registration import BatchRegistrationStage
 from pipeline.detectors.churn import ChurnStage
+from pipeline.detectors.duplicate_content import DuplicateContentStage
 from pipeline.detectors.edge_burst import EdgeBurstStage
 from pipeline.detectors.engagement_inflation import EngagementInflationStage
 from pipeline.detectors.follower_jump import FollowerJumpStage
@@ -32,5 +33,9 @@ def build_stages(settings: Settings) -> list[Stage]:
     if settings.detectors.batch_registration.enabled:
         stages.append(
             BatchRegistrationStage(settings.detectors.batch_registration, settings.severity)
+        )
+    if settings.detectors.duplicate_content.enabled:
+        stages.append(
+            DuplicateContentStage(settings.detectors.duplicate_content, settings.severity)
         )
     return stages

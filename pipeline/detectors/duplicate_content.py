@@ -1,0 +1,283 @@
+"""`duplicate_content` (Article 18(4)): one message, lightly edited, posted by many
+accounts in a short time.
+
+A window's comment and repost texts are normalised (`models.near_duplicate`: width,
+case, digits, punctuation, spaces and emoji folded away), signed with MinHash over
+character 3-shingles and bucketed by LSH bands; texts linked through shared buckets form
+candidate components, and a cluster is the texts close to a component's most common text
+(its centre), so a chain of loosely similar texts does not grow into one. No text is
+compared with every other. A cluster is a finding when
+- its centre says enough (`min_information`): "+1", "哈哈哈" or "congrats!" typed by
+  hundreds of people is a crowd, not a campaign;
+- many distinct accounts posted it (`min_accounts`);
+- it is far more common than it has recently been on the platform: `min_ratio` times the
+  accounts its most common variant usually gets, from the remembered share of the
+  platform's texts of its buckets (`Commonness`). A template everybody types all day ("my
+  mom would love this") is a habit and ordinary; a new message is not.
+A flagged cluster teaches the memory nothing, so a campaign that goes on is found in every
+window it runs (each finding names that window's accounts). The first `warmup_ms` only
+learn what is common.
+
+Keyed by one constant key: near-copies of a message must meet in one place to be counted,
+and no one field of a text (not even one of its LSH bands) is shared by all its copies.
+Texts are a small share of events (comments, some reposts) and only a window of them is
+held; the memory is capped (`max_buckets`), findings list at most `max_members`. Nothing
+in `judge` depends on the order of a window's events (a cluster's own events are put in
+time and id order for its evidence), so the embedded runtime and the distributed one (a
+pane for the one key), in any arrival order, find the same.
+
+Cost: the window's texts are folded in a few calls over all of them joined, short texts
+are dropped before the costlier steps, and MinHash runs in numpy; Python work per text is
+a few list steps, per cluster a little more, and only for clusters of `min_accounts`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from models.near_duplicate import (
+    SHINGLE,
+    Commonness,
+    MinHasher,
+    components,
+    information,
+    normalise,
+    normalise_long,
+)
+from pipeline.event_columns import group_hashes, sorted_unique
+from pipeline.findings import Finding, make_finding, severity_of, stable_id
+from pipeline.settings import DuplicateContentSettings, SeveritySettings
+from pipeline.stage import Stage, WindowSpec
+from pipeline.window_runner import Models, OneModel, events_of
+
+KEY = "texts"  # the stage's one key
+_order = attrgetter("ts", "event_id")
+
+
+class TextsModel(msgspec.Struct, gc=False):
+    """The platform's memory of common texts, and when the stage first judged a window."""
+
+    commonness: Commonness | None = None
+    first_start: int | None = None
+
+
+class DuplicateContentStage(Stage):
+    detector = "duplicate_content"
+    key_field = "actor"  # not used: `key_of` puts every text under KEY
+    event_types = frozenset({"comment", "repost"})
+    whole_window = True
+
+    def __init__(self, cfg: DuplicateContentSettings, severity: SeveritySettings) -> None:
+        super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
+        self.cfg = cfg
+        self.severity = severity
+        self.hasher = MinHasher(cfg.permutations, cfg.bands, cfg.seed)
+        self._half_life = cfg.half_life_ms / cfg.hop_ms  # in windows
+
+    def key_of(self, event: Any) -> str:
+        return KEY
+
+    def new_model(self) -> TextsModel:
+        return TextsModel()
+
+    def new_pane(self) -> list[Any]:
+        return []
+
+    def add(self, pane: list[Any], event: Any) -> None:
+        pane.append(event)
+
+    def evaluate(
+        self, key: str, model: TextsModel, panes: list[list[Any]], start: int, end: int
+    ) -> list[Finding]:
+        return self.judge(events_of(panes), OneModel(key, model), start, end)
+
+    def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Finding]:
+        """Cluster the window's informative texts, judge the big clusters, learn the rest."""
+        cfg = self.cfg
+        if not events:
+            return []
+        model: TextsModel = models.get(KEY, create=True)
+        if model.commonness is None:
+            model.commonness = Commonness(
+                self._half_life, max(cfg.habit_ms // cfg.hop_ms, 1), cfg.max_buckets
+            )
+        if model.first_start is None:
+            model.first_start = start
+        # Texts too short to say enough whatever they say are left out (`information` of
+        # a cluster's centre decides the rest). Nothing below depends on the order of the
+        # events (a cluster's own events are put in time order), so arrival order is no
+        # matter.
+        shortest = math.ceil(cfg.min_information / cfg.wide_weight) + SHINGLE - 1
+        kept, normalised = normalise_long([e.text or "" for e in events], shortest)
+        if not kept:
+            return []
+        texts = [events[i] for i in kept]
+        signatures = self.hasher.signatures(normalised)
+        keys = self.hasher.band_keys(signatures)
+        actors = group_hashes(np.fromiter((hash(e.actor) for e in texts), np.int64, len(texts)))[2]
+        t = end // cfg.hop_ms
+        judging = start >= model.first_start + cfg.warmup_ms
+        labels = components(keys)
+        n_actors = int(actors.max()) + 1
+        accounts = np.bincount(  # distinct accounts per component (by its lowest index)
+            sorted_unique(labels * n_actors + actors) // n_actors, minlength=len(labels)
+        )
+        findings: list[Finding] = []
+        flagged = np.zeros(len(texts), bool)
+        for members in self._candidates(labels, accounts):
+            found = self._judge_cluster(
+                members, texts, normalised, signatures, keys, actors, model.commonness, t
+            )
+            if found is None:
+                continue
+            chosen, centre, expected, posters = found
+            flagged[chosen] = True
+            if judging:
+                finding = self._finding(
+                    chosen, texts, centre, expected, posters, len(texts), start, end
+                )
+                if finding is not None:
+                    findings.append(finding)
+        if judging and flagged.any():  # a campaign's buckets must not become "common"
+            ordinary = ~flagged
+            keys, labels, actors = keys[ordinary], labels[ordinary], actors[ordinary]
+            accounts = np.bincount(
+                sorted_unique(labels * n_actors + actors) // n_actors, minlength=len(flagged)
+            )
+        # (warming up, everything seen is the platform's normal)
+        model.commonness.learn(_bucket_shares(keys, labels, accounts, len(texts)), t)
+        return sorted(findings, key=lambda f: f.subject_id)
+
+    def _candidates(self, labels: np.ndarray, accounts: np.ndarray) -> list[np.ndarray]:
+        """The texts of each linked component with at least `min_accounts` accounts."""
+        big = np.flatnonzero(accounts >= self.cfg.min_accounts)
+        if not len(big):
+            return []
+        order = np.argsort(labels, kind="stable")
+        bounds = np.searchsorted(labels[order], big)
+        ends = np.searchsorted(labels[order], big, side="right")
+        return [order[lo:hi] for lo, hi in zip(bounds.tolist(), ends.tolist(), strict=True)]
+
+    def _judge_cluster(
+        self,
+        members: np.ndarray,
+        texts: list[Any],
+        normalised: list[str],
+        signatures: np.ndarray,
+        keys: np.ndarray,
+        actors: np.ndarray,
+        commonness: Commonness,
+        t: int,
+    ) -> tuple[np.ndarray, int, float, int] | None:
+        """The texts near the component's centre, if they are a burst: (their indices,
+        the centre's index, the expected accounts, the accounts)."""
+        cfg = self.cfg
+        counts = Counter(normalised[i] for i in members.tolist())
+        top = max(counts.values())
+        centre_text = min(text for text, n in counts.items() if n == top)
+        if information(centre_text, cfg.wide_weight) < cfg.min_information:
+            return None  # "哈哈哈哈哈哈哈哈哈哈" by a crowd: long, but it says nothing
+        centre = min(
+            (i for i in members.tolist() if normalised[i] == centre_text),
+            key=lambda i: _order(texts[i]),
+        )
+        agree = (signatures[members] == signatures[centre]).mean(axis=1)
+        chosen = members[agree >= cfg.min_similarity]
+        accounts = len(sorted_unique(actors[chosen]))
+        if accounts < cfg.min_accounts:
+            return None
+        variants = {normalised[i]: i for i in chosen.tolist()}  # one text per variant
+        share = max(commonness.share(keys[i].tolist(), t) for i in variants.values())
+        expected = share * len(texts)  # a family is as common as its most common variant
+        if accounts < cfg.min_ratio * max(expected, 1.0):
+            return None
+        return chosen, centre, expected, accounts
+
+    def _finding(
+        self,
+        chosen: np.ndarray,
+        texts: list[Any],
+        centre: int,
+        expected: float,
+        accounts: int,
+        window_texts: int,
+        start: int,
+        end: int,
+    ) -> Finding | None:
+        cfg = self.cfg
+        events = sorted((texts[i] for i in chosen.tolist()), key=_order)
+        posts = Counter(e.actor for e in events)
+        ratio = accounts / max(expected, 1.0)
+        score = min(
+            1.0 - 0.5 ** (accounts / cfg.min_accounts), 1.0 - 0.5 ** (ratio / cfg.min_ratio)
+        )
+        severity = severity_of(score, self.severity)
+        if severity is None:
+            return None
+        members = sorted(posts, key=lambda a: (-posts[a], a))[: cfg.max_members]
+        items = {e.content_id for e in events}
+        owners = {e.target for e in events}
+        samples = list(dict.fromkeys(e.text for e in events))[: cfg.sample_texts]
+        first, last = events[0].ts, events[-1].ts
+        minutes = (last - first) / 60_000
+        centre_text = texts[centre].text
+        group = "dup:" + stable_id(self.detector, normalise(centre_text))
+        return make_finding(
+            detector=self.detector,
+            article=cfg.article,
+            subject_type="group",
+            subject_id=group,
+            window_start=start,
+            window_end=end,
+            score=score,
+            severity=severity,
+            members=members,
+            evidence={
+                "accounts": accounts,
+                "posts": len(events),
+                "distinct_texts": len({e.text for e in events}),
+                "items": len(items),
+                "owners": len(owners),
+                "centre_text": centre_text,
+                "sample_texts": samples,
+                "sample_items": sorted(items)[: cfg.sample_texts],
+                "first_ts": first,
+                "last_ts": last,
+                "expected_accounts": round(expected, 2),
+                "window_texts": window_texts,
+                "max_posts_per_account": max(posts.values()),
+                "explanation": (
+                    f"{accounts} accounts posted {len(events)} near-copies of one message "
+                    f"({len({e.text for e in events})} variants) under {len(items)} items of "
+                    f"{len(owners)} accounts within {minutes:.0f} min, where about "
+                    f"{expected:.1f} accounts usually post a text like it: "
+                    f'"{centre_text[:80]}"'
+                ),
+            },
+        )
+
+
+def _bucket_shares(
+    keys: np.ndarray, labels: np.ndarray, accounts: np.ndarray, total: int
+) -> dict[int, float]:
+    """What each bucket says about how common its texts are: the largest share of the
+    window's `total` texts that a component (`labels`, its `accounts`) holding one of the
+    bucket's texts reached, for components of at least two accounts. A template's
+    variants link into one component, so the memory holds the whole template's crowd, as
+    `_judge_cluster` counts it."""
+    shared = accounts[labels] >= 2
+    if not shared.any():
+        return {}
+    bands = keys.shape[1]
+    flat = keys[shared].ravel()
+    share = np.repeat(accounts[labels[shared]] / total, bands)
+    order = np.lexsort((share, flat))  # by key, then share: the last of a key is its max
+    flat, share = flat[order], share[order]
+    last = np.append(np.flatnonzero(flat[1:] != flat[:-1]), len(flat) - 1)
+    return dict(zip(flat[last].tolist(), share[last].tolist(), strict=True))
