@@ -55,6 +55,8 @@ follows round the clock:
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 from sklearn.ensemble import IsolationForest
@@ -103,6 +105,7 @@ class BotScorer:
         self.windows = 0  # learn_many calls so far
         self.refits = 0
         self._forest: IsolationForest | None = None
+        self._fit_rows: np.ndarray | None = None  # what the forest was last fit on
         self._fit_window = 0
         self._forest_reference = np.zeros(0)  # the forest's sorted scores of the reservoir
         self._hst_reference = np.zeros(calibration_size)  # ring of recent rows' tree scores
@@ -224,14 +227,29 @@ class BotScorer:
         self._reservoir[slots[keep]] = rows[fill + keep]
 
     def _refit(self) -> None:
-        self._forest = IsolationForest(
-            n_estimators=self.forest_trees,
-            max_samples=min(256, len(self.reservoir)),
-            random_state=self.seed + self.refits,
-        ).fit(self.reservoir)
-        self._forest_reference = np.sort(-self._forest.score_samples(self.reservoir))
+        self._fit_rows = self.reservoir.copy()
+        self._forest = self._fit(self._fit_rows, self.seed + self.refits)
+        self._forest_reference = np.sort(-self._forest.score_samples(self._fit_rows))
         self.refits += 1
         self._fit_window = self.windows
+
+    def _fit(self, rows: np.ndarray, seed: int) -> IsolationForest:
+        return IsolationForest(
+            n_estimators=self.forest_trees, max_samples=min(256, len(rows)), random_state=seed
+        ).fit(rows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Everything but the fitted forest (most of the bytes): the rows it was fit on
+        and its seed rebuild the very same forest when the state is loaded (a key's
+        state is one changelog record in the distributed runtime)."""
+        state = self.__dict__.copy()
+        state["_forest"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._fit_rows is not None:
+            self._forest = self._fit(self._fit_rows, self.seed + self.refits - 1)
 
 
 def _rank(reference: np.ndarray, values: np.ndarray) -> np.ndarray:

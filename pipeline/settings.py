@@ -209,6 +209,8 @@ class DuplicateContentSettings(_Strict):
     max_buckets: int
     max_members: int
     sample_texts: int
+    bot_reservoir: int
+    bot_learn_actors: int
     idle_ttl_ms: int
 
 
@@ -442,6 +444,11 @@ def _check_duplicate_content(dc: DuplicateContentSettings) -> None:
         raise ConfigError(f"{where}: min_ratio must be >= 1, half_life_ms > 0, warmup_ms >= 0")
     if dc.habit_ms < dc.hop_ms:
         raise ConfigError(f"{where}: habit_ms must be >= hop_ms")
+    if not 256 <= dc.bot_reservoir <= 2000 or dc.bot_learn_actors < 1:
+        raise ConfigError(
+            f"{where}: bot_reservoir must be in [256, 2000] (rows kept twice in the one "
+            "key's state), bot_learn_actors >= 1"
+        )
 
 
 # Environment variables that override a setting (containers are configured this way).

@@ -24,7 +24,7 @@ from tests.test_engagement_inflation import _background, _farm
 from tests.test_forced_follow import _newcomers
 
 ARTICLE_12 = {"follower_jump", "engagement_inflation", "forced_follow", "edge_burst"}
-ARTICLE_18 = {"lockstep_group", "churn", "batch_registration"}
+ARTICLE_18 = {"lockstep_group", "duplicate_content", "churn", "batch_registration"}
 
 PARTITIONS = 2
 PORTS: dict[str, int] = {}  # worker name -> its metrics port, for diagnostics
@@ -82,10 +82,21 @@ def _ring(b: StreamBuilder, creator: str, members: int, posts: int, start: int) 
                 b.add("repost", at, f"ring{i}", target=creator, content_id=f"{creator}/p{k}")
 
 
+def _copy_paste(b: StreamBuilder, start: int, bots: int, message: str) -> None:
+    """`bots` accounts post `message`, a digit and an ending changed each time, under the
+    items of several accounts within half an hour."""
+    for i in range(bots):
+        text = message.replace("300", str(b.rng.randrange(100, 999))) + b.rng.choice("!～ ")
+        owner = f"acct{b.rng.randrange(40)}"
+        at = start + b.rng.randrange(30 * MINUTE)
+        b.add("comment", at, f"spam{i}", target=owner, content_id=f"{owner}/p0", text=text)
+
+
 def _stream(hours: int, seed: int) -> list[str]:
     """Organic follows to many accounts, three bought bursts, a click farm on one post,
     sign-ups forced onto one account, ordinary clicks, a repost ring, accounts churning
-    follows, a batch of registrations from one address, a bad line and redeliveries: every
+    follows, a batch of registrations from one address, a copy-paste comment campaign, a
+    bad line and redeliveries: every
     Article 12 and Article 18 detector has something to find."""
     b = StreamBuilder(seed=seed)
     end = T0 + hours * HOUR
@@ -102,6 +113,7 @@ def _stream(hours: int, seed: int) -> list[str]:
     for k in range(3):
         _churner(b, f"churner{k}", T0 + HOUR + k * MINUTE)
     _batch(b, T0 + 2 * HOUR, 150, 5 * MINUTE, ["198.51.100.7"], 3, "bulk")
+    _copy_paste(b, T0 + 3 * HOUR, 60, "兼职日结300元，在家就能做，有意向的加我V：k2231")
     return _with_bad_input(b.sorted_lines())
 
 

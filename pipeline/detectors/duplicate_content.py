@@ -14,6 +14,9 @@ compared with every other. A cluster is a finding when
   accounts its most common variant usually gets, from the remembered share of the
   platform's texts of its buckets (`Commonness`). A template everybody types all day ("my
   mom would love this") is a habit and ordinary; a new message is not.
+Members are ranked by how bot-like each poster behaves (`models.bot_score`: Half-Space
+Trees learning every window's posters online, an Isolation Forest refit on a reservoir
+sample), their scores in the evidence: supporting evidence, never a reason to flag.
 A flagged cluster teaches the memory nothing, so a campaign that goes on is found in every
 window it runs (each finding names that window's accounts). The first `warmup_ms` only
 learn what is common.
@@ -41,6 +44,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from models.bot_score import BotScorer
 from models.near_duplicate import (
     SHINGLE,
     Commonness,
@@ -50,6 +54,7 @@ from models.near_duplicate import (
     normalise,
     normalise_long,
 )
+from pipeline.bot_evidence import bot_evidence, learn_window, member_bots, rank_members
 from pipeline.event_columns import group_hashes, sorted_unique
 from pipeline.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.settings import DuplicateContentSettings, SeveritySettings
@@ -61,10 +66,13 @@ _order = attrgetter("ts", "event_id")
 
 
 class TextsModel(msgspec.Struct, gc=False):
-    """The platform's memory of common texts, and when the stage first judged a window."""
+    """The platform's memory of common texts, when the stage first judged a window, and
+    how accounts that post texts usually behave (`BotScorer`: ranks a finding's members,
+    never makes one)."""
 
     commonness: Commonness | None = None
     first_start: int | None = None
+    bots: BotScorer | None = None
 
 
 class DuplicateContentStage(Stage):
@@ -109,6 +117,10 @@ class DuplicateContentStage(Stage):
             )
         if model.first_start is None:
             model.first_start = start
+        if model.bots is None:
+            model.bots = BotScorer(
+                reservoir_size=cfg.bot_reservoir, n_trees=5, height=6, seed=cfg.seed
+            )
         # Texts too short to say enough whatever they say are left out (`information` of
         # a cluster's centre decides the rest). Nothing below depends on the order of the
         # events (a cluster's own events are put in time order), so arrival order is no
@@ -120,7 +132,9 @@ class DuplicateContentStage(Stage):
         texts = [events[i] for i in kept]
         signatures = self.hasher.signatures(normalised)
         keys = self.hasher.band_keys(signatures)
-        actors = group_hashes(np.fromiter((hash(e.actor) for e in texts), np.int64, len(texts)))[2]
+        actor_hashes = np.fromiter((hash(e.actor) for e in texts), np.int64, len(texts))
+        actors = group_hashes(actor_hashes)[2]
+        learn_window(model.bots, texts, end - start, cfg.bot_learn_actors, actor_hashes)
         t = end // cfg.hop_ms
         judging = start >= model.first_start + cfg.warmup_ms
         labels = components(keys)
@@ -140,7 +154,7 @@ class DuplicateContentStage(Stage):
             flagged[chosen] = True
             if judging:
                 finding = self._finding(
-                    chosen, texts, centre, expected, posters, len(texts), start, end
+                    chosen, texts, centre, expected, posters, len(texts), model.bots, start, end
                 )
                 if finding is not None:
                     findings.append(finding)
@@ -207,6 +221,7 @@ class DuplicateContentStage(Stage):
         expected: float,
         accounts: int,
         window_texts: int,
+        bots: BotScorer,
         start: int,
         end: int,
     ) -> Finding | None:
@@ -220,7 +235,9 @@ class DuplicateContentStage(Stage):
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
-        members = sorted(posts, key=lambda a: (-posts[a], a))[: cfg.max_members]
+        members = sorted(posts, key=lambda a: (-posts[a], a))  # most posts first, and
+        scored = member_bots(members, events, bots, end - start)  # the most bot-like first
+        members = rank_members(members, scored)[: cfg.max_members]
         items = {e.content_id for e in events}
         owners = {e.target for e in events}
         samples = list(dict.fromkeys(e.text for e in events))[: cfg.sample_texts]
@@ -252,6 +269,7 @@ class DuplicateContentStage(Stage):
                 "expected_accounts": round(expected, 2),
                 "window_texts": window_texts,
                 "max_posts_per_account": max(posts.values()),
+                **bot_evidence(scored),
                 "explanation": (
                     f"{accounts} accounts posted {len(events)} near-copies of one message "
                     f"({len({e.text for e in events})} variants) under {len(items)} items of "
