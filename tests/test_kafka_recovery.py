@@ -11,6 +11,7 @@ from tests.helpers import read_jsonl
 from tests.kafka import Broker
 from tests.test_kafka_worker import (
     PORTS,
+    _difference,
     _env,
     _produce,
     _read,
@@ -76,6 +77,6 @@ def test_a_worker_joining_under_load_loses_and_duplicates_nothing(
         actions = _read(kafka.bootstrap, "join.actions")
     finally:
         _stop(workers)
-    assert {f["finding_id"] for f in found} == expected
+    assert {f["finding_id"] for f in found} == expected, _difference(found, tmp_path)
     ids = [a["action_id"] for a in actions]
     assert len(ids) == len(set(ids)), "an action_id appeared twice"

@@ -153,6 +153,20 @@ def _replay(tmp_path: Path, lines: list[str]) -> tuple[Path, set[str]]:
     return events, expected
 
 
+def _difference(found: list[dict], tmp_path: Path) -> str:
+    """Which findings the workers and replay disagree on, by detector and subject."""
+    replayed = read_jsonl(tmp_path / "replay" / "findings.jsonl")
+    ids = {f["finding_id"] for f in found}
+    wanted = {f["finding_id"] for f in replayed}
+
+    def name(f: dict) -> str:
+        return f"{f['detector']}:{f['subject_id']}@{f['window_end']}"
+
+    extra = sorted(name(f) for f in found if f["finding_id"] not in wanted)
+    missing = sorted(name(f) for f in replayed if f["finding_id"] not in ids)
+    return f"workers only: {extra}; replay only: {missing}"
+
+
 def _wait_for_findings(
     broker: Broker, prefix: str, expected: set[str], workers: list, timeout: float = 180
 ) -> list[dict]:
@@ -238,7 +252,7 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
         assert "lockstep_consumer_lag_records" in scraped and "lockstep_findings_total" in scraped
     finally:
         _stop(workers)
-    assert {f["finding_id"] for f in found} == expected
+    assert {f["finding_id"] for f in found} == expected, _difference(found, tmp_path)
     dead = _read(kafka.bootstrap, "same.dead-letters")
     assert [d["reason"] for d in dead] == ["invalid_json"]
     actions = _read(kafka.bootstrap, "same.actions")
