@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from pipeline.collector import collecting
 from pipeline.engine import BatchResult, Engine
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
@@ -91,32 +92,35 @@ def run_live(
     threading.Thread(target=_pump, args=(lines, q), daemon=True, name="lockstep-reader").start()
     batch_size, wait_s = settings.run.batch_size, settings.run.max_batch_wait_s
     position, ended = 1, False
-    try:
-        while not ended:
-            batch: list[bytes] = []
-            first = q.get()
-            if first is _END:
-                break
-            started = time.perf_counter()
-            batch.append(first)
-            deadline = started + wait_s
-            while len(batch) < batch_size:
-                try:
-                    item = q.get(timeout=max(deadline - time.perf_counter(), 0.0))
-                except queue.Empty:
+    run = settings.run
+    with collecting(run.gc_young, run.gc_full_every_s) as collector:
+        try:
+            while not ended:
+                batch: list[bytes] = []
+                first = q.get()
+                if first is _END:
                     break
-                if item is _END:
-                    ended = True
-                    break
-                batch.append(item)
-            result = engine.process(batch, source_name, first_position=position)
-            position += len(batch)
-            _emit(result, outputs, on_result)
-            if metrics is not None:
-                metrics.latency.observe(time.perf_counter() - started)
-        _emit(engine.finish(), outputs, on_result)
-    finally:
-        outputs.close()
+                started = time.perf_counter()
+                batch.append(first)
+                deadline = started + wait_s
+                while len(batch) < batch_size:
+                    try:
+                        item = q.get(timeout=max(deadline - time.perf_counter(), 0.0))
+                    except queue.Empty:
+                        break
+                    if item is _END:
+                        ended = True
+                        break
+                    batch.append(item)
+                result = engine.process(batch, source_name, first_position=position)
+                position += len(batch)
+                _emit(result, outputs, on_result)
+                collector.tick()
+                if metrics is not None:
+                    metrics.latency.observe(time.perf_counter() - started)
+            _emit(engine.finish(), outputs, on_result)
+        finally:
+            outputs.close()
     return engine
 
 

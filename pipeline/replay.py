@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.collector import collecting
 from pipeline.engine import Engine
 from pipeline.settings import Settings
 from pipeline.sinks import OutputDir
@@ -30,12 +31,14 @@ def replay(
     line = 1
     bar = _progress_bar(source) if progress else None
     try:
-        for lines in source:
-            outputs.write(engine.process(lines, source.name, first_position=line))
-            line += len(lines)
-            if bar is not None:
-                bar[0].update(bar[1], completed=source.position())
-        outputs.write(engine.finish())
+        with collecting(settings.run.gc_young, settings.run.gc_full_every_s) as collector:
+            for lines in source:
+                outputs.write(engine.process(lines, source.name, first_position=line))
+                line += len(lines)
+                collector.tick()
+                if bar is not None:
+                    bar[0].update(bar[1], completed=source.position())
+            outputs.write(engine.finish())
     finally:
         if bar is not None:
             bar[0].stop()

@@ -240,6 +240,8 @@ class RunSettings(_Strict):
     batch_size: int
     max_batch_wait_s: float
     metrics_port: int
+    gc_young: int
+    gc_full_every_s: float
 
 
 class KafkaSettings(_Strict):
@@ -335,6 +337,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("kafka: batch_wait_s and stage_round_s must be > 0")
     if settings.run.batch_size <= 0:
         raise ConfigError("run.batch_size must be > 0")
+    if settings.run.gc_young < 700 or settings.run.gc_full_every_s <= 0:
+        raise ConfigError("run: gc_young must be >= 700 (Python's default) and gc_full_every_s > 0")
     cut = settings.severity
     if not 0 <= cut.low <= cut.medium <= cut.high <= cut.critical <= 1:
         raise ConfigError("severity: need 0 <= low <= medium <= high <= critical <= 1")
