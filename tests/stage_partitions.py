@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pipeline.distributed import Ingest, StagePartition, TableCache, decode_batch
+from pipeline.engine import Engine
 from pipeline.findings import Finding
 from pipeline.settings import Settings
 from pipeline.stage import Stage
@@ -56,3 +57,10 @@ def run_partitioned(
     for part in run.parts.values():
         run.found.update((f.finding_id, f) for f in part.runner.flush())
     return run
+
+
+def engine_findings(settings: Settings, stages: list[Stage], lines: list[bytes]) -> list[Finding]:
+    """What the embedded runtime finds with `stages` on `lines` (one batch, then the end
+    of input): what `run_partitioned` must find too."""
+    engine = Engine(settings, stages=stages)
+    return [*engine.process(lines, "f").findings, *engine.finish().findings]

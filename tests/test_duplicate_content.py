@@ -19,7 +19,7 @@ from pipeline.settings import ConfigError, load_settings
 from pipeline.simulation.text import COMMON_PHRASES, organic_comment
 from pipeline.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, replay_three_ways
-from tests.stage_partitions import run_partitioned
+from tests.stage_partitions import engine_findings, run_partitioned
 
 ON = {"enabled": True}  # whatever the defaults, these tests run duplicate_content
 SETTINGS = load_settings(
@@ -100,8 +100,7 @@ class World:
 
 def _findings(lines: list[bytes], settings=SETTINGS) -> list[Finding]:
     stages = [s for s in build_stages(settings) if s.detector == "duplicate_content"]
-    engine = Engine(settings, stages=stages)
-    return [*engine.process(lines, "f").findings, *engine.finish().findings]
+    return engine_findings(settings, stages, lines)
 
 
 def _world(seed: int = 1) -> tuple[World, set[str], set[str], set[str]]:

@@ -20,7 +20,7 @@ from pipeline.settings import ConfigError, load_settings
 from pipeline.stage import KeyedRunner
 from pipeline.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, daily_rhythm, replay_three_ways
-from tests.stage_partitions import run_partitioned
+from tests.stage_partitions import engine_findings, run_partitioned
 
 DAY = 24 * HOUR
 ON = {"enabled": True}  # whatever the defaults, these tests run edge_burst
@@ -153,9 +153,7 @@ def test_the_distributed_stage_finds_what_the_engine_finds_despite_redelivery() 
     bots = w.bought("newbie", T0 + 2 * HOUR, count=300, span_ms=3 * MINUTE)
     lines = w.lines()
     stages = [s for s in build_stages(SETTINGS) if s.detector == "edge_burst"]
-    engine = Engine(SETTINGS, stages=stages)
-    expected = {f.finding_id for f in engine.process(lines, "f").findings}
-    expected |= {f.finding_id for f in engine.finish().findings}
+    expected = {f.finding_id for f in engine_findings(SETTINGS, stages, lines)}
     assert expected
 
     topics = Topics("t", 2)
