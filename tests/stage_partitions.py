@@ -64,3 +64,16 @@ def engine_findings(settings: Settings, stages: list[Stage], lines: list[bytes])
     of input): what `run_partitioned` must find too."""
     engine = Engine(settings, stages=stages)
     return [*engine.process(lines, "f").findings, *engine.finish().findings]
+
+
+def runtimes_agree(
+    settings: Settings, stages: list[Stage], lines: list[bytes], topics: Topics, **kw: int
+) -> PartitionedRun:
+    """Run `stages` both ways and check the distributed runtime finds exactly what the
+    embedded one finds (something, despite a crash and redelivery); returns its run."""
+    expected = {f.finding_id for f in engine_findings(settings, stages, lines)}
+    assert expected, "the stream gives the stages nothing to find"
+    run = run_partitioned(settings, stages, lines, topics, **kw)
+    assert set(run.found) == expected
+    assert run.duplicates > 0
+    return run

@@ -19,7 +19,7 @@ from pipeline.settings import ConfigError, load_settings
 from pipeline.topics import Topics
 from pipeline.window_runner import WindowRunner
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, replay_three_ways
-from tests.stage_partitions import engine_findings, run_partitioned
+from tests.stage_partitions import runtimes_agree
 
 SECOND = 1000
 ON = {"enabled": True}  # whatever the defaults, these tests run churn
@@ -160,11 +160,7 @@ def test_state_is_only_for_churning_actors_and_is_evicted() -> None:
 def test_stage_partitions_find_what_the_engine_finds() -> None:
     lines = [line.encode() for line in _world(seed=4).sorted_lines()]
     stages = [s for s in build_stages(SETTINGS) if s.detector == "churn"]
-    expected = {f.finding_id for f in engine_findings(SETTINGS, stages, lines)}
-    assert expected
-    run = run_partitioned(SETTINGS, stages, lines, Topics("t", 2))
-    assert set(run.found) == expected
-    assert run.duplicates > 0
+    runtimes_agree(SETTINGS, stages, lines, Topics("t", 2))
 
 
 def test_findings_are_deterministic_and_survive_small_disorder(tmp_path: Path) -> None:
