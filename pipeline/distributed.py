@@ -10,14 +10,22 @@ Stage (the worker owning stage partition p): a `StagePartition` holds the stage'
 the upstream watermarks: once every input partition has reported, the minimum over the
 partitions that are not idle (or, when all are idle, the maximum). No input
 partition can then deliver an on-time event below it, so windows hold exactly what the
-embedded runtime would put in them. Redeliveries after a crash are dropped per window
-pane by event_id, and events for windows a key has already closed are late.
+embedded runtime would put in them.
+
+Redeliveries (an input re-read from its last committed offset after a crash or a
+rebalance, a stage record consumed again) are told from new events by input position:
+every event travels with its input partition and offset, and each key's state keeps the
+highest offset it has applied per input partition. One input partition's events reach a
+key in offset order, so an offset at or below that mark is a redelivery, however far
+back in event time the re-read starts; the mark is written with the key's state, in the
+same table record. Only then are events for windows a key has already closed late.
 """
 
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator, MutableMapping
+import sys
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 import msgspec
@@ -35,10 +43,15 @@ class StageBatch(msgspec.Struct, gc=False):
     """One record on a stage topic: events for keys of one partition, and upstream progress.
 
     `watermarks` maps an input partition ("topic:partition") to (watermark, idle).
+    `offsets` holds each event's input offset and `sources` the input partitions they
+    came from, as runs of (input partition, number of events); both are empty when the
+    events carry no position.
     """
 
     events: list[AnyEvent]
     watermarks: dict[str, tuple[int, bool]]
+    sources: list[tuple[str, int]] = []
+    offsets: list[int] = []
 
 
 _encode_batch = msgspec.msgpack.Encoder().encode
@@ -58,7 +71,9 @@ class Ingest:
         gate = self.gates.get(tp)
         if gate is None:
             gate = self.gates[tp] = Gate(self.settings)
-        return gate.admit(raws, tp, positions=offsets)
+        admitted = gate.admit(raws, tp, positions=offsets)
+        admitted.source = tp
+        return admitted
 
     def pack(
         self, admitted: list[Admitted], progress: dict[str, bool], max_events: int = 1000
@@ -77,23 +92,82 @@ class Ingest:
         partitions = self.topics.partitions
         partition_of = self.topics.partition_of
         for stage in self.stages:
-            buckets: list[list[Event]] = [[] for _ in range(partitions)]
+            buckets = [_Bucket() for _ in range(partitions)]
             key_field = stage.key_field
             key_of = custom_key_of(stage)
             for batch in admitted:
-                for event_type in stage.event_types:
-                    if key_of is not None:
-                        for event in batch.by_type[event_type]:
-                            buckets[partition_of(key_of(event))].append(event)
-                        continue
-                    for event in batch.by_type[event_type]:
-                        buckets[partition_of(getattr(event, key_field))].append(event)
+                if batch.offsets is None:
+                    raise ValueError("stage records need the input offsets of their events")
+                counts = [0] * partitions
+                events, offsets = _in_input_order(batch, stage.event_types)
+                for event, offset in zip(events, offsets, strict=True):
+                    key = key_of(event) if key_of is not None else getattr(event, key_field)
+                    p = partition_of(key)
+                    bucket = buckets[p]
+                    bucket.events.append(event)
+                    bucket.offsets.append(offset)
+                    counts[p] += 1
+                for p, count in enumerate(counts):
+                    if count:
+                        buckets[p].sources.append((batch.source, count))
             topic = self.topics.stage(stage.detector)
-            for partition, events in enumerate(buckets):
-                while len(events) > max_events:
-                    yield topic, partition, _encode_batch(StageBatch(events[:max_events], {}))
-                    events = events[max_events:]
-                yield topic, partition, _encode_batch(StageBatch(events, watermarks))
+            for partition, bucket in enumerate(buckets):
+                for record in bucket.records(watermarks, max_events):
+                    yield topic, partition, _encode_batch(record)
+
+
+def _in_input_order(batch: Admitted, event_types: Iterable[str]) -> tuple[list, list[int]]:
+    """A batch's events of these types, with their offsets, in the order they were read:
+    a key's events from one input partition must reach it in offset order."""
+    assert batch.offsets is not None
+    types = [t for t in event_types if batch.by_type[t]]
+    if len(types) <= 1:
+        return (batch.by_type[types[0]], batch.offsets[types[0]]) if types else ([], [])
+    events = [e for t in types for e in batch.by_type[t]]
+    offsets = [o for t in types for o in batch.offsets[t]]
+    order = sorted(range(len(offsets)), key=offsets.__getitem__)
+    return [events[i] for i in order], [offsets[i] for i in order]
+
+
+class _Bucket:
+    """One stage partition's share of a batch, with the input position of every event."""
+
+    __slots__ = ("events", "offsets", "sources")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.offsets: list[int] = []
+        self.sources: list[tuple[str, int]] = []
+
+    def records(
+        self, watermarks: dict[str, tuple[int, bool]], max_events: int
+    ) -> Iterator[StageBatch]:
+        """The bucket cut into records of at most `max_events`; the last one carries the
+        watermarks (it goes out even when empty, so every stage partition hears them)."""
+        events, offsets = self.events, self.offsets
+        runs = [[source, count] for source, count in self.sources]
+        start = 0
+        while len(events) - start > max_events:
+            end = start + max_events
+            yield StageBatch(events[start:end], {}, _take(runs, max_events), offsets[start:end])
+            start = end
+        rest = [(source, count) for source, count in runs if count]
+        yield StageBatch(events[start:], watermarks, rest, offsets[start:])
+
+
+def _take(runs: list[list], n: int) -> list[tuple[str, int]]:
+    """The first `n` events' runs of (source, count), consumed from `runs`."""
+    taken = []
+    for run in runs:
+        if n == 0:
+            break
+        if run[1] == 0:
+            continue
+        step = min(n, run[1])
+        taken.append((run[0], step))
+        run[1] -= step
+        n -= step
+    return taken
 
 
 class TableCache(MutableMapping[str, KeyState]):
@@ -156,16 +230,14 @@ class TableCache(MutableMapping[str, KeyState]):
 
 
 class TableRunner(KeyedRunner):
-    """A KeyedRunner that tolerates the redeliveries of at-least-once processing: it keeps,
-    per key and pane, the ids it has counted, for `horizon_ms` after the pane closes, so a
-    record delivered again after a crash or a rebalance counts as a duplicate, not twice
-    and not as late."""
+    """A KeyedRunner that tolerates the redeliveries of at-least-once processing: an
+    event at or below its key's applied offset for its input partition was counted
+    before a crash or a rebalance, and counts as a duplicate, not twice and not late."""
 
     store: TableCache
 
-    def __init__(self, stage: Stage, store: TableCache, horizon_ms: int) -> None:
+    def __init__(self, stage: Stage, store: TableCache) -> None:
         super().__init__(stage, store)
-        self.horizon_ms = horizon_ms
         self.duplicates = 0
         self.restore()
 
@@ -178,44 +250,40 @@ class TableRunner(KeyedRunner):
                 for pane in state.panes:  # each open pane's first window, as add_batch does
                     self._due.setdefault(pane + hop, set()).add(key)
 
-    def filter(self, events: list[Any], watermark: int) -> tuple[list[Any], list[Any]]:
-        """(fresh events, late events); redeliveries are counted in `duplicates`. Every
-        touched key is marked for write-back."""
+    def filter(self, batch: StageBatch, watermark: int) -> tuple[list[Any], list[Any]]:
+        """(fresh events, late events) of a stage record; redeliveries are counted in
+        `duplicates`. Every touched key is marked for write-back."""
         hop = self.stage.window.hop_ms
         key_field = self.stage.key_field
         key_of = custom_key_of(self.stage)
         store = self.store
+        events, offsets = batch.events, batch.offsets
         fresh, late = [], []
-        for event in events:
-            key = getattr(event, key_field) if key_of is None else key_of(event)
-            state = store.get(key)
-            if state is None:
-                state = store[key] = KeyState(self.stage.new_model())
-            if state.seen_ids is None:
-                state.seen_ids = {}
-            pane = event.ts - event.ts % hop
-            ids = state.seen_ids.get(pane)
-            if ids is not None and event.event_id in ids:
-                self.duplicates += 1
-                continue
-            if event.ts < watermark or pane + hop <= state.last_ts:
-                late.append(event)
-                continue
-            if ids is None:
-                ids = state.seen_ids[pane] = set()
-            ids.add(event.event_id)
-            store.dirty.add(key)
-            fresh.append(event)
+        start = 0
+        runs = batch.sources or [("", len(events))]  # no sources: positions unknown
+        for source, count in runs:
+            source = sys.intern(source)
+            for i in range(start, start + count):
+                event = events[i]
+                key = getattr(event, key_field) if key_of is None else key_of(event)
+                state = store.get(key)
+                if state is None:
+                    state = store[key] = KeyState(self.stage.new_model())
+                if source:
+                    applied = state.applied
+                    if applied is None:
+                        applied = state.applied = {}
+                    if offsets[i] <= applied.get(source, -1):
+                        self.duplicates += 1
+                        continue
+                    applied[source] = offsets[i]
+                store.dirty.add(key)
+                if event.ts < watermark or event.ts - event.ts % hop + hop <= state.last_ts:
+                    late.append(event)
+                    continue
+                fresh.append(event)
+            start += count
         return fresh, late
-
-    def _close(self, key: str, end: int) -> Finding | list[Finding] | None:
-        finding = super()._close(key, end)
-        state = self.store.get(key)
-        if state is not None and state.seen_ids:
-            forget_before = end - self.horizon_ms
-            for pane in [p for p in state.seen_ids if p < forget_before]:
-                del state.seen_ids[pane]
-        return finding
 
 
 class StagePartition:
@@ -226,17 +294,16 @@ class StagePartition:
         stage: Stage,
         store: TableCache,
         expected_inputs: set[str],
-        horizon_ms: int,
         keep_raw: int,
     ) -> None:
-        self.runner = TableRunner(stage, store, horizon_ms)
+        self.runner = TableRunner(stage, store)
         self.expected = expected_inputs
         self.upstream: dict[str, tuple[int, bool]] = {}
         self.watermark = NO_TIME
         self.keep_raw = keep_raw
 
     def apply(self, batch: StageBatch, source: str) -> tuple[list[Finding], list[DeadLetter]]:
-        fresh, late = self.runner.filter(batch.events, self.watermark)
+        fresh, late = self.runner.filter(batch, self.watermark)
         self.runner.add_batch(fresh)
         for tp, (mark, idle) in batch.watermarks.items():
             old = self.upstream.get(tp)

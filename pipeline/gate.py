@@ -43,6 +43,10 @@ class Admitted:
     duplicates: int
     blank: int
     span: tuple[int, int] | None = None  # (earliest, latest) event time, when known
+    # With input positions (Kafka offsets): each admitted event's offset, aligned with
+    # `by_type`, so a stage can tell a redelivery after a crash from a new event.
+    offsets: dict[str, list[int]] | None = None
+    source: str = ""  # the input partition, in the distributed runtime
 
     @property
     def events(self) -> int:
@@ -74,12 +78,14 @@ class Gate:
         Positions name each input in its source for dead letters: `positions[i]` when
         given (Kafka offsets), else `first_position + i` (line numbers).
         """
-        clean = self._admit_clean(raws)
+        clean = self._admit_clean(raws, positions)
         if clean is not None:
             return clean
         return self._admit_each(raws, source, first_position, positions)
 
-    def _admit_clean(self, raws: Sequence[bytes]) -> Admitted | None:
+    def _admit_clean(
+        self, raws: Sequence[bytes], positions: Sequence[int | str] | None
+    ) -> Admitted | None:
         """The usual batch, admitted whole: every input decodes, none is blank, too large,
         implausibly stamped, a redelivery or late. Decoding the batch as one JSON array
         and checking stamps and ids with C loops (numpy, set operations) costs a fraction
@@ -113,9 +119,16 @@ class Gate:
         self.max_ts = max(self.max_ts, int(highest[-1]))
         self.dedup.expire(self.watermark)
         by_type: dict[str, list[Event]] = {t: [] for t in EVENT_TYPES}
-        for event in events:
+        span = (int(stamps.min()), int(highest[-1]))
+        if positions is None:
+            for event in events:
+                by_type[event.type].append(event)
+            return Admitted(by_type, [], 0, 0, span)
+        offsets: dict[str, list[int]] = {t: [] for t in EVENT_TYPES}
+        for event, position in zip(events, positions, strict=True):
             by_type[event.type].append(event)
-        return Admitted(by_type, [], 0, 0, (int(stamps.min()), int(highest[-1])))
+            offsets[event.type].append(position)  # type: ignore[arg-type]
+        return Admitted(by_type, [], 0, 0, span, offsets)
 
     def _admit_each(
         self,
@@ -135,6 +148,9 @@ class Gate:
         seen_now, seen_before = self.dedup.current, self.dedup.previous
         decode = decoder.decode
         by_type: dict[str, list[Event]] = {t: [] for t in EVENT_TYPES}
+        offsets: dict[str, list[int]] | None = None
+        if positions is not None:
+            offsets = {t: [] for t in EVENT_TYPES}
         dead: list[DeadLetter] = []
         max_ts = self.max_ts
         watermark = max_ts - lateness
@@ -179,7 +195,9 @@ class Gate:
                 reject(i, "late", f"event time {ts} is {watermark - ts} ms behind the watermark")
                 continue
             by_type[event.type].append(event)
+            if offsets is not None:
+                offsets[event.type].append(positions[i])  # type: ignore[index,arg-type]
 
         self.max_ts = max_ts
         self.dedup.expire(watermark)
-        return Admitted(by_type, dead, duplicates, blank)
+        return Admitted(by_type, dead, duplicates, blank, offsets=offsets)

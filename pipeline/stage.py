@@ -36,23 +36,22 @@ class WindowSpec(NamedTuple):
 
 class KeyState:
     """What a runner keeps per key: open panes, the stage's model, when it last closed a
-    window, and (distributed runtime only) the event ids already counted per open pane."""
+    window, and (distributed runtime only) the highest input offset applied to this key
+    per input partition, which tells a redelivered event from a new one."""
 
-    __slots__ = ("last_ts", "model", "panes", "seen_ids")
+    __slots__ = ("applied", "last_ts", "model", "panes")
 
     def __init__(self, model: Any) -> None:
         self.panes: dict[int, Any] = {}
         self.model = model
         self.last_ts = 0
-        self.seen_ids: dict[int, set[str]] | None = None
+        self.applied: dict[str, int] | None = None
 
-    def __getstate__(self) -> tuple[dict[int, Any], Any, int, dict[int, set[str]] | None]:
-        return self.panes, self.model, self.last_ts, self.seen_ids
+    def __getstate__(self) -> tuple[dict[int, Any], Any, int, dict[str, int] | None]:
+        return self.panes, self.model, self.last_ts, self.applied
 
-    def __setstate__(
-        self, state: tuple[dict[int, Any], Any, int, dict[int, set[str]] | None]
-    ) -> None:
-        self.panes, self.model, self.last_ts, self.seen_ids = state
+    def __setstate__(self, state: tuple[dict[int, Any], Any, int, dict[str, int] | None]) -> None:
+        self.panes, self.model, self.last_ts, self.applied = state
 
 
 class Stage(ABC):

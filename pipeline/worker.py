@@ -177,7 +177,6 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
                     stage,
                     cache,
                     input_tps,
-                    settings.dedup.horizon_ms,
                     settings.input.dead_letter_raw_bytes,
                 )
             return part

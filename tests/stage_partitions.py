@@ -40,7 +40,7 @@ def run_partitioned(
         table = run.tables[stage.detector] = {}  # each stage its own table, as in the worker
         for p in range(topics.partitions):
             cache = TableCache(table, lambda k, p=p: topics.partition_of(k) == p)
-            part = StagePartition(stage, cache, {"in:0"}, settings.dedup.horizon_ms, 8192)
+            part = StagePartition(stage, cache, {"in:0"}, 8192)
             run.parts[(topics.stage(stage.detector), p)] = part
     crash = len(lines) // 2 // chunk * chunk
     for start in range(0, len(lines), chunk):

@@ -20,11 +20,16 @@ TOPICS = Topics("t", 2)
 def _stage_partition(table: dict, partition: int, expected: set[str]) -> StagePartition:
     stage = build_stages(SETTINGS)[0]
     cache = TableCache(table, lambda k: TOPICS.partition_of(k) == partition)
-    return StagePartition(stage, cache, expected, SETTINGS.dedup.horizon_ms, 8192)
+    return StagePartition(stage, cache, expected, 8192)
 
 
 def _events(lines: list[str]) -> list:
     return [decoder.decode(line.encode()) for line in lines]
+
+
+def _record(events: list, watermarks: dict, offsets: list[int], source: str = "in:0") -> StageBatch:
+    """A stage record of events read from one input partition at these offsets."""
+    return StageBatch(events, watermarks, [(source, len(events))], offsets)
 
 
 def test_watermark_waits_for_every_input_and_ignores_caught_up_ones() -> None:
@@ -79,7 +84,8 @@ def test_a_restarted_partition_recovers_from_the_table_and_drops_what_it_closed(
     first = _stage_partition(table, partition, {"in:0"})
     half = len(events) // 2
     # the watermark lags 40 minutes behind what has arrived: many panes are still open
-    first.apply(StageBatch(events[:half], {"in:0": (events[half].ts - 40 * MINUTE, False)}), "s")
+    mark = {"in:0": (events[half].ts - 40 * MINUTE, False)}
+    first.apply(_record(events[:half], mark, list(range(half))), "s")
     first.runner.store.flush()
     closed_until = first.runner.store.get("acct").last_ts
     assert closed_until > T0
@@ -91,12 +97,50 @@ def test_a_restarted_partition_recovers_from_the_table_and_drops_what_it_closed(
     assert len(state.panes) >= 3
     assert armed == {pane + 300_000 for pane in state.panes}  # every open window re-armed
     # what a crash re-reads: the last minutes before it, some of them in closed windows
-    redelivered = [e for e in events[:half] if e.ts >= events[half].ts - 45 * MINUTE]
+    since = next(i for i, e in enumerate(events) if e.ts >= events[half].ts - 45 * MINUTE)
+    redelivered = events[since:half]
     assert any(e.ts - e.ts % 300_000 + 300_000 <= closed_until for e in redelivered)
-    _, late = again.apply(StageBatch(redelivered, {"in:0": (NO_TIME, False)}), "s")
+    _, late = again.apply(
+        _record(redelivered, {"in:0": (NO_TIME, False)}, list(range(since, half))), "s"
+    )
     assert late == []  # a redelivery, even into a closed window, is not late
     assert again.runner.duplicates == len(redelivered)  # and nothing is counted twice
     genuinely_late = StreamBuilder(seed=6)
     genuinely_late.add("follow", T0 + 60_000, "newcomer", target="acct")
-    _, late = again.apply(StageBatch(_events(genuinely_late.sorted_lines()), {}), "s")
+    _, late = again.apply(_record(_events(genuinely_late.sorted_lines()), {}, [half]), "s")
     assert [json.loads(d.raw)["actor"] for d in late] == ["newcomer"]
+
+
+def test_a_redelivery_from_hours_back_is_a_duplicate_whatever_the_dedup_horizon() -> None:
+    """A fast backfill re-read after a crash can reach back hours of event time, far past
+    the gate's de-duplication horizon and into windows long closed: input positions, not
+    event ids or times, tell it from new events, per input partition."""
+    b = StreamBuilder(seed=7)
+    b.poisson_follows("acct", T0, T0 + 6 * HOUR, rate_per_hour=40)
+    events = _events(b.sorted_lines())
+    assert events[-1].ts - events[0].ts > 20 * SETTINGS.dedup.horizon_ms
+    table: dict[str, bytes] = {}
+    partition = TOPICS.partition_of("acct")
+    first = _stage_partition(table, partition, {"in:0", "in:1"})
+    # two input partitions, each with its own offsets, interleaved in one record
+    evens, odds = events[0::2], events[1::2]
+    runs = [("in:0", len(evens)), ("in:1", len(odds))]
+    offsets = list(range(100, 100 + len(evens))) + list(range(7, 7 + len(odds)))
+    end = {"in:0": (events[-1].ts, False), "in:1": (events[-1].ts, False)}
+    _, late = first.apply(StageBatch(evens + odds, end, runs, offsets), "s")
+    first.runner.store.flush()
+    assert late == [] and first.runner.duplicates == 0
+
+    again = _stage_partition(table, partition, {"in:0", "in:1"})
+    again.apply(StageBatch([], end), "s")
+    # in:1 is re-read from its start; in:0 from its middle, plus one event never seen
+    b.add("follow", events[-1].ts + 1, "newcomer", target="acct")
+    newcomer = _events(b.sorted_lines())[-1]
+    half = len(evens) // 2
+    runs = [("in:1", len(odds)), ("in:0", len(evens) - half + 1)]
+    offsets = list(range(7, 7 + len(odds))) + list(range(100 + half, 101 + len(evens)))
+    record = StageBatch(odds + evens[half:] + [newcomer], {}, runs, offsets)
+    again_found, late = again.apply(record, "s")
+    assert again.runner.duplicates == len(odds) + len(evens) - half
+    assert late == []  # neither the redelivery nor the one new, on-time event
+    assert again_found == []
