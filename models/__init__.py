@@ -4,6 +4,7 @@ from models.actor_features import actor_features
 from models.bot_score import BotScorer
 from models.churn import quick_undos
 from models.count_baseline import CountBaseline
+from models.dormancy import DormancyWatch, Watched
 from models.edge_burst import EdgeBurst
 from models.follow_support import FollowSupport
 from models.follower_composition import FollowerComposition
@@ -15,10 +16,12 @@ from models.registration_burst import source_of
 __all__ = [
     "BotScorer",
     "CountBaseline",
+    "DormancyWatch",
     "EdgeBurst",
     "FollowSupport",
     "FollowerComposition",
     "MinHasher",
+    "Watched",
     "actor_features",
     "lockstep_groups",
     "network_of",

@@ -26,11 +26,13 @@ from __future__ import annotations
 import pickle
 import sys
 from collections.abc import Iterable, Iterator, MutableMapping
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 
 from pipeline.deadletter import DeadLetter, dead_letter
+from pipeline.derived import Derived
 from pipeline.events import NO_TIME, AnyEvent, Event
 from pipeline.findings import Finding
 from pipeline.gate import Admitted, Gate
@@ -48,7 +50,7 @@ class StageBatch(msgspec.Struct, gc=False):
     events carry no position.
     """
 
-    events: list[AnyEvent]
+    events: list[AnyEvent | Derived]
     watermarks: dict[str, tuple[int, bool]]
     sources: list[tuple[str, int]] = []
     offsets: list[int] = []
@@ -95,12 +97,15 @@ class Ingest:
             buckets = [_Bucket() for _ in range(partitions)]
             key_field = stage.key_field
             key_of = custom_key_of(stage)
+            admits = getattr(stage, "admits", None)
             for batch in admitted:
                 if batch.offsets is None:
                     raise ValueError("stage records need the input offsets of their events")
                 counts = [0] * partitions
                 events, offsets = _in_input_order(batch, stage.event_types)
                 for event, offset in zip(events, offsets, strict=True):
+                    if admits is not None and not admits(event):
+                        continue
                     key = key_of(event) if key_of is not None else getattr(event, key_field)
                     p = partition_of(key)
                     bucket = buckets[p]
@@ -114,6 +119,43 @@ class Ingest:
             for partition, bucket in enumerate(buckets):
                 for record in bucket.records(watermarks, max_events):
                     yield topic, partition, _encode_batch(record)
+
+
+def pack_derived(
+    derived: list[Derived],
+    producer: Stage,
+    source: str,
+    watermark: int,
+    stages: list[Stage],
+    topics: Topics,
+) -> Iterator[tuple[str, int, bytes]]:
+    """(stage topic, partition, record) carrying the derived records of one partition
+    (`source`) of `producer` to the stages consuming its streams, by their key's
+    partition, with its watermark to every partition of those stages (each hears it,
+    records or not). A
+    record's input position is its time: the records one window close produces for a key
+    travel together in one record, so a replay of that close after a crash is told by
+    time alone (see `TableRunner.filter`)."""
+    marks = {source: (watermark, False)}
+    for stage in stages:
+        if not stage.streams & producer.emits:
+            continue
+        buckets: list[list[Derived]] = [[] for _ in range(topics.partitions)]
+        key_of = custom_key_of(stage) or attrgetter(stage.key_field)
+        for d in derived:
+            if d.stream in stage.streams:
+                buckets[topics.partition_of(key_of(d))].append(d)
+        topic = topics.stage(stage.detector)
+        for partition, mine in enumerate(buckets):
+            sources = [(source, len(mine))] if mine else []
+            record = StageBatch(mine, marks, sources, [d.ts for d in mine])  # type: ignore[arg-type]
+            yield topic, partition, _encode_batch(record)
+
+
+def upstream_sources(stage: Stage, stages: list[Stage], topics: Topics) -> set[str]:
+    """The stage partitions whose derived records (and watermarks) `stage` waits for."""
+    producers = [s for s in stages if s.emits & stage.streams]
+    return {f"{topics.stage(s.detector)}:{p}" for s in producers for p in range(topics.partitions)}
 
 
 def _in_input_order(batch: Admitted, event_types: Iterable[str]) -> tuple[list, list[int]]:
@@ -262,7 +304,12 @@ class TableRunner(KeyedRunner):
         start = 0
         runs = batch.sources or [("", len(events))]  # no sources: positions unknown
         for source, count in runs:
+            if not count:
+                continue
             source = sys.intern(source)
+            # Derived records carry their time as position, and several share one time:
+            # each is judged against its key's mark as it stood before this record.
+            before: dict[str, int] | None = {} if events[start].__class__ is Derived else None
             for i in range(start, start + count):
                 event = events[i]
                 key = getattr(event, key_field) if key_of is None else key_of(event)
@@ -273,10 +320,14 @@ class TableRunner(KeyedRunner):
                     applied = state.applied
                     if applied is None:
                         applied = state.applied = {}
-                    if offsets[i] <= applied.get(source, -1):
+                    mark = applied.get(source, -1)
+                    if before is not None:
+                        mark = before.setdefault(key, mark)
+                    if offsets[i] <= mark:
                         self.duplicates += 1
                         continue
-                    applied[source] = offsets[i]
+                    if offsets[i] > applied.get(source, -1):
+                        applied[source] = offsets[i]
                 store.dirty.add(key)
                 if event.ts < watermark or event.ts - event.ts % hop + hop <= state.last_ts:
                     late.append(event)

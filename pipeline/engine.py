@@ -14,8 +14,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 from pipeline.deadletter import DeadLetter
+from pipeline.derived import check_stream_order, split_outputs
 from pipeline.detectors import build_stages
 from pipeline.events import NO_TIME
 from pipeline.findings import Action, Finding
@@ -81,6 +83,7 @@ class Engine:
             WindowRunner(s) if s.whole_window else KeyedRunner(s)
             for s in (build_stages(settings) if stages is None else stages)
         ]
+        check_stream_order([r.stage for r in self.runners])
         self.gate = Gate(settings, wall_clock)
         self.review = ReviewPolicy(settings.review.min_severity)
         self.stats = Stats()
@@ -127,7 +130,7 @@ class Engine:
         """The input has ended: close every open window and report what it holds."""
         findings: list[Finding] = []
         for runner in self.runners:
-            findings.extend(runner.flush())
+            findings.extend(self._route(runner.flush()))
         findings.sort(key=_finding_order)
         actions = self.review.actions_for(findings)
         with self.lock:
@@ -136,14 +139,25 @@ class Engine:
 
     def _advance(self, watermark: int) -> list[Finding]:
         findings: list[Finding] = []
-        for runner in self.runners:
-            findings.extend(runner.advance(watermark))
+        for runner in self.runners:  # producers of a derived stream before its consumers
+            findings.extend(self._route(runner.advance(watermark)))
         if watermark - self._last_eviction >= self.settings.event_time.eviction_interval_ms:
             if self._last_eviction != NO_TIME:
                 for runner in self.runners:
                     runner.evict_idle(watermark)
             self._last_eviction = watermark
         findings.sort(key=_finding_order)
+        return findings
+
+    def _route(self, outputs: list[Any]) -> list[Finding]:
+        """The findings among a runner's outputs; its derived records go to the stages
+        consuming their stream (later in `runners`, so they close the same windows)."""
+        findings, derived = split_outputs(outputs)
+        if derived:
+            for runner in self.runners:
+                mine = [d for d in derived if d.stream in runner.stage.streams]
+                if mine:
+                    runner.add_batch(mine)
         return findings
 
     def state_size(self) -> dict[str, int]:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import msgspec
 import yaml
 
-from pipeline.events import Origin
+from pipeline.events import EVENT_TYPES, Origin
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "lockstep.yaml"
 
@@ -190,6 +190,20 @@ class BatchRegistrationSettings(_Strict):
     idle_ttl_ms: int
 
 
+class HoardedAccountsSettings(_Strict):
+    enabled: bool
+    article: str
+    dormancy_ms: int
+    check_every_ms: int
+    lookback_ms: int
+    activity_types: list[str]
+    shards: int
+    max_watched: int
+    min_dormant: int
+    min_dormant_share: float
+    idle_ttl_ms: int
+
+
 class DuplicateContentSettings(_Strict):
     enabled: bool
     article: str
@@ -222,6 +236,7 @@ class DetectorSettings(_Strict):
     lockstep_group: LockstepGroupSettings
     churn: ChurnSettings
     batch_registration: BatchRegistrationSettings
+    hoarded_accounts: HoardedAccountsSettings
     duplicate_content: DuplicateContentSettings
 
 
@@ -324,6 +339,7 @@ def _check(settings: Settings) -> None:
     _check_lockstep_group(settings.detectors.lockstep_group)
     _check_churn(settings.detectors.churn)
     _check_batch_registration(settings.detectors.batch_registration)
+    _check_hoarded_accounts(settings.detectors.hoarded_accounts)
     _check_duplicate_content(settings.detectors.duplicate_content)
     if settings.event_time.allowed_lateness_ms < 0:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
@@ -406,6 +422,23 @@ def _check_churn(ch: ChurnSettings) -> None:
         raise ConfigError(f"{where}: need 1 <= min_undos <= max_undos and min_targets >= 1")
     if ch.renotify_ms < 0:
         raise ConfigError(f"{where}: renotify_ms must be >= 0")
+
+
+def _check_hoarded_accounts(ha: HoardedAccountsSettings) -> None:
+    where = "detectors.hoarded_accounts"
+    if ha.check_every_ms <= 0 or ha.dormancy_ms < ha.check_every_ms:
+        raise ConfigError(f"{where}: need 0 < check_every_ms <= dormancy_ms")
+    if ha.lookback_ms < ha.check_every_ms or ha.idle_ttl_ms < ha.dormancy_ms:
+        raise ConfigError(
+            f"{where}: need lookback_ms >= check_every_ms and idle_ttl_ms >= dormancy_ms"
+        )
+    unknown = set(ha.activity_types) - set(EVENT_TYPES)
+    if not ha.activity_types or unknown:
+        raise ConfigError(f"{where}: activity_types must name event types, not {sorted(unknown)}")
+    if ha.shards < 1 or ha.max_watched < 1 or ha.min_dormant < 1:
+        raise ConfigError(f"{where}: shards, max_watched and min_dormant must be >= 1")
+    if not 0.0 < ha.min_dormant_share <= 1.0:
+        raise ConfigError(f"{where}: min_dormant_share must be in (0, 1]")
 
 
 def _check_batch_registration(br: BatchRegistrationSettings) -> None:

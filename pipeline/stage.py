@@ -68,6 +68,11 @@ class Stage(ABC):
     # runtime tallies them in C, a pane update per key and batch, not a call per event.
     # `add` must still take them (the distributed runtime adds event by event).
     counted_types: ClassVar[frozenset[str]] = frozenset()
+    # Derived streams (`pipeline.derived`) the stage consumes, besides its event types,
+    # and those its `evaluate` produces for stages after it (set per instance: a stage
+    # emits a stream only when a stage consuming it is enabled).
+    streams: ClassVar[frozenset[str]] = frozenset()
+    emits: frozenset[str] = frozenset()
 
     def __init__(self, window: WindowSpec, idle_ttl_ms: int) -> None:
         self.window = window
@@ -96,6 +101,12 @@ class Stage(ABC):
         """Fold `events` events of a counted type into a pane, as `add` would one by one."""
         raise NotImplementedError(f"{self.detector} counts no event type")
 
+    def wake_at(self, model: Any) -> int | None:
+        """When a key's model next needs a window closed even if no event comes (a
+        deadline), or None. Runners keep a window open at that time for the key: both
+        runtimes then judge it at the same window, quiet or not."""
+        return None
+
     @abstractmethod
     def evaluate(
         self, key: str, model: Any, panes: list[Any], start: int, end: int
@@ -111,6 +122,22 @@ def custom_key_of(stage: Stage) -> Callable[[Any], str] | None:
     if type(stage).key_of is Stage.key_of:
         return None
     return stage.key_of
+
+
+def wakes(stage: Stage) -> bool:
+    """Whether the stage has deadlines (`wake_at`): runners ask only then."""
+    return type(stage).wake_at is not Stage.wake_at
+
+
+def wake_pane(stage: Stage, model: Any, after: int) -> int | None:
+    """The start of the pane whose first window ends at the first window end at or
+    after the model's deadline, if that is later than `after`."""
+    t = stage.wake_at(model)
+    if t is None:
+        return None
+    hop = stage.window.hop_ms
+    end = -(-t // hop) * hop
+    return end - hop if end > after else None
 
 
 def split_by_pane(
@@ -241,6 +268,10 @@ class KeyedRunner:
         keep_from = end + hop - size
         for p in [p for p in panes if p < keep_from]:
             del panes[p]
+        if wakes(self.stage):
+            wake = wake_pane(self.stage, state.model, end)
+            if wake is not None:
+                self._pane(key, wake)  # an empty pane: its window closes, events or not
         if any(p < end for p in panes):  # sliding: these panes belong to the next window too
             self._due.setdefault(end + hop, set()).add(key)
         state.last_ts = end

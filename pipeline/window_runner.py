@@ -21,7 +21,7 @@ from itertools import chain
 from typing import Any, Protocol
 
 from pipeline.findings import Finding
-from pipeline.stage import KeyState, Stage, split_by_pane
+from pipeline.stage import KeyState, Stage, split_by_pane, wake_pane, wakes
 
 
 class Models(Protocol):
@@ -81,6 +81,7 @@ class WindowRunner:
         self.store: MutableMapping[str, KeyState] = {} if store is None else store
         self.panes: dict[int, list[list[Any]]] = {}  # pane start -> batches of its events
         self._due: set[int] = set()  # ends of windows holding events, not yet closed
+        self._wakes: set[int] = set()  # ends of windows a key's deadline keeps open
 
     def __len__(self) -> int:
         return len(self.store)
@@ -112,12 +113,25 @@ class WindowRunner:
             start = end - size
             batches = [b for p in sorted(self.panes) if start <= p < end for b in self.panes[p]]
             events = events_of(batches)
-            if events:
+            if events or end in self._wakes:
                 models = StoreModels(self.store, self.stage.new_model, end)
                 findings.extend(self.stage.judge(events, models, start, end))  # type: ignore[attr-defined]
+                if wakes(self.stage):
+                    self._arm_wakes(end)
+            self._wakes.discard(end)
             for p in [p for p in self.panes if p < end + hop - size]:
                 del self.panes[p]
         return findings
+
+    def _arm_wakes(self, end: int) -> None:
+        """Keep open the windows the keys' deadlines fall in (`Stage.wake_at`), as the
+        distributed runtime does with an empty pane per key."""
+        hop = self.stage.window.hop_ms
+        for state in self.store.values():
+            wake = wake_pane(self.stage, state.model, end)
+            if wake is not None:
+                self._wakes.add(wake + hop)
+                self._due.add(wake + hop)
 
     def flush(self) -> list[Finding]:
         """Close every open window: the input has ended, nothing more can arrive."""

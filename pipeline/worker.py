@@ -23,8 +23,16 @@ from typing import Any
 import faust
 import msgspec
 
+from pipeline.derived import Derived, split_outputs
 from pipeline.detectors import build_stages
-from pipeline.distributed import Ingest, StagePartition, TableCache, decode_batch
+from pipeline.distributed import (
+    Ingest,
+    StagePartition,
+    TableCache,
+    decode_batch,
+    pack_derived,
+    upstream_sources,
+)
 from pipeline.engine import Stats
 from pipeline.findings import Action
 from pipeline.ingest_loop import IngestLoop
@@ -176,7 +184,7 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
                 part = owned[partition] = StagePartition(
                     stage,
                     cache,
-                    input_tps,
+                    input_tps | upstream_sources(stage, stages, topics),
                     settings.input.dead_letter_raw_bytes,
                 )
             return part
@@ -190,15 +198,25 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
                 if emitted.stale:
                     await emitted.refresh()
                 found, dead, touched, staged = [], [], {}, 0
+                derived: dict[int, list[Derived]] = {}
                 for event in events:
                     partition = event.message.partition
                     part = touched[partition] = partition_state(partition)
                     batch = decode_batch(event.value)
                     source = f"{event.message.topic}:{partition}:{event.message.offset}"
-                    f, d = part.apply(batch, source)
+                    outputs, d = part.apply(batch, source)
+                    f, handed_on = split_outputs(outputs)
                     found.extend(f)
+                    derived.setdefault(partition, []).extend(handed_on)
                     dead.extend(d)
                     staged += len(batch.events)
+                if stage.emits:  # derived records, and this stage's watermarks, downstream
+                    for partition, part in touched.items():
+                        here = f"{topics.stage(stage.detector)}:{partition}"
+                        for topic, p, record in pack_derived(
+                            derived.get(partition, []), stage, here, part.watermark, stages, topics
+                        ):
+                            await app.producer.send(topic, None, record, p, None, None)
                 actions = emitted.new(review.actions_for(found))
                 for f in found:
                     await findings_topic.send(key=f.subject_id.encode(), value=_encode(f))

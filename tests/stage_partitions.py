@@ -5,10 +5,20 @@ upstream). Tests compare what they find with the embedded `Engine`."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
-from pipeline.distributed import Ingest, StagePartition, TableCache, decode_batch
+from pipeline.derived import split_outputs
+from pipeline.distributed import (
+    Ingest,
+    StagePartition,
+    TableCache,
+    decode_batch,
+    pack_derived,
+    upstream_sources,
+)
 from pipeline.engine import Engine
+from pipeline.events import NO_TIME
 from pipeline.findings import Finding
 from pipeline.settings import Settings
 from pipeline.stage import Stage
@@ -38,24 +48,54 @@ def run_partitioned(
     ingest = Ingest(settings, stages, topics)
     for stage in stages:
         table = run.tables[stage.detector] = {}  # each stage its own table, as in the worker
+        expected = {"in:0"} | upstream_sources(stage, stages, topics)
         for p in range(topics.partitions):
             cache = TableCache(table, lambda k, p=p: topics.partition_of(k) == p)
-            part = StagePartition(stage, cache, {"in:0"}, 8192)
+            part = StagePartition(stage, cache, expected, 8192)
             run.parts[(topics.stage(stage.detector), p)] = part
     crash = len(lines) // 2 // chunk * chunk
+
+    def deliver(records: list[tuple[str, int, bytes]], twice: bool) -> None:
+        """Apply stage records as the stage agents would, derived records handed on to
+        the stages consuming them; with `twice`, everything is delivered again."""
+        queue = deque(records + records if twice else records)
+        while queue:
+            topic, partition, record = queue.popleft()
+            part = run.parts[(topic, partition)]
+            outputs, _ = part.apply(decode_batch(record), "s")
+            findings, derived = split_outputs(outputs)
+            run.found.update((f.finding_id, f) for f in findings)
+            part.runner.store.flush()  # every state goes through pickle
+            if part.runner.stage.emits:
+                handed = list(
+                    pack_derived(
+                        derived,
+                        part.runner.stage,
+                        f"{topic}:{partition}",
+                        part.watermark,
+                        stages,
+                        topics,
+                    )
+                )
+                queue.extend(handed + handed if twice else handed)
+
     for start in range(0, len(lines), chunk):
         raws = lines[start : start + chunk]
         admitted = ingest.admit("in:0", raws, list(range(start, start + len(raws))))
         records = list(ingest.pack([admitted], {"in:0": False}, max_events=max_events))
-        if start == crash:  # a crash upstream: the same records are forwarded twice
-            records = records + records
-        for topic, partition, record in records:
-            part = run.parts[(topic, partition)]
-            findings, _ = part.apply(decode_batch(record), "s")
-            run.found.update((f.finding_id, f) for f in findings)
-            part.runner.store.flush()  # every state goes through pickle
-    for part in run.parts.values():
-        run.found.update((f.finding_id, f) for f in part.runner.flush())
+        deliver(records, twice=start == crash)  # a crash upstream: delivered twice
+    for (topic, partition), part in run.parts.items():  # producers before consumers
+        findings, derived = split_outputs(part.runner.flush())
+        run.found.update((f.finding_id, f) for f in findings)
+        if derived:
+            deliver(
+                list(
+                    pack_derived(
+                        derived, part.runner.stage, f"{topic}:{partition}", NO_TIME, stages, topics
+                    )
+                ),
+                twice=False,
+            )
     return run
 
 

@@ -24,7 +24,13 @@ from tests.test_engagement_inflation import _background, _farm
 from tests.test_forced_follow import _newcomers
 
 ARTICLE_12 = {"follower_jump", "engagement_inflation", "forced_follow", "edge_burst"}
-ARTICLE_18 = {"lockstep_group", "duplicate_content", "churn", "batch_registration"}
+ARTICLE_18 = {
+    "lockstep_group",
+    "duplicate_content",
+    "churn",
+    "batch_registration",
+    "hoarded_accounts",
+}
 
 PARTITIONS = 2
 PORTS: dict[str, int] = {}  # worker name -> its metrics port, for diagnostics
@@ -95,7 +101,8 @@ def _copy_paste(b: StreamBuilder, start: int, bots: int, message: str) -> None:
 def _stream(hours: int, seed: int) -> list[str]:
     """Organic follows to many accounts, three bought bursts, a click farm on one post,
     sign-ups forced onto one account, ordinary clicks, a repost ring, accounts churning
-    follows, a batch of registrations from one address, a copy-paste comment campaign, a
+    follows, a batch of registrations from one address left dormant, a copy-paste comment
+    campaign, a
     bad line and redeliveries: every
     Article 12 and Article 18 detector has something to find."""
     b = StreamBuilder(seed=seed)

@@ -9,6 +9,7 @@ from pipeline.detectors.edge_burst import EdgeBurstStage
 from pipeline.detectors.engagement_inflation import EngagementInflationStage
 from pipeline.detectors.follower_jump import FollowerJumpStage
 from pipeline.detectors.forced_follow import ForcedFollowStage
+from pipeline.detectors.hoarded_accounts import HoardedAccountsStage, HoardedWatchStage
 from pipeline.detectors.lockstep_group import LockstepGroupStage
 from pipeline.settings import Settings
 from pipeline.stage import Stage
@@ -31,9 +32,13 @@ def build_stages(settings: Settings) -> list[Stage]:
     if settings.detectors.churn.enabled:
         stages.append(ChurnStage(settings.detectors.churn, settings.severity))
     if settings.detectors.batch_registration.enabled:
-        stages.append(
-            BatchRegistrationStage(settings.detectors.batch_registration, settings.severity)
-        )
+        batches = BatchRegistrationStage(settings.detectors.batch_registration, settings.severity)
+        stages.append(batches)
+        hoarded = settings.detectors.hoarded_accounts
+        if hoarded.enabled:  # its second and third stages, fed by the first's findings
+            batches.watch_members(hoarded.dormancy_ms)
+            stages.append(HoardedWatchStage(hoarded))
+            stages.append(HoardedAccountsStage(hoarded, settings.severity))
     if settings.detectors.duplicate_content.enabled:
         stages.append(
             DuplicateContentStage(settings.detectors.duplicate_content, settings.severity)

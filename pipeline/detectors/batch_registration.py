@@ -10,11 +10,12 @@ behind one carrier NAT address sign up on their own phones over the day. The fin
 group (the source) naming the registered accounts as members.
 
 Dormancy: the accounts of a batch usually lie dormant afterwards, but that is a question
-about each account's later events, which live under other keys (actors, not networks);
-a stage keyed by network never sees them. The burst alone decides here, because a
-hundred accounts from one block on five devices within minutes is Article 18(8)'s bulk
-registration whatever they do next; following the members' later activity is left to a
-stage keyed by actor (not built yet).
+about each account's later events, which live under other keys (actors, not networks).
+The burst alone decides here, because a hundred accounts from one block on five devices
+within minutes is Article 18(8)'s bulk registration whatever they do next; with
+`hoarded_accounts` enabled, each finding also hands its accounts on (derived
+`batch_member` records, keyed by account) to the stages that watch them for dormancy
+(`pipeline.detectors.hoarded_accounts`).
 
 Sliding windows (`window_ms`, a new one every `hop_ms`) see a burst from its first
 minutes; a source's model remembers the accounts its findings already named, so a later
@@ -37,6 +38,8 @@ import msgspec
 from models.network import network_of
 from models.prior_baseline import PriorCountBaseline
 from models.registration_burst import devices_per_registration, source_of
+from pipeline.derived import Derived
+from pipeline.detectors.hoarded_accounts import MEMBER_STREAM, member_record
 from pipeline.findings import Finding, make_finding, severity_of
 from pipeline.settings import BatchRegistrationSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
@@ -67,10 +70,16 @@ class BatchRegistrationStage(Stage):
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
+        self._dormancy_ms: int | None = None  # set when the members are watched
         alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.half_life_ms)
         self._fresh = PriorCountBaseline.starting_at(
             cfg.prior_registrations, alpha, 0, cfg.z_threshold, cfg.clip_z
         )
+
+    def watch_members(self, dormancy_ms: int) -> None:
+        """Hand each finding's accounts on to the dormancy watch (`hoarded_accounts`)."""
+        self._dormancy_ms = dormancy_ms
+        self.emits = frozenset({MEMBER_STREAM})
 
     def key_of(self, event: Any) -> str:
         return _source(event)
@@ -86,10 +95,12 @@ class BatchRegistrationStage(Stage):
 
     def evaluate(
         self, key: str, model: SourceModel, panes: list[list[Any]], start: int, end: int
-    ) -> list[Finding]:
+    ) -> list[Finding | Derived]:
         return self.judge(events_of(panes), OneModel(key, model), start, end)
 
-    def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Finding]:
+    def judge(
+        self, events: list[Any], models: Models, start: int, end: int
+    ) -> list[Finding | Derived]:
         """Count the window's registrations per source; judge the busy sources."""
         cfg = self.cfg
         sources = list(map(_source, events))
@@ -116,6 +127,12 @@ class BatchRegistrationStage(Stage):
             finding = self._finding(source, model, mine, score, share, start, end)
             if finding is not None:
                 findings.append(finding)
+                if self._dormancy_ms is not None:
+                    registered = {e.actor: e.ts for e in mine}
+                    findings.extend(
+                        member_record(finding, a, registered[a], self._dormancy_ms)
+                        for a in finding.members
+                    )
         return findings
 
     def _finding(

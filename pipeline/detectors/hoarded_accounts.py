@@ -1,0 +1,227 @@
+"""`hoarded_accounts` (Article 18(8)): accounts registered in bulk that then stay dormant.
+
+Whether a batch's accounts act later is a question about each account's own events,
+which no stage keyed by network sees. Two stages after `batch_registration` answer it
+through derived streams (`pipeline.derived`):
+
+    batch_registration (by network/device) --batch_member, by account-->
+    hoarded_watch (by shard of accounts) --dormant_member, by source-->
+    hoarded_accounts (by the batch's network or device): the finding
+
+`hoarded_watch` keeps a `models.dormancy.DormancyWatch` per shard: the batch's accounts
+until `dormancy_ms` after their batch was found, and who acted lately. It reads the
+activity of young accounts only (`actor_created_at` within `dormancy_ms` plus the
+lookback, or unknown), so an established account's events cost a comparison. At the
+deadline, each account still inactive goes to `hoarded_accounts` under its batch's
+source, where a batch's verdicts arrive in one window (they share the deadline): a batch
+most of whose accounts never acted is one group finding naming the dormant ones.
+
+Score: the batch finding's score, with the rest of the doubt closed in proportion to the
+dormant share (`s + (1 - s) * share`), so a dormant batch is more certain than the burst
+alone. State: per shard, the watched accounts (at most `max_watched`) and the young ones
+active within `lookback_ms`; per source, its verdicts for one window.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from models.dormancy import DormancyWatch, Watched
+from pipeline.derived import Derived
+from pipeline.findings import Finding, make_finding, severity_of
+from pipeline.settings import HoardedAccountsSettings, SeveritySettings
+from pipeline.stage import Stage, WindowSpec
+from pipeline.window_runner import Models, OneModel, events_of
+
+MEMBER_STREAM = "batch_member"
+DORMANT_STREAM = "dormant_member"
+
+
+def _by_ts_key(d: Derived) -> tuple[int, str]:
+    return d.ts, d.key
+
+
+def member_record(finding: Finding, account: str, registered: int, dormancy_ms: int) -> Derived:
+    """What `batch_registration` hands the watch for one account its finding named."""
+    return Derived(
+        stream=MEMBER_STREAM,
+        key=account,
+        ts=finding.window_end - 1,
+        event_id=f"{finding.finding_id}/{account}",
+        data={
+            "group": finding.finding_id,
+            "source": finding.subject_id,
+            "registered": registered,
+            "size": len(finding.members),
+            "score": finding.score,
+            "deadline": finding.window_end + dormancy_ms,
+        },
+    )
+
+
+class HoardedWatchStage(Stage):
+    """Accounts of registration batches, watched per shard until their deadline."""
+
+    detector = "hoarded_watch"
+    key_field = "actor"  # hashed into a shard by `key_of`
+    event_types = frozenset()  # set from the config: the activity that counts
+    streams = frozenset({MEMBER_STREAM})
+    whole_window = True
+
+    def __init__(self, cfg: HoardedAccountsSettings) -> None:
+        super().__init__(WindowSpec.tumbling(cfg.check_every_ms), cfg.idle_ttl_ms)
+        self.cfg = cfg
+        self.event_types = frozenset(cfg.activity_types)  # type: ignore[misc]
+        self.emits = frozenset({DORMANT_STREAM})
+        self._shard_keys = tuple(f"{self.detector}/{i}" for i in range(cfg.shards))
+        self._young_ms = cfg.dormancy_ms + cfg.lookback_ms
+
+    def shard(self, account: str) -> str:
+        crc = zlib.crc32(account.encode("utf-8", "surrogatepass"))
+        return self._shard_keys[crc % len(self._shard_keys)]
+
+    def key_of(self, event: Any) -> str:
+        return self.shard(event.key if event.__class__ is Derived else event.actor)
+
+    def admits(self, event: Any) -> bool:
+        """Whether an event can matter here: a member record, or activity of an account
+        young enough to be watched (or of unknown age). The distributed runtime routes
+        only these; `judge` ignores the rest the same way."""
+        if event.__class__ is Derived:
+            return True
+        created = event.actor_created_at
+        return created is None or event.ts - created <= self._young_ms
+
+    def new_model(self) -> DormancyWatch:
+        return DormancyWatch()
+
+    def wake_at(self, model: DormancyWatch) -> int | None:
+        """The next deadline: its window closes for the shard even if nobody acts."""
+        return model.next_deadline()
+
+    def new_pane(self) -> list[Any]:
+        return []
+
+    def add(self, pane: list[Any], event: Any) -> None:
+        pane.append(event)
+
+    def evaluate(
+        self, key: str, model: DormancyWatch, panes: list[list[Any]], start: int, end: int
+    ) -> list[Derived]:
+        return self.judge(events_of(panes), OneModel(key, model), start, end)
+
+    def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Derived]:
+        """Watch the window's new members, take off those who acted, hand on the dormant."""
+        cfg = self.cfg
+        young = self._young_ms
+        members = sorted((e for e in events if e.__class__ is Derived), key=_by_ts_key)
+        for e in members:
+            d = e.data
+            why = Watched(
+                d["group"], d["source"], d["registered"], d["size"], d["score"], d["deadline"]
+            )
+            watch: DormancyWatch = models.get(self.shard(e.key), create=True)
+            watch.watch(e.key, why, cfg.max_watched)
+        for e in events:
+            if e.__class__ is Derived:
+                continue
+            created = e.actor_created_at
+            if created is not None and e.ts - created > young:
+                continue
+            models.get(self.shard(e.actor), create=True).saw(e.actor, e.ts)
+        out: list[Derived] = []
+        for key in self._shard_keys:
+            watch = models.get(key, create=False)
+            if watch is None:
+                continue
+            for account, why in watch.due(end, cfg.lookback_ms):
+                out.append(
+                    Derived(
+                        stream=DORMANT_STREAM,
+                        key=why.source,
+                        ts=end - 1,
+                        event_id=f"{why.group}/{account}/dormant",
+                        data={
+                            "account": account,
+                            "group": why.group,
+                            "source": why.source,
+                            "registered": why.registered,
+                            "size": why.size,
+                            "score": why.score,
+                        },
+                    )
+                )
+        return out
+
+
+class HoardedAccountsStage(Stage):
+    """The dormancy verdicts of a source's batches, judged together: the finding. A burst
+    found over two windows is two batch findings; their verdicts share a deadline window
+    and make one finding."""
+
+    detector = "hoarded_accounts"
+    key_field = "key"  # where the batch registered (a network prefix or a device)
+    event_types = frozenset()
+    streams = frozenset({DORMANT_STREAM})
+
+    def __init__(self, cfg: HoardedAccountsSettings, severity: SeveritySettings) -> None:
+        super().__init__(WindowSpec.tumbling(cfg.check_every_ms), cfg.check_every_ms)
+        self.cfg = cfg
+        self.severity = severity
+
+    def new_model(self) -> None:
+        return None
+
+    def new_pane(self) -> list[Derived]:
+        return []
+
+    def add(self, pane: list[Derived], event: Derived) -> None:
+        pane.append(event)
+
+    def evaluate(
+        self, key: str, model: None, panes: list[list[Derived]], start: int, end: int
+    ) -> Finding | None:
+        cfg = self.cfg
+        verdicts = sorted((d for pane in panes for d in pane), key=lambda d: d.data["account"])
+        if not verdicts:
+            return None
+        groups = {d.data["group"]: (int(d.data["size"]), float(d.data["score"])) for d in verdicts}
+        size = max(sum(n for n, _ in groups.values()), len(verdicts))
+        share = len(verdicts) / size
+        if len(verdicts) < cfg.min_dormant or share < cfg.min_dormant_share:
+            return None
+        batch_score = max(score for _, score in groups.values())
+        score = batch_score + (1.0 - batch_score) * share
+        severity = severity_of(score, self.severity)
+        if severity is None:
+            return None
+        source = key
+        registered = [d.data["registered"] for d in verdicts]
+        hours = cfg.dormancy_ms / 3_600_000
+        return make_finding(
+            detector=self.detector,
+            article=cfg.article,
+            subject_type="group",
+            subject_id=source,
+            window_start=start,
+            window_end=end,
+            score=score,
+            severity=severity,
+            members=[d.data["account"] for d in verdicts],
+            evidence={
+                "source": source,
+                "batch_findings": sorted(groups),
+                "batch_size": size,
+                "dormant": len(verdicts),
+                "dormant_share": round(share, 3),
+                "dormancy_s": cfg.dormancy_ms // 1000,
+                "first_registered_ts": min(registered),
+                "last_registered_ts": max(registered),
+                "explanation": (
+                    f"{len(verdicts)} of the {size} accounts registered together from "
+                    f"{source} have shown no activity ({', '.join(cfg.activity_types)}) in "
+                    f"the {hours:g} h since their batch was found"
+                ),
+            },
+        )
