@@ -19,6 +19,7 @@ Two steps, neither comparing accounts pairwise:
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
@@ -137,3 +138,24 @@ def lockstep_groups(
             groups.append(Group(linked, dict(sorted(joined.items()))))
     groups.sort(key=lambda g: (g.rounds[0].start, g.rounds[0].item))
     return groups
+
+
+def round_signature(actors: Iterable[str], bands: int) -> list[str]:
+    """MinHash keys of a round's actors, one per band: `band/actor`, the actor with the
+    smallest hash under that band's hash function. Two rounds share a band's key with
+    probability their actors' Jaccard similarity, so a ring's rounds (mostly the same
+    accounts) meet under one key in some band, wherever their items are, without any
+    round being compared with another. Stable across processes (CRC-32, no salt).
+
+    >>> round_signature(["a", "b", "c"], 2) == round_signature(["c", "b", "a"], 2)
+    True
+    >>> len(round_signature(["a", "b"], 3))
+    3
+    """
+    actors = list(actors)
+    keys = []
+    for band in range(bands):
+        seed = f"{band}\x00".encode()
+        best = min(actors, key=lambda a: (zlib.crc32(seed + a.encode("utf-8", "surrogatepass")), a))
+        keys.append(f"{band}/{best}")
+    return keys

@@ -291,6 +291,7 @@ class TableRunner(KeyedRunner):
             if state is not None:
                 for pane in state.panes:  # each open pane's first window, as add_batch does
                     self._due.setdefault(pane + hop, set()).add(key)
+                    self._last_pane = max(self._last_pane, pane)
 
     def filter(self, batch: StageBatch, watermark: int) -> tuple[list[Any], list[Any]]:
         """(fresh events, late events) of a stage record; redeliveries are counted in

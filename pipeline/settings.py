@@ -156,6 +156,10 @@ class LockstepGroupSettings(_Strict):
     max_actions: int
     max_members: int
     idle_ttl_ms: int
+    across_accounts: bool
+    ring_bands: int
+    ring_max_rounds: int
+    ring_max_actors: int
 
 
 class ChurnSettings(_Strict):
@@ -408,6 +412,11 @@ def _check_lockstep_group(lg: LockstepGroupSettings) -> None:
         raise ConfigError(f"{where}: link_share and member_share must be in (0, 1]")
     if lg.regrow_share < 0.0:
         raise ConfigError(f"{where}: regrow_share must be >= 0")
+    if min(lg.ring_bands, lg.ring_max_rounds) < 1 or lg.ring_max_actors < lg.min_round_actors:
+        raise ConfigError(
+            f"{where}: ring_bands and ring_max_rounds must be >= 1, "
+            "ring_max_actors >= min_round_actors"
+        )
 
 
 def _check_churn(ch: ChurnSettings) -> None:

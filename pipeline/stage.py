@@ -13,10 +13,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
-from itertools import chain
 from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
 
+from pipeline.events import NO_TIME
 from pipeline.findings import Finding
 
 
@@ -103,9 +103,14 @@ class Stage(ABC):
 
     def wake_at(self, model: Any) -> int | None:
         """When a key's model next needs a window closed even if no event comes (a
-        deadline), or None. Runners keep a window open at that time for the key: both
-        runtimes then judge it at the same window, quiet or not."""
+        deadline), or None. Runners keep a window open at that time for the key, and at
+        its close call `on_wake` for it: both runtimes act at the same window."""
         return None
+
+    def on_wake(self, key: str, model: Any, end: int) -> list[Any]:
+        """What a key does at the close of the window its deadline fell in, after the
+        window's events were judged (findings or derived records)."""
+        return []
 
     @abstractmethod
     def evaluate(
@@ -122,6 +127,13 @@ def custom_key_of(stage: Stage) -> Callable[[Any], str] | None:
     if type(stage).key_of is Stage.key_of:
         return None
     return stage.key_of
+
+
+def _outputs(found: Any) -> list[Any]:
+    """`evaluate`'s return as a list."""
+    if found is None:
+        return []
+    return list(found) if isinstance(found, list) else [found]
 
 
 def wakes(stage: Stage) -> bool:
@@ -172,6 +184,7 @@ class KeyedRunner:
         self.store: MutableMapping[str, KeyState] = {} if store is None else store
         self._due: dict[int, set[str]] = {}  # window end -> keys with panes in that window
         self._counts: dict[int, Counter[str]] = {}  # pane start -> counted events per key
+        self._last_pane = NO_TIME  # the latest pane that got events
 
     def __len__(self) -> int:
         return len(self.store)
@@ -191,6 +204,8 @@ class KeyedRunner:
     def _add_to_pane(
         self, events: list[Any], pane_start: int, key_of: Callable[[Any], str]
     ) -> None:
+        if pane_start > self._last_pane:
+            self._last_pane = pane_start
         add, pane_of = self.stage.add, self._pane
         panes: dict[str, Any] = {}
         for key, event in zip(map(key_of, events), events, strict=True):
@@ -225,6 +240,7 @@ class KeyedRunner:
             tally = counts.get(pane_start)
             if tally is None:
                 tally = counts[pane_start] = Counter()
+                self._last_pane = max(self._last_pane, pane_start)
             tally.update(map(key_of, pane_events))
 
     def _settle_counts(self, watermark: int) -> None:
@@ -269,6 +285,11 @@ class KeyedRunner:
         for p in [p for p in panes if p < keep_from]:
             del panes[p]
         if wakes(self.stage):
+            due = self.stage.wake_at(state.model)
+            if due is not None and due <= end:
+                woken = self.stage.on_wake(key, state.model, end)
+                if woken:
+                    finding = _outputs(finding) + woken
             wake = wake_pane(self.stage, state.model, end)
             if wake is not None:
                 self._pane(key, wake)  # an empty pane: its window closes, events or not
@@ -280,9 +301,11 @@ class KeyedRunner:
         return finding
 
     def flush(self) -> list[Finding]:
-        """Close every open window: the input has ended, nothing more can arrive."""
-        last = max(chain(self._due, self._counts), default=0)
-        return self.advance(last + self.stage.window.size_ms)
+        """Close every window holding events: the input has ended, nothing more can
+        arrive (a deadline beyond the last event is not reached: no time passes)."""
+        if self._last_pane == NO_TIME:
+            return []
+        return self.advance(self._last_pane + self.stage.window.size_ms)
 
     def evict_idle(self, watermark: int) -> int:
         """Forget keys with no open panes (nor counts waiting for one) that have been idle

@@ -81,7 +81,7 @@ class WindowRunner:
         self.store: MutableMapping[str, KeyState] = {} if store is None else store
         self.panes: dict[int, list[list[Any]]] = {}  # pane start -> batches of its events
         self._due: set[int] = set()  # ends of windows holding events, not yet closed
-        self._wakes: set[int] = set()  # ends of windows a key's deadline keeps open
+        self._wakes: dict[int, bool] = {}  # ends of windows a key's deadline keeps open
 
     def __len__(self) -> int:
         return len(self.store)
@@ -113,29 +113,39 @@ class WindowRunner:
             start = end - size
             batches = [b for p in sorted(self.panes) if start <= p < end for b in self.panes[p]]
             events = events_of(batches)
-            if events or end in self._wakes:
+            woken = self._wakes.pop(end, None)
+            if events or woken:
                 models = StoreModels(self.store, self.stage.new_model, end)
                 findings.extend(self.stage.judge(events, models, start, end))  # type: ignore[attr-defined]
                 if wakes(self.stage):
-                    self._arm_wakes(end)
-            self._wakes.discard(end)
+                    findings.extend(self._wake(end))
             for p in [p for p in self.panes if p < end + hop - size]:
                 del self.panes[p]
         return findings
 
-    def _arm_wakes(self, end: int) -> None:
-        """Keep open the windows the keys' deadlines fall in (`Stage.wake_at`), as the
-        distributed runtime does with an empty pane per key."""
-        hop = self.stage.window.hop_ms
-        for state in self.store.values():
-            wake = wake_pane(self.stage, state.model, end)
+    def _wake(self, end: int) -> list[Any]:
+        """Call `on_wake` for the keys whose deadline has come (in key order), then keep
+        open the windows the next deadlines fall in (`Stage.wake_at`), as the distributed
+        runtime does with an empty pane per key."""
+        stage, hop = self.stage, self.stage.window.hop_ms
+        out: list[Any] = []
+        for key in sorted(self.store):
+            state = self.store[key]
+            due = stage.wake_at(state.model)
+            if due is not None and due <= end:
+                out.extend(stage.on_wake(key, state.model, end))
+            wake = wake_pane(stage, state.model, end)
             if wake is not None:
-                self._wakes.add(wake + hop)
+                self._wakes[wake + hop] = True
                 self._due.add(wake + hop)
+        return out
 
     def flush(self) -> list[Finding]:
-        """Close every open window: the input has ended, nothing more can arrive."""
-        return self.advance(max(self._due, default=0))
+        """Close every window holding events: the input has ended, nothing more can
+        arrive (a deadline beyond the last event is not reached: no time passes)."""
+        if not self.panes:
+            return []
+        return self.advance(max(self.panes) + self.stage.window.size_ms)
 
     def evict_idle(self, watermark: int) -> int:
         """Forget keys not judged for the stage's ttl."""

@@ -30,6 +30,7 @@ ARTICLE_18 = {
     "churn",
     "batch_registration",
     "hoarded_accounts",
+    "lockstep_ring",
 }
 
 PARTITIONS = 2
@@ -88,6 +89,17 @@ def _ring(b: StreamBuilder, creator: str, members: int, posts: int, start: int) 
                 b.add("repost", at, f"ring{i}", target=creator, content_id=f"{creator}/p{k}")
 
 
+def _hired_ring(b: StreamBuilder, members: int, customers: int, start: int) -> None:
+    """`members` accounts repost one post of each of `customers` accounts (half an hour
+    apart) within minutes of it: a ring spread over many accounts' content."""
+    for k in range(customers):
+        posted = start + k * 30 * MINUTE
+        for i in range(members):
+            if b.rng.random() < 0.85:
+                at = posted + b.rng.randrange(30_000, 8 * MINUTE)
+                b.add("repost", at, f"hired{i}", target=f"shop{k}", content_id=f"shop{k}/p")
+
+
 def _copy_paste(b: StreamBuilder, start: int, bots: int, message: str) -> None:
     """`bots` accounts post `message`, a digit and an ending changed each time, under the
     items of several accounts within half an hour."""
@@ -100,7 +112,8 @@ def _copy_paste(b: StreamBuilder, start: int, bots: int, message: str) -> None:
 
 def _stream(hours: int, seed: int) -> list[str]:
     """Organic follows to many accounts, three bought bursts, a click farm on one post,
-    sign-ups forced onto one account, ordinary clicks, a repost ring, accounts churning
+    sign-ups forced onto one account, ordinary clicks, a repost ring on one account and one
+    spread over five, accounts churning
     follows, a batch of registrations from one address left dormant, a copy-paste comment
     campaign, a
     bad line and redeliveries: every
@@ -117,6 +130,7 @@ def _stream(hours: int, seed: int) -> list[str]:
     _farm(b, "promo", "shop", farm, farm + 20 * MINUTE, clicks=1200)
     _newcomers(b, T0 + HOUR, T0 + 2 * HOUR, per_hour=150, forced_onto="acct3")
     _ring(b, "acct30", members=40, posts=4, start=T0 + HOUR)
+    _hired_ring(b, members=40, customers=5, start=T0 + 4 * HOUR)
     for k in range(3):
         _churner(b, f"churner{k}", T0 + HOUR + k * MINUTE)
     _batch(b, T0 + 2 * HOUR, 150, 5 * MINUTE, ["198.51.100.7"], 3, "bulk")

@@ -11,6 +11,7 @@ from pipeline.detectors.follower_jump import FollowerJumpStage
 from pipeline.detectors.forced_follow import ForcedFollowStage
 from pipeline.detectors.hoarded_accounts import HoardedAccountsStage, HoardedWatchStage
 from pipeline.detectors.lockstep_group import LockstepGroupStage
+from pipeline.detectors.lockstep_ring import LockstepBucketStage, LockstepRingStage
 from pipeline.settings import Settings
 from pipeline.stage import Stage
 
@@ -27,8 +28,14 @@ def build_stages(settings: Settings) -> list[Stage]:
         stages.append(ForcedFollowStage(settings.detectors.forced_follow, settings.severity))
     if settings.detectors.edge_burst.enabled:
         stages.append(EdgeBurstStage(settings.detectors.edge_burst, settings.severity))
-    if settings.detectors.lockstep_group.enabled:
-        stages.append(LockstepGroupStage(settings.detectors.lockstep_group, settings.severity))
+    lockstep = settings.detectors.lockstep_group
+    if lockstep.enabled:
+        groups = LockstepGroupStage(lockstep, settings.severity)
+        stages.append(groups)
+        if lockstep.across_accounts:  # its second stage, fed the rounds it closes
+            groups.hand_on_rounds()
+            stages.append(LockstepBucketStage(lockstep))
+            stages.append(LockstepRingStage(lockstep, settings.severity))
     if settings.detectors.churn.enabled:
         stages.append(ChurnStage(settings.detectors.churn, settings.severity))
     if settings.detectors.batch_registration.enabled:

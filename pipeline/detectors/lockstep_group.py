@@ -12,9 +12,13 @@ rounds, never comparing accounts pairwise). Organic popularity is no group: a vi
 is one round however large, and fans who come back to each post of an account they like
 do so at scattered times, in rounds made mostly of other people.
 
-What this keying cannot see: a ring that spreads over many accounts' content, one round
-per account (its rounds never meet in one key); that needs a second stage keyed by a
-signature of a round's actors (MinHash buckets), fed through a repartition topic.
+What this keying cannot see alone: a ring that spreads over many accounts' content, one
+round per account (its rounds never meet in one key). With `across_accounts`, each round
+of `min_round_actors` is handed on once closed (no action within `round_gap_ms` after its
+last) to `lockstep_ring` (`pipeline.detectors.lockstep_ring`), keyed by MinHash values of
+its actors, where a ring's rounds meet whichever accounts they were on. An account with a
+round still open asks to be woken when it closes (`wake_at`), so its last round is handed
+on even if nothing more happens on that account.
 
 One group, one subject: a group keeps its id (from its account and first item) while it
 works more items, and is reported again (with all its members) only when it has members
@@ -41,13 +45,15 @@ from typing import Any
 
 import msgspec
 
-from models.lockstep import Group, Round, lockstep_groups, rounds
+from models.lockstep import Group, Round, lockstep_groups, round_signature, rounds
+from pipeline.derived import Derived
 from pipeline.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.settings import LockstepGroupSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
 from pipeline.window_runner import Models, OneModel, events_of
 
 MAX_LISTED_ROUNDS = 20  # rounds described in a finding's evidence
+ROUND_STREAM = "lockstep_round"  # closed rounds, to lockstep_ring
 _where = attrgetter("target", "content_id")
 _action = attrgetter("ts", "actor")
 
@@ -69,6 +75,8 @@ class TargetModel(msgspec.Struct, gc=False):
     oldest: int = 0  # ts of its oldest stored action (0: none)
     started: bool = False  # stores actions: one of its items had `start_actions` in a window
     groups: dict[str, Reported] = {}
+    handed: dict[str, int] = {}  # rounds handed on to lockstep_ring (item@start -> end)
+    wake: int = 0  # when its open round closes (0: none open)
 
 
 class LockstepGroupStage(Stage):
@@ -83,8 +91,18 @@ class LockstepGroupStage(Stage):
         self.severity = severity
         self.event_types = frozenset(cfg.actions)  # type: ignore[misc]
 
+    def hand_on_rounds(self) -> None:
+        """Hand closed rounds on to `lockstep_ring` (rings across accounts)."""
+        self.emits = frozenset({ROUND_STREAM})
+
     def new_model(self) -> TargetModel:
         return TargetModel()
+
+    def wake_at(self, model: TargetModel) -> int | None:
+        return model.wake or None
+
+    def on_wake(self, key: str, model: TargetModel, end: int) -> list[Derived]:
+        return self._hand_on(key, model, end)
 
     def new_pane(self) -> list[Any]:
         return []
@@ -94,10 +112,12 @@ class LockstepGroupStage(Stage):
 
     def evaluate(
         self, key: str, model: TargetModel, panes: list[list[Any]], start: int, end: int
-    ) -> list[Finding]:
+    ) -> list[Finding | Derived]:
         return self.judge(events_of(panes), OneModel(key, model), start, end)
 
-    def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Finding]:
+    def judge(
+        self, events: list[Any], models: Models, start: int, end: int
+    ) -> list[Finding | Derived]:
         """Store a window's actions with their accounts, then regroup the accounts whose
         items got a crowd. The actions are sorted out by account and item with a C-level
         map and one dict step per action: this is the stage's only per-event work."""
@@ -111,7 +131,7 @@ class LockstepGroupStage(Stage):
         per_target: dict[str, list[tuple[str, list[tuple[int, str]]]]] = {}
         for (target, item), actions in by_item.items():
             per_target.setdefault(target, []).append((item, actions))
-        findings: list[Finding] = []
+        findings: list[Finding | Derived] = []
         start_actions = self.cfg.start_actions
         for target in sorted(per_target):
             new = per_target[target]
@@ -129,7 +149,7 @@ class LockstepGroupStage(Stage):
         model: TargetModel,
         new: list[tuple[str, list[tuple[int, str]]]],
         end: int,
-    ) -> list[Finding]:
+    ) -> list[Finding | Derived]:
         cfg = self.cfg
         items = model.items
         crowded = False
@@ -160,12 +180,46 @@ class LockstepGroupStage(Stage):
             member_share=cfg.member_share,
             min_members=cfg.min_members,
         )
-        findings = []
+        findings: list[Finding | Derived] = []
         for group in groups:
             finding = self._report(key, model, group, end)
             if finding is not None:
                 findings.append(finding)
+        if self.emits:
+            findings.extend(self._hand_on(key, model, end))
         return findings
+
+    def _hand_on(self, key: str, model: TargetModel, end: int) -> list[Derived]:
+        """The account's closed rounds not handed on yet, as `round` records keyed by
+        each MinHash value of their actors; remembers when the next open one closes."""
+        cfg = self.cfg
+        out: list[Derived] = []
+        model.wake = 0
+        for item in sorted(model.items):
+            actions = model.items[item]
+            if len(actions) < cfg.min_round_actors:
+                continue
+            for r in rounds(item, actions, cfg.round_gap_ms, cfg.max_round_ms):
+                if len(r.actors) < cfg.min_round_actors:
+                    continue
+                rid = f"{item}@{r.start}"
+                if rid in model.handed:
+                    continue
+                closes = r.end + cfg.round_gap_ms + 1  # an action from then on: a new round
+                if closes > end:
+                    model.wake = min(model.wake or closes, closes)
+                    continue
+                model.handed[rid] = r.end
+                actors = sorted(r.actors)[: cfg.ring_max_actors]
+                data = {"target": key, "item": item, "start": r.start, "end": r.end}
+                data["actors"] = actors
+                out.extend(
+                    Derived(
+                        stream=ROUND_STREAM, key=sig, ts=end - 1, event_id=f"{rid}/{sig}", data=data
+                    )
+                    for sig in round_signature(r.actors, cfg.ring_bands)
+                )
+        return out
 
     def _forget(self, model: TargetModel, end: int) -> None:
         """Drop actions older than the horizon, then the oldest beyond `max_actions`, and
@@ -175,6 +229,9 @@ class LockstepGroupStage(Stage):
         if model.groups:
             for gid in [g for g, r in model.groups.items() if r.last_ts < cutoff]:
                 del model.groups[gid]
+        if model.handed:
+            for rid in [r for r, last in model.handed.items() if last < cutoff]:
+                del model.handed[rid]
         if model.actions > cfg.max_actions:  # keep the newest: cut at the cap's oldest ts
             stamps = sorted(ts for mine in model.items.values() for ts, _ in mine)
             cutoff = max(cutoff, stamps[len(stamps) - cfg.max_actions] + 1)
