@@ -9,8 +9,10 @@ through its first windows (baseline initialised, panes allocated): from then on 
 stream adds nothing, so RSS must stay flat. The report gives each sample and max/min over
 the samples after those three warm-up cycles. `--mix all` runs a stream of every event
 type instead (`cycling_mixed_lines`: comments and reposts with texts that rarely repeat,
-registrations from scattered addresses), for the detectors that keep texts, groups or
-registration bursts.
+registrations from scattered addresses, and every 10 minutes of event time a registration
+batch, a ring's round on a new account and a churner), for the detectors that keep texts,
+rounds, groups, watched accounts or registration bursts; `--rate` sets its events per
+second of event time (lower: more hours, past every horizon).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--every", type=int, default=1_000_000)
     parser.add_argument("--mix", choices=("follows", "all"), default="follows")
+    parser.add_argument(
+        "--rate", type=int, default=2_000, help="events per second of event time (--mix all)"
+    )
     args = parser.parse_args()
     process = psutil.Process()
     engine = Engine(load_settings())
@@ -48,8 +53,11 @@ def main() -> None:
     done, next_sample = 0, args.every
     started = time.perf_counter()
     findings = 0
-    stream = cycling_mixed_lines if args.mix == "all" else cycling_lines
-    for batch in stream(args.events, args.accounts):
+    if args.mix == "all":
+        stream = cycling_mixed_lines(args.events, args.accounts, args.rate)
+    else:
+        stream = cycling_lines(args.events, args.accounts)
+    for batch in stream:
         result = engine.process(batch, "memory-benchmark")
         findings += len(result.findings)
         done += len(batch)

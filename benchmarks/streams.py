@@ -152,12 +152,46 @@ WORDS = (
 MIXED_FOLLOW_SHARE = MIXED_CYCLE_KINDS.count("follow") / len(MIXED_CYCLE_KINDS)
 
 
-def cycling_mixed_lines(n: int, accounts: int, rate_per_s: int = 2_000) -> Iterator[list[bytes]]:
+def _campaigns(k: int, ts: int) -> list[bytes]:
+    """Campaign `k` at `ts`: a batch of 60 registrations from a fresh /24 on two devices
+    (then dormant), a round of a 30-account ring on a fresh shop's post (a ring works a
+    new shop every time and is replaced every 36 campaigns: rounds across accounts), and
+    an account following 15 accounts and unfollowing them within minutes. Every keyed
+    Article 18 stage gets state, and none of it may pile up."""
+    net = f"10.{(k >> 8) & 255}.{k & 255}"
+    lines = [
+        f'{{"event_id":"k{k}r{i}","type":"register","ts":{ts + i * 3_000},'
+        f'"actor":"batch{k}-{i}","ip":"{net}.{i % 50 + 1}","device_id":"farm{k}-{i % 2}",'
+        f'"actor_created_at":{ts + i * 3_000}}}'
+        for i in range(60)
+    ]
+    ring, shop = k // 36, f"shop{k}"
+    lines += [
+        f'{{"event_id":"k{k}p{i}","type":"repost","ts":{ts + 20_000 + i * 9_000},'
+        f'"actor":"ring{ring}-{i}","target":"{shop}","content_id":"{shop}/launch"}}'
+        for i in range(30)
+    ]
+    for i in range(15):
+        at = ts + i * 4_000
+        for kind, when in (("follow", at), ("unfollow", at + 90_000)):
+            lines.append(
+                f'{{"event_id":"k{k}c{kind[0]}{i}","type":"{kind}","ts":{when},'
+                f'"actor":"churner{k}","target":"a{(k * 15 + i) % 1000}","origin":"user"}}'
+            )
+    return [line.encode() + b"\n" for line in lines]
+
+
+def cycling_mixed_lines(
+    n: int, accounts: int, rate_per_s: int = 2_000, campaign_every_s: int = 600
+) -> Iterator[list[bytes]]:
     """n events in batches of every type, actors and targets cycling through `accounts`
     ids, comments and reposts with texts that rarely repeat (the state a text detector
     keeps must not grow with them), registrations from addresses that cycle through many
-    networks: what must stay flat is memory, with every detector on."""
+    networks, and every `campaign_every_s` of event time a registration batch, a ring's
+    round and a churner (`_campaigns`): what must stay flat is memory, with every
+    detector on."""
     rng = random.Random(2)
+    campaign, next_campaign = 0, T0 + campaign_every_s * 1000
     kinds = MIXED_CYCLE_KINDS
     step = 1000 / rate_per_s
     chunk = 20_000
@@ -185,6 +219,14 @@ def cycling_mixed_lines(n: int, accounts: int, rate_per_s: int = 2_000) -> Itera
                 else:
                     line = f'{head},"target":"{target}","content_id":"{post}","text":"{text}"{tail}'
             batch.append(line.encode() + b"\n")
+            if ts >= next_campaign:
+                batch.extend(_campaigns(campaign, ts))
+                campaign += 1
+                next_campaign += campaign_every_s * 1000
+            if ts >= next_campaign:
+                batch.extend(_campaigns(campaign, ts))
+                campaign += 1
+                next_campaign += campaign_every_s * 1000
         yield batch
 
 

@@ -77,13 +77,23 @@ def test_a_batch_that_starts_acting_is_not_hoarded_but_still_a_batch() -> None:
 
 
 def test_acting_before_the_verdict_on_the_batch_counts_as_acting() -> None:
-    """The minutes between registering and the batch's finding: remembered by the watch."""
+    """Accounts that acted in the minutes between registering and their batch's finding,
+    in an earlier window of the watch: remembered when the events tell their age."""
     b = _world(seed=13)
-    batch = _batch(b, T0 + HOUR, 100, 4 * MINUTE, ["198.51.100.4"], devices=2, tag="quick")
-    for a in batch:
-        b.add("click", T0 + HOUR + 5 * MINUTE, a, target="creator9", content_id="p1")
+    early, late = [], []
+    for i in range(100):  # 15 register and act first, the surge that makes it a batch later
+        at = T0 + HOUR - 4 * MINUTE + i * 8_000 if i < 15 else T0 + HOUR + 60_000 + i * 1_500
+        name = f"quick{i}"
+        b.add("register", at, name, ip="198.51.100.4", device_id=f"dev{i % 2}")
+        (early if i < 15 else late).append(name)
+        if i < 15:
+            b.add("click", at + 20_000, name, target="creator9", content_id="p1",
+                  actor_created_at=at)  # fmt: skip
     found = _run(b.sorted_lines())
-    assert [f for f in found if f.detector == "hoarded_accounts"] == []
+    batch = [f for f in found if f.detector == "batch_registration"]
+    assert set(early) <= {m for f in batch for m in f.members}  # named in the batch
+    hoarded = [f for f in found if f.detector == "hoarded_accounts"]
+    assert len(hoarded) == 1 and set(hoarded[0].members) == set(late)
 
 
 def test_stage_partitions_find_what_the_engine_finds() -> None:

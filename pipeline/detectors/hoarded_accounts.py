@@ -10,8 +10,10 @@ through derived streams (`pipeline.derived`):
 
 `hoarded_watch` keeps a `models.dormancy.DormancyWatch` per shard: the batch's accounts
 until `dormancy_ms` after their batch was found, and who acted lately. It reads the
-activity of young accounts only (`actor_created_at` within `dormancy_ms` plus the
-lookback, or unknown), so an established account's events cost a comparison. At the
+activity of watched accounts, and remembers for `lookback_ms` that of accounts registered
+within it (the events say so with `actor_created_at`; without it, activity before an
+account was put on watch is not seen). The distributed runtime routes it only events of
+young accounts or of unknown age, so an established account's events cost a comparison. At the
 deadline, each account still inactive goes to `hoarded_accounts` under its batch's
 source, where a batch's verdicts arrive in one window (they share the deadline): a batch
 most of whose accounts never acted is one group finding naming the dormant ones.
@@ -114,7 +116,6 @@ class HoardedWatchStage(Stage):
     def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Derived]:
         """Watch the window's new members, take off those who acted, hand on the dormant."""
         cfg = self.cfg
-        young = self._young_ms
         members = sorted((e for e in events if e.__class__ is Derived), key=_by_ts_key)
         for e in members:
             d = e.data
@@ -123,13 +124,21 @@ class HoardedWatchStage(Stage):
             )
             watch: DormancyWatch = models.get(self.shard(e.key), create=True)
             watch.watch(e.key, why, cfg.max_watched)
-        for e in events:
+        watched: set[str] = set()
+        for key in self._shard_keys:
+            watch = models.get(key, create=False)
+            if watch is not None and watch.watched:
+                watched.update(watch.watched)
+        remember = cfg.lookback_ms
+        for e in events:  # the stage's per-event work: a set lookup, an attribute or two
             if e.__class__ is Derived:
                 continue
-            created = e.actor_created_at
-            if created is not None and e.ts - created > young:
-                continue
-            models.get(self.shard(e.actor), create=True).saw(e.actor, e.ts)
+            actor = e.actor
+            if actor not in watched:
+                created = e.actor_created_at
+                if created is None or e.ts - created > remember:
+                    continue  # not watched, and too old (or of unknown age) to be soon
+            models.get(self.shard(actor), create=True).saw(actor, e.ts)
         out: list[Derived] = []
         for key in self._shard_keys:
             watch = models.get(key, create=False)
