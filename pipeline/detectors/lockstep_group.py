@@ -58,6 +58,18 @@ _where = attrgetter("target", "content_id")
 _action = attrgetter("ts", "actor")
 
 
+def group_rounds(slots: list[Round], cfg: LockstepGroupSettings) -> list[Group]:
+    """`models.lockstep.lockstep_groups` with the configured thresholds."""
+    return lockstep_groups(
+        slots,
+        min_items=cfg.min_items,
+        min_shared=cfg.min_shared,
+        link_share=cfg.link_share,
+        member_share=cfg.member_share,
+        min_members=cfg.min_members,
+    )
+
+
 class Reported(msgspec.Struct, gc=False):
     """A group already reported by this key: the items it worked, the members named."""
 
@@ -172,14 +184,7 @@ class LockstepGroupStage(Stage):
             for r in rounds(item, items[item], cfg.round_gap_ms, cfg.max_round_ms)
             if len(r.actors) >= cfg.min_round_actors
         ]
-        groups = lockstep_groups(
-            slots,
-            min_items=cfg.min_items,
-            min_shared=cfg.min_shared,
-            link_share=cfg.link_share,
-            member_share=cfg.member_share,
-            min_members=cfg.min_members,
-        )
+        groups = group_rounds(slots, cfg)
         findings: list[Finding | Derived] = []
         for group in groups:
             finding = self._report(key, model, group, end)

@@ -38,9 +38,9 @@ from typing import Any
 
 import msgspec
 
-from models.lockstep import Round, lockstep_groups, round_signature
+from models.lockstep import Round, round_signature
 from pipeline.derived import Derived
-from pipeline.detectors.lockstep_group import ROUND_STREAM
+from pipeline.detectors.lockstep_group import ROUND_STREAM, group_rounds
 from pipeline.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.settings import LockstepGroupSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
@@ -106,14 +106,7 @@ class LockstepBucketStage(Stage):
         held = sorted(model.rounds.values(), key=lambda r: (r.start, r.item))
         slots = [Round(r.item, r.start, r.end, frozenset(r.actors)) for r in held]
         target_of = {r.item: r.target for r in held}
-        groups = lockstep_groups(
-            slots,
-            min_items=cfg.min_items,
-            min_shared=cfg.min_shared,
-            link_share=cfg.link_share,
-            member_share=cfg.member_share,
-            min_members=cfg.min_members,
-        )
+        groups = group_rounds(slots, cfg)
         out = []
         for group in groups:
             if len({target_of[r.item] for r in group.rounds}) < 2:
