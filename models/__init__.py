@@ -4,6 +4,7 @@ from models.actor_features import actor_features
 from models.bot_score import BotScorer
 from models.churn import quick_undos
 from models.count_baseline import CountBaseline
+from models.credit import Credit, level_of
 from models.dormancy import DormancyWatch, Watched
 from models.edge_burst import EdgeBurst
 from models.follow_support import FollowSupport
@@ -16,6 +17,7 @@ from models.registration_burst import source_of
 __all__ = [
     "BotScorer",
     "CountBaseline",
+    "Credit",
     "DormancyWatch",
     "EdgeBurst",
     "FollowSupport",
@@ -23,6 +25,7 @@ __all__ = [
     "MinHasher",
     "Watched",
     "actor_features",
+    "level_of",
     "lockstep_groups",
     "network_of",
     "normalise",

@@ -268,5 +268,24 @@ def main() -> None:
     app()
 
 
+policy_app = typer.Typer(no_args_is_help=True, help="Enforcement policies (config/policy.yaml).")
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Annotated[Path, typer.Argument(help="The policy YAML to check.")],
+) -> None:
+    """Validate a policy: one clear line and exit status 2 when it cannot be used."""
+    from pipeline.policy import PolicyError, load_policy
+
+    try:
+        policy = load_policy(file)
+    except PolicyError as exc:
+        raise _fail(str(exc)) from None
+    levels = ", ".join(sorted(policy.credit.levels))
+    print(f"{file}: ok, {len(policy.rules)} rules, credit levels {levels}")
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,151 @@
+"""Enforcement policy as data: the Article 19 ladder by Article 13 credit level,
+escalating with a subject's history and easing as its credit recovers; idempotent action
+ids, cooldowns, expiries, throttle descriptors; `lockstep policy check` with one-line
+errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.credit import DAY, Credit, level_of
+from pipeline.findings import Finding, make_finding
+from pipeline.policy import DEFAULT_POLICY, Enforcer, PolicyError, load_policy
+
+HOUR = 3_600_000
+POLICY = load_policy()
+
+
+def _finding(ts: int, detector: str = "follower_jump", severity: str = "high", **kw) -> Finding:
+    return make_finding(
+        detector=detector,
+        article=kw.pop("article", "12"),
+        subject_type=kw.pop("subject_type", "account"),
+        subject_id=kw.pop("subject_id", "acct1"),
+        window_start=ts - 300_000,
+        window_end=ts,
+        score=0.9,
+        severity=severity,
+        members=kw.pop("members", []),
+        evidence={},
+    )
+
+
+def _measures(actions) -> list[str]:
+    return [a.action for a in actions if a.action not in ("discount_engagement", "human_review")]
+
+
+def test_repeated_findings_climb_the_ladder_and_a_quiet_subject_climbs_back() -> None:
+    enforcer = Enforcer(POLICY)
+    record = enforcer.new_record()
+    steps = [_measures(enforcer.decide(_finding(k * 3 * HOUR), record)) for k in range(5)]
+    assert steps[0] == ["warn"]  # a first finding: level B after its cost
+    assert steps[1] == ["restrict_functions"]
+    assert "suspend_updates" in steps[3] and "report_regulator" in steps[3]
+    later = _finding(4 * 3 * HOUR + 30 * DAY)  # a month without findings
+    again = enforcer.decide(later, record)
+    assert _measures(again) == ["warn"] and again[0].params["credit_level"] == "B"
+
+
+def test_decisions_are_idempotent_cooled_down_and_time_bound() -> None:
+    enforcer = Enforcer(POLICY)
+    first = _finding(10 * HOUR)
+    a = enforcer.decide(first, enforcer.new_record())
+    b = Enforcer(load_policy()).decide(first, Enforcer(POLICY).new_record())  # a restart
+    assert [x.action_id for x in a] == [x.action_id for x in b]
+    assert len({x.action_id for x in a}) == len(a)
+
+    record = enforcer.new_record()
+    for k in range(3):  # three findings: credit down to level C
+        enforcer.decide(_finding(k * 3 * HOUR), record)
+    soon = enforcer.decide(_finding(6 * HOUR + 10 * 60_000), record)  # 10 min later
+    assert "restrict_functions" not in _measures(soon)  # cooled down
+    assert [x.action for x in soon].count("discount_engagement") == 1  # exempt
+    r = next(x for x in enforcer.decide(_finding(12 * HOUR), record) if x.expires_at)
+    assert r.expires_at == r.ts + 30 * 24 * HOUR or r.expires_at == r.ts + 7 * 24 * HOUR
+    assert r.basis == ["12", "19"] and r.mode == "enforce"
+
+
+def test_group_findings_throttle_their_members_with_descriptors() -> None:
+    enforcer = Enforcer(POLICY)
+    ring = _finding(
+        HOUR,
+        detector="lockstep_ring",
+        article="18(4)",
+        subject_type="group",
+        subject_id="g1",
+        members=["m1", "m2"],
+    )
+    throttles = [a for a in enforcer.decide(ring, enforcer.new_record()) if a.action == "throttle"]
+    assert [a.subject_id for a in throttles] == ["m1", "m2"]
+    assert all(a.subject_type == "account" and a.basis == ["18", "19"] for a in throttles)
+    p = throttles[0].params
+    assert p["descriptors"][0] == {"key": "account_id", "value": "m1"}
+    assert {"key": "action", "value": "follow"} in p["descriptors"]
+    assert p["requests_per_unit"] == 20 and p["unit"] == "hour"
+    assert throttles[0].expires_at == HOUR + 86_400_000
+
+
+def test_rules_match_by_detector_and_severity_and_keep_their_mode() -> None:
+    enforcer = Enforcer(POLICY)
+    assert enforcer.decide(_finding(HOUR, severity="low"), enforcer.new_record()) == []
+    forced = enforcer.decide(_finding(HOUR, detector="forced_follow"), enforcer.new_record())
+    assert forced and {a.mode for a in forced} == {"review"}
+
+
+def test_credit_recovers_and_never_exceeds_the_top() -> None:
+    c = Credit(top=100.0)
+    assert c.score_at(0, 5.0) == 100.0
+    c.charge(0, 60.0)
+    assert c.score_at(4 * DAY, 5.0) == 60.0 and c.score_at(100 * DAY, 5.0) == 100.0
+    assert c.charge(DAY, 500.0, 5.0) == 0.0
+    assert level_of(0.0, POLICY.credit.levels) == "D"
+    assert level_of(95.0, POLICY.credit.levels) == "A"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("action: close_account}", "action: close_acount}"), "unknown action 'close_acount'"),
+        (("    D: 0\n", ""), "ladder names unknown credit level D"),
+        (("min_severity: high", "min_severity: severe"), "min_severity must be one of"),
+        (
+            (
+                "limits: [follow, repost, comment]}, human_review]\n      B",
+                "limits: []}, human_review]\n      B",
+            ),
+            "throttle needs requests_per_unit",
+        ),
+        (("version: 1", "version: 2"), "version 2 is not supported"),
+        (("cooldown_s: 3600", "cooldown_s: soon"), "Expected `int`"),
+    ],
+)
+def test_policy_check_says_what_is_wrong_in_one_line(
+    tmp_path: Path, edit: tuple[str, str], message: str
+) -> None:
+    text = DEFAULT_POLICY.read_text(encoding="utf-8")
+    assert edit[0] in text
+    bad = tmp_path / "policy.yaml"
+    bad.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    with pytest.raises(PolicyError, match=message.replace("(", r"\(")):
+        load_policy(bad)
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "policy", "check", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0]
+
+
+def test_the_default_policy_checks_out() -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "policy", "check", str(DEFAULT_POLICY)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0 and "4 rules" in run.stdout
