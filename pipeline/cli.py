@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from pipeline.engine import BatchResult
-from pipeline.settings import ConfigError, Settings, load_settings
+from pipeline.settings import ConfigError, Settings, load_settings, policy_path
 from pipeline.sources import InputError
 
 app = typer.Typer(
@@ -32,11 +32,17 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _settings(config: Path | None) -> Settings:
+def _settings(config: Path | None, policy: Path | None = None) -> Settings:
+    """Settings, with the enforcement policy checked (and replaced by `policy` if given)."""
+    from pipeline.policy import PolicyError, load_policy
+
+    overrides = {"enforcement": {"policy": str(policy.resolve())}} if policy else None
     try:
-        return load_settings(config)
-    except ConfigError as exc:
+        settings = load_settings(config, overrides)
+        load_policy(policy_path(settings))
+    except (ConfigError, PolicyError) as exc:
         raise _fail(str(exc)) from None
+    return settings
 
 
 @app.command()
@@ -44,11 +50,15 @@ def replay(
     events: Annotated[str, typer.Argument(help="JSONL file, .jsonl.gz, or - for standard input.")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the outputs.")],
     config: ConfigOpt = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", help="Enforcement policy to backtest (default: the config's)."),
+    ] = None,
 ) -> None:
     """Replay a log of events through every enabled detector and the policy."""
     from pipeline.replay import replay as run_replay
 
-    settings = _settings(config)
+    settings = _settings(config, policy)
     try:
         summary = run_replay(events, out, settings, progress=err.is_terminal)
     except InputError as exc:

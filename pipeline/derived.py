@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from pipeline.findings import Finding
+from pipeline.findings import Action, Finding
 
 if TYPE_CHECKING:
     from pipeline.stage import Stage
@@ -39,13 +39,23 @@ class Derived(msgspec.Struct, tag="derived", tag_field="type", kw_only=True, gc=
     data: dict[str, Any] = {}
 
 
-def split_outputs(outputs: Iterable[Finding | Derived]) -> tuple[list[Finding], list[Derived]]:
-    """A runner's outputs as (findings, derived records)."""
+def split_outputs(
+    outputs: Iterable[Finding | Derived | Action],
+) -> tuple[list[Finding], list[Derived], list[Action]]:
+    """A runner's outputs as (findings, derived records, actions): detector stages find,
+    hand records on, and the enforcement stage decides actions."""
     findings: list[Finding] = []
     derived: list[Derived] = []
+    actions: list[Action] = []
     for out in outputs:
-        (derived if out.__class__ is Derived else findings).append(out)  # type: ignore[arg-type]
-    return findings, derived
+        kind = out.__class__
+        if kind is Derived:
+            derived.append(out)  # type: ignore[arg-type]
+        elif kind is Action:
+            actions.append(out)  # type: ignore[arg-type]
+        else:
+            findings.append(out)  # type: ignore[arg-type]
+    return findings, derived, actions
 
 
 def check_stream_order(stages: list[Stage]) -> None:

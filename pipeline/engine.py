@@ -18,11 +18,11 @@ from typing import Any
 
 from pipeline.deadletter import DeadLetter
 from pipeline.derived import check_stream_order, split_outputs
-from pipeline.detectors import build_stages
+from pipeline.detectors import build_topology
+from pipeline.enforcement import FINDING_STREAM, finding_records
 from pipeline.events import NO_TIME
 from pipeline.findings import Action, Finding
 from pipeline.gate import Admitted, Gate
-from pipeline.review import ReviewPolicy
 from pipeline.settings import Settings
 from pipeline.stage import KeyedRunner, Stage
 from pipeline.window_runner import WindowRunner
@@ -81,11 +81,11 @@ class Engine:
         self.settings = settings
         self.runners: list[KeyedRunner | WindowRunner] = [
             WindowRunner(s) if s.whole_window else KeyedRunner(s)
-            for s in (build_stages(settings) if stages is None else stages)
+            for s in (build_topology(settings) if stages is None else stages)
         ]
         check_stream_order([r.stage for r in self.runners])
         self.gate = Gate(settings, wall_clock)
-        self.review = ReviewPolicy(settings.review.min_severity)
+        self._decides = any(FINDING_STREAM in r.stage.streams for r in self.runners)
         self.stats = Stats()
         self.lock = threading.Lock()  # held while stats change, so a scrape sees a whole batch
         self._last_eviction = NO_TIME
@@ -114,8 +114,7 @@ class Engine:
                 runner.count_batch(counted, span)  # type: ignore[union-attr]
             staged[stage.detector] += sum(len(by_type[t]) for t in stage.event_types)
         watermark = self.gate.watermark
-        findings = self._advance(watermark)
-        actions = self.review.actions_for(findings)
+        findings, actions = self._advance(watermark)
         with self.lock:
             st = self.stats
             st.inputs += len(raws)
@@ -129,36 +128,46 @@ class Engine:
     def finish(self) -> BatchResult:
         """The input has ended: close every open window and report what it holds."""
         findings: list[Finding] = []
+        actions: list[Action] = []
         for runner in self.runners:
-            findings.extend(self._route(runner.flush()))
+            found, decided = self._route(runner.flush())
+            findings.extend(found)
+            actions.extend(decided)
         findings.sort(key=_finding_order)
-        actions = self.review.actions_for(findings)
+        actions.sort(key=_action_order)
         with self.lock:
             self.stats.add_outputs(findings, actions, [])
         return BatchResult(findings, actions, [], 0)
 
-    def _advance(self, watermark: int) -> list[Finding]:
+    def _advance(self, watermark: int) -> tuple[list[Finding], list[Action]]:
         findings: list[Finding] = []
+        actions: list[Action] = []
         for runner in self.runners:  # producers of a derived stream before its consumers
-            findings.extend(self._route(runner.advance(watermark)))
+            found, decided = self._route(runner.advance(watermark))
+            findings.extend(found)
+            actions.extend(decided)
         if watermark - self._last_eviction >= self.settings.event_time.eviction_interval_ms:
             if self._last_eviction != NO_TIME:
                 for runner in self.runners:
                     runner.evict_idle(watermark)
             self._last_eviction = watermark
         findings.sort(key=_finding_order)
-        return findings
+        actions.sort(key=_action_order)
+        return findings, actions
 
-    def _route(self, outputs: list[Any]) -> list[Finding]:
-        """The findings among a runner's outputs; its derived records go to the stages
-        consuming their stream (later in `runners`, so they close the same windows)."""
-        findings, derived = split_outputs(outputs)
+    def _route(self, outputs: list[Any]) -> tuple[list[Finding], list[Action]]:
+        """The findings and actions among a runner's outputs; its derived records, and its
+        findings for the enforcement stage, go to the stages consuming their stream (later
+        in `runners`, so they close the same windows)."""
+        findings, derived, actions = split_outputs(outputs)
+        if findings and self._decides:
+            derived.extend(finding_records(findings))
         if derived:
             for runner in self.runners:
                 mine = [d for d in derived if d.stream in runner.stage.streams]
                 if mine:
                     runner.add_batch(mine)
-        return findings
+        return findings, actions
 
     def state_size(self) -> dict[str, int]:
         """Keys held per stage and ids held by the de-duplicator (memory introspection)."""
@@ -169,3 +178,7 @@ class Engine:
 
 def _finding_order(f: Finding) -> tuple[int, str, str]:
     return (f.ts, f.detector, f.subject_id)
+
+
+def _action_order(a: Action) -> tuple[int, str]:
+    return (a.ts, a.action_id)

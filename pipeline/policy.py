@@ -6,8 +6,10 @@ per Article 13 credit level of the subject, the rungs of the Article 19 ladder t
 ban_reregistration), with discount_engagement, report_regulator and human_review beside
 them. A subject's credit starts at the top, each finding costs points by severity, and it
 recovers day by day (`models.credit`), so escalation follows the subject's history and a
-quiet subject climbs back. Each rule has a mode: `enforce`, `shadow` (computed and
-recorded, not to be applied) or `review` (waits for a person).
+quiet subject climbs back. Findings within `cooldown_s` of an incident's first are one
+incident: it costs what its gravest finding costs, however many detectors saw it. Each
+rule has a mode: `enforce`, `shadow` (computed and recorded, not to be applied) or
+`review` (waits for a person).
 
 Decisions are idempotent: an action's id is a hash of what it is, whom it is for, the
 finding it rests on and the rule, so the same finding decided again (a restart, a
@@ -150,6 +152,8 @@ class SubjectRecord(msgspec.Struct, gc=False):
 
     credit: Credit
     last: dict[str, int] = {}  # action -> ts it was last issued (for the cooldown)
+    incident_start: int = -1  # ts of the first finding of the current incident
+    incident_cost: float = 0.0  # what the incident has cost so far
 
 
 class Enforcer:
@@ -167,7 +171,16 @@ class Enforcer:
         rung for the level it is left at."""
         policy, credit = self.policy, self.policy.credit
         cost = credit.cost.get(finding.severity, 0.0)
-        score = record.credit.charge(finding.ts, cost, credit.recover_per_day)
+        # One incident (findings within cooldown_s of its first, from any detector or
+        # window) costs what its gravest finding costs, not the sum: escalation counts
+        # incidents, not the detectors that saw one.
+        if record.incident_start < 0 or finding.ts - record.incident_start >= (
+            policy.cooldown_s * 1000
+        ):
+            record.incident_start, record.incident_cost = finding.ts, 0.0
+        charge = max(0.0, cost - record.incident_cost)
+        record.incident_cost += charge
+        score = record.credit.charge(finding.ts, charge, credit.recover_per_day)
         level = level_of(score, credit.levels)
         actions: list[Action] = []
         for rule in policy.rules:

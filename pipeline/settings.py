@@ -251,8 +251,10 @@ class SeveritySettings(_Strict):
     critical: float
 
 
-class ReviewSettings(_Strict):
-    min_severity: Severity
+class EnforcementSettings(_Strict):
+    policy: str
+    window_ms: int
+    idle_ttl_ms: int
 
 
 class RunSettings(_Strict):
@@ -284,7 +286,7 @@ class Settings(_Strict):
     dedup: DedupSettings
     detectors: DetectorSettings
     severity: SeveritySettings
-    review: ReviewSettings
+    enforcement: EnforcementSettings
     run: RunSettings
     kafka: KafkaSettings
 
@@ -355,6 +357,8 @@ def _check(settings: Settings) -> None:
         raise ConfigError("kafka: stage_record_events and stage_take_records must be > 0")
     if min(settings.kafka.batch_wait_s, settings.kafka.stage_round_s) <= 0:
         raise ConfigError("kafka: batch_wait_s and stage_round_s must be > 0")
+    if min(settings.enforcement.window_ms, settings.enforcement.idle_ttl_ms) <= 0:
+        raise ConfigError("enforcement: window_ms and idle_ttl_ms must be > 0")
     if settings.run.batch_size <= 0:
         raise ConfigError("run.batch_size must be > 0")
     if settings.run.gc_young < 700 or settings.run.gc_full_every_s <= 0:
@@ -519,6 +523,15 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
                     raise ConfigError(f"{name} must be an integer, got {value!r}") from None
             overlay.setdefault(section, {})[key] = value
     return overlay
+
+
+def policy_path(settings: Settings) -> Path:
+    """The enforcement policy file: as given, from the working directory, else next to the
+    default config."""
+    given = Path(settings.enforcement.policy)
+    if given.is_absolute() or given.exists():
+        return given
+    return DEFAULT_CONFIG.parent / given
 
 
 def load_settings(

@@ -24,7 +24,7 @@ import faust
 import msgspec
 
 from pipeline.derived import Derived, split_outputs
-from pipeline.detectors import build_stages
+from pipeline.detectors import build_topology
 from pipeline.distributed import (
     Ingest,
     StagePartition,
@@ -33,12 +33,12 @@ from pipeline.distributed import (
     pack_derived,
     upstream_sources,
 )
+from pipeline.enforcement import FINDING_STREAM, finding_records
 from pipeline.engine import Stats
 from pipeline.findings import Action
 from pipeline.ingest_loop import IngestLoop
 from pipeline.kafka_io import read_to_end
 from pipeline.produce import ensure_topics
-from pipeline.review import ReviewPolicy
 from pipeline.settings import Settings
 from pipeline.topics import Topics
 
@@ -115,7 +115,7 @@ class EmittedActions:
 def build_app(settings: Settings, state: WorkerState) -> faust.App:
     kafka = settings.kafka
     topics = Topics.from_settings(kafka)
-    stages = build_stages(settings)
+    stages = build_topology(settings)
     app = faust.App(
         kafka.topic_prefix,
         broker=f"kafka://{kafka.broker}",
@@ -140,7 +140,6 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
     actions_topic = app.topic(topics.actions, partitions=kafka.partitions, **raw)
     dead_topic = app.topic(topics.dead_letters, partitions=kafka.partitions, **raw)
     ingest = Ingest(settings, stages, topics)
-    review = ReviewPolicy(settings.review.min_severity)
     emitted = EmittedActions(kafka.broker, topics.actions, kafka.partitions)
     input_tps = {f"{t}:{p}" for t in topics.inputs for p in range(kafka.partitions)}
 
@@ -197,7 +196,7 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
             ):
                 if emitted.stale:
                     await emitted.refresh()
-                found, dead, touched, staged = [], [], {}, 0
+                found, decided, dead, touched, staged = [], [], [], {}, 0
                 derived: dict[int, list[Derived]] = {}
                 for event in events:
                     partition = event.message.partition
@@ -205,8 +204,11 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
                     batch = decode_batch(event.value)
                     source = f"{event.message.topic}:{partition}:{event.message.offset}"
                     outputs, d = part.apply(batch, source)
-                    f, handed_on = split_outputs(outputs)
+                    f, handed_on, a = split_outputs(outputs)
                     found.extend(f)
+                    decided.extend(a)
+                    if FINDING_STREAM in stage.emits:  # to the enforcement stage
+                        handed_on.extend(finding_records(f))
                     derived.setdefault(partition, []).extend(handed_on)
                     dead.extend(d)
                     staged += len(batch.events)
@@ -217,7 +219,7 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
                             derived.get(partition, []), stage, here, part.watermark, stages, topics
                         ):
                             await app.producer.send(topic, None, record, p, None, None)
-                actions = emitted.new(review.actions_for(found))
+                actions = emitted.new(decided)
                 for f in found:
                     await findings_topic.send(key=f.subject_id.encode(), value=_encode(f))
                 for a in actions:
@@ -251,7 +253,7 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
 def declared_topics(settings: Settings) -> list[str]:
     """Every topic the worker reads or writes, besides Faust's own changelogs."""
     topics = Topics.from_settings(settings.kafka)
-    stage_topics = [topics.stage(s.detector) for s in build_stages(settings)]
+    stage_topics = [topics.stage(s.detector) for s in build_topology(settings)]
     return [*topics.inputs, *stage_topics, topics.findings, topics.actions, topics.dead_letters]
 
 

@@ -17,9 +17,10 @@ from pipeline.distributed import (
     pack_derived,
     upstream_sources,
 )
+from pipeline.enforcement import FINDING_STREAM, finding_records
 from pipeline.engine import Engine
 from pipeline.events import NO_TIME
-from pipeline.findings import Finding
+from pipeline.findings import Action, Finding
 from pipeline.settings import Settings
 from pipeline.stage import Stage
 from pipeline.topics import Topics
@@ -28,6 +29,7 @@ from pipeline.topics import Topics
 @dataclass
 class PartitionedRun:
     found: dict[str, Finding] = field(default_factory=dict)
+    actions: dict[str, Action] = field(default_factory=dict)
     parts: dict[tuple[str, int], StagePartition] = field(default_factory=dict)
     tables: dict[str, dict[str, bytes]] = field(default_factory=dict)  # stage -> its table
 
@@ -63,8 +65,11 @@ def run_partitioned(
             topic, partition, record = queue.popleft()
             part = run.parts[(topic, partition)]
             outputs, _ = part.apply(decode_batch(record), "s")
-            findings, derived = split_outputs(outputs)
+            findings, derived, actions = split_outputs(outputs)
             run.found.update((f.finding_id, f) for f in findings)
+            run.actions.update((a.action_id, a) for a in actions)
+            if FINDING_STREAM in part.runner.stage.emits:
+                derived.extend(finding_records(findings))
             part.runner.store.flush()  # every state goes through pickle
             if part.runner.stage.emits:
                 handed = list(
@@ -85,8 +90,11 @@ def run_partitioned(
         records = list(ingest.pack([admitted], {"in:0": False}, max_events=max_events))
         deliver(records, twice=start == crash)  # a crash upstream: delivered twice
     for (topic, partition), part in run.parts.items():  # producers before consumers
-        findings, derived = split_outputs(part.runner.flush())
+        findings, derived, actions = split_outputs(part.runner.flush())
         run.found.update((f.finding_id, f) for f in findings)
+        run.actions.update((a.action_id, a) for a in actions)
+        if FINDING_STREAM in part.runner.stage.emits:
+            derived.extend(finding_records(findings))
         if derived:
             deliver(
                 list(

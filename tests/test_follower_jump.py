@@ -56,10 +56,16 @@ def test_burst_on_a_small_account_is_flagged_within_two_windows(tmp_path: Path) 
     assert first["window_start"] <= burst_start < first["window_end"] + WINDOW
     # nobody else is accused
     assert {f["subject_id"] for f in findings} == {"small_creator"}
-    # high-severity findings become human_review actions with stable ids
-    reviewed = {a["finding_ids"][0] for a in actions}
-    assert first["finding_id"] in reviewed
-    assert all(a["action"] == "human_review" and a["mode"] == "review" for a in actions)
+    # the policy's fabricated-engagement rule: the bought follows discounted, the account
+    # warned, a person asked to look; stable ids
+    on_first = {a["action"] for a in actions if a["finding_ids"] == [first["finding_id"]]}
+    assert {"discount_engagement", "human_review"} <= on_first
+    kinds = [a["action"] for a in actions]  # one incident, whichever detectors saw it:
+    assert kinds.count("warn") == 1 and "suspend_updates" not in kinds  # warned once
+    graver = [f for f in findings if f["severity"] != "low"]  # the rule's least: medium
+    assert kinds.count("discount_engagement") == len(graver)  # each finding discounted
+    assert all(a["subject_id"] == "small_creator" and a["basis"] == ["12", "19"] for a in actions)
+    assert all(a["params"]["rule"] == "fabricated-engagement" for a in actions)
     # the same input gives the same ids
     (tmp_path / "again").mkdir()
     again, again_actions = _replay(tmp_path / "again", b.sorted_lines())

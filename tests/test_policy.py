@@ -42,9 +42,9 @@ def test_repeated_findings_climb_the_ladder_and_a_quiet_subject_climbs_back() ->
     enforcer = Enforcer(POLICY)
     record = enforcer.new_record()
     steps = [_measures(enforcer.decide(_finding(k * 3 * HOUR), record)) for k in range(5)]
-    assert steps[0] == ["warn"]  # a first finding: level B after its cost
-    assert steps[1] == ["restrict_functions"]
-    assert "suspend_updates" in steps[3] and "report_regulator" in steps[3]
+    assert steps[0] == steps[1] == ["warn"]  # level B after one incident, and two
+    assert steps[2] == steps[3] == ["restrict_functions"]  # C
+    assert "suspend_updates" in steps[4] and "report_regulator" in steps[4]  # D
     later = _finding(4 * 3 * HOUR + 30 * DAY)  # a month without findings
     again = enforcer.decide(later, record)
     assert _measures(again) == ["warn"] and again[0].params["credit_level"] == "B"
@@ -59,10 +59,11 @@ def test_decisions_are_idempotent_cooled_down_and_time_bound() -> None:
     assert len({x.action_id for x in a}) == len(a)
 
     record = enforcer.new_record()
-    for k in range(3):  # three findings: credit down to level C
+    for k in range(3):  # three incidents: credit down to level C
         enforcer.decide(_finding(k * 3 * HOUR), record)
     soon = enforcer.decide(_finding(6 * HOUR + 10 * 60_000), record)  # 10 min later
     assert "restrict_functions" not in _measures(soon)  # cooled down
+    assert soon[0].params["credit_score"] == round(record.credit.score, 2)  # same incident
     assert [x.action for x in soon].count("discount_engagement") == 1  # exempt
     r = next(x for x in enforcer.decide(_finding(12 * HOUR), record) if x.expires_at)
     assert r.expires_at == r.ts + 30 * 24 * HOUR or r.expires_at == r.ts + 7 * 24 * HOUR
@@ -87,6 +88,14 @@ def test_group_findings_throttle_their_members_with_descriptors() -> None:
     assert {"key": "action", "value": "follow"} in p["descriptors"]
     assert p["requests_per_unit"] == 20 and p["unit"] == "hour"
     assert throttles[0].expires_at == HOUR + 86_400_000
+
+
+def test_one_incident_seen_by_several_detectors_costs_its_gravest_finding_once() -> None:
+    enforcer = Enforcer(POLICY)
+    record = enforcer.new_record()
+    for detector, severity in [("edge_burst", "high"), ("follower_jump", "critical")] * 3:
+        enforcer.decide(_finding(HOUR, detector, severity), record)
+    assert record.credit.score == 100 - POLICY.credit.cost["critical"]
 
 
 def test_rules_match_by_detector_and_severity_and_keep_their_mode() -> None:

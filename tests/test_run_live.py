@@ -89,7 +89,7 @@ def test_stdin_stream_serves_metrics_and_writes_findings_while_running(tmp_path:
             'lockstep_events_total{type="follow"}',
             "lockstep_inputs_total",
             'lockstep_dead_letters_total{reason="invalid_json"} 1.0',
-            'lockstep_actions_total{action="human_review",mode="review"}',
+            'lockstep_actions_total{action="human_review",mode="enforce"}',
             "lockstep_watermark_lag_seconds",
             "lockstep_duplicate_events_total",
             "lockstep_late_events_total",

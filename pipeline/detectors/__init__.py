@@ -12,7 +12,9 @@ from pipeline.detectors.forced_follow import ForcedFollowStage
 from pipeline.detectors.hoarded_accounts import HoardedAccountsStage, HoardedWatchStage
 from pipeline.detectors.lockstep_group import LockstepGroupStage
 from pipeline.detectors.lockstep_ring import LockstepBucketStage, LockstepRingStage
-from pipeline.settings import Settings
+from pipeline.enforcement import FINDING_STREAM, EnforcementStage
+from pipeline.policy import load_policy
+from pipeline.settings import Settings, policy_path
 from pipeline.stage import Stage
 
 
@@ -51,3 +53,14 @@ def build_stages(settings: Settings) -> list[Stage]:
             DuplicateContentStage(settings.detectors.duplicate_content, settings.severity)
         )
     return stages
+
+
+def build_topology(settings: Settings) -> list[Stage]:
+    """The detector stages, each handing its findings on to the enforcement stage (last):
+    what both runtimes run."""
+    stages = build_stages(settings)
+    for stage in stages:
+        stage.emits = stage.emits | {FINDING_STREAM}
+    cfg = settings.enforcement
+    policy = load_policy(policy_path(settings))
+    return [*stages, EnforcementStage(policy, cfg.window_ms, cfg.idle_ttl_ms)]
