@@ -297,5 +297,72 @@ def policy_check(
     print(f"{file}: ok, {len(policy.rules)} rules, credit levels {levels}")
 
 
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail (Article 19: records).")
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    trail: Annotated[Path, typer.Argument(help="The audit store (e.g. OUT/audit.sqlite).")],
+) -> None:
+    """Recompute the hash chain: exit 1 at the first record changed, removed or inserted."""
+    from pipeline.audit import AuditError, SqliteAudit
+
+    if not trail.exists():
+        raise _fail(f"no audit store at {trail}")
+    try:
+        audit = SqliteAudit(trail)
+    except AuditError as exc:
+        raise _fail(str(exc)) from None
+    count, problem = audit.verify()
+    audit.close()
+    if problem is not None:
+        raise _fail(f"{trail}: {problem} ({count} records before it hold)", 1)
+    print(f"{trail}: ok, {count} records, chain intact")
+
+
+def _epoch_ms(text: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"not a date or time: {text!r} (e.g. 2026-11-01 or 2026-11-01T08:00)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+@app.command()
+def report(
+    trail: Annotated[Path, typer.Option("--audit", help="The audit store to report from.")],
+    start: Annotated[str, typer.Option("--from", help="First day or time (ISO 8601, UTC).")],
+    end: Annotated[str, typer.Option("--to", help="End, exclusive (ISO 8601, UTC).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for report.csv and .json.")],
+) -> None:
+    """The regulator report: actions by article and type, with subjects and reasons."""
+    import csv
+    import json
+
+    from pipeline.audit import AuditError, SqliteAudit, regulator_report
+
+    if not trail.exists():
+        raise _fail(f"no audit store at {trail}")
+    try:
+        audit = SqliteAudit(trail)
+    except AuditError as exc:
+        raise _fail(str(exc)) from None
+    data = regulator_report(audit, _epoch_ms(start), _epoch_ms(end))
+    audit.close()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    with open(out / "report.csv", "w", newline="", encoding="utf-8") as handle:
+        fields = list(data["rows"][0]) if data["rows"] else ["ts", "action_id", "action"]
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(data["rows"])
+    print(f"{data['actions']} actions from {start} to {end} -> {out}/report.csv, report.json")
+
+
 if __name__ == "__main__":
     main()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline.audit import SqliteAudit
 from pipeline.collector import collecting
 from pipeline.engine import Engine
 from pipeline.settings import Settings
@@ -27,25 +28,41 @@ def replay(
     source = LineSource(events)
     engine = Engine(settings)
     outputs = OutputDir(out)
+    trail = Path(out) / "audit.sqlite"
+    trail.unlink(missing_ok=True)  # replay's outputs are this run's, like findings.jsonl
+    audit = SqliteAudit(trail)
     started = time.perf_counter()
     line = 1
     bar = _progress_bar(source) if progress else None
     try:
         with collecting(settings.run.gc_young, settings.run.gc_full_every_s) as collector:
             for lines in source:
-                outputs.write(engine.process(lines, source.name, first_position=line))
+                result = engine.process(lines, source.name, first_position=line)
+                outputs.write(result)
+                _record(audit, result)
                 line += len(lines)
                 collector.tick()
                 if bar is not None:
                     bar[0].update(bar[1], completed=source.position())
-            outputs.write(engine.finish())
+            result = engine.finish()
+            outputs.write(result)
+            _record(audit, result)
     finally:
         if bar is not None:
             bar[0].stop()
         source.close()
         outputs.close()
+        audit.close()
         summary = _write_summary(engine, time.perf_counter() - started, source.name, Path(out))
     return summary
+
+
+def _record(audit: SqliteAudit, result: Any) -> None:
+    """Findings, then the actions resting on them, into the audit trail."""
+    if result.findings:
+        audit.append("finding", result.findings, "finding_id")
+    if result.actions:
+        audit.append("action", result.actions, "action_id")
 
 
 def _write_summary(engine: Engine, elapsed: float, name: str, out: Path) -> dict[str, Any]:

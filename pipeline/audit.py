@@ -1,0 +1,185 @@
+"""The audit trail (Article 19: keep records): every finding and action, append-only, each
+record chained by hash to the one before, so a changed or removed record is detectable.
+
+A record's hash is SHA-256 over the previous record's hash, its kind, its id and its body
+(the contract JSON, keys sorted). `verify` recomputes the chain from the first record:
+the first record whose stored hash differs, or whose `prev` is not its predecessor's
+hash, is where the trail was tampered with. Appending is idempotent per (kind, id): the
+same finding or action written again after a restart or a replay adds nothing.
+
+The store is SQLite (a file; triggers refuse UPDATE and DELETE, so changing the past
+takes a deliberate act that `verify` still catches).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+GENESIS = "0" * 64
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (kind, record_id)
+);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+
+class AuditError(Exception):
+    """An audit store that cannot be opened; the message is one line for the user."""
+
+
+def chain_hash(prev: str, kind: str, record_id: str, body: str) -> str:
+    """The hash that links a record to its predecessor."""
+    digest = hashlib.sha256()
+    for part in (prev, kind, record_id, body):
+        digest.update(part.encode("utf-8"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def canonical(record: Any) -> str:
+    """A record's body as stored and hashed: contract JSON with sorted keys."""
+    return json.dumps(msgspec.to_builtins(record), sort_keys=True, ensure_ascii=False)
+
+
+class SqliteAudit:
+    """An append-only, hash-chained trail in one SQLite file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path)
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot open audit store {self.path}: {exc}") from exc
+        row = self.db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        self._last = row[0] if row else GENESIS
+
+    def append(self, kind: str, records: Iterable[Any], id_field: str) -> int:
+        """Append records of one kind (findings: `finding_id`, actions: `action_id`) not
+        yet in the trail, in order; how many were new."""
+        rows = []
+        seen = self._known(kind, records := list(records), id_field)
+        prev = self._last
+        for record in records:
+            record_id = getattr(record, id_field)
+            if record_id in seen:
+                continue
+            seen.add(record_id)
+            body = canonical(record)
+            digest = chain_hash(prev, kind, record_id, body)
+            rows.append((kind, record_id, record.ts, body, prev, digest))
+            prev = digest
+        if rows:
+            with self.db:
+                self.db.executemany(
+                    "INSERT INTO audit (kind, record_id, ts, body, prev, hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            self._last = prev
+        return len(rows)
+
+    def _known(self, kind: str, records: list[Any], id_field: str) -> set[str]:
+        ids = [getattr(r, id_field) for r in records]
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                row[0]
+                for row in self.db.execute(
+                    f"SELECT record_id FROM audit WHERE kind = ? AND record_id IN ({marks})",
+                    [kind, *chunk],
+                )
+            )
+        return known
+
+    def rows(self) -> Iterator[tuple[int, str, str, int, str, str, str]]:
+        yield from self.db.execute(
+            "SELECT seq, kind, record_id, ts, body, prev, hash FROM audit ORDER BY seq"
+        )
+
+    def verify(self) -> tuple[int, str | None]:
+        """(records checked, None) when the chain holds, else (records before the first
+        broken link, what is wrong there)."""
+        prev, count = GENESIS, 0
+        for seq, kind, record_id, _ts, body, stored_prev, stored in self.rows():
+            if stored_prev != prev:
+                return (
+                    count,
+                    f"record {seq} ({kind} {record_id}) does not follow record {seq - 1}: "
+                    "a record was removed or inserted",
+                )
+            if chain_hash(prev, kind, record_id, body) != stored:
+                return (
+                    count,
+                    f"record {seq} ({kind} {record_id}) does not match its hash: it was modified",
+                )
+            prev, count = stored, count + 1
+        return count, None
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def regulator_report(audit: SqliteAudit, start_ms: int, end_ms: int) -> dict[str, Any]:
+    """The actions issued in [start_ms, end_ms) of event time, for the authority: totals
+    by article and by action, and each action with its subject and reasons."""
+    rows = []
+    for _seq, kind, _record_id, ts, body, _prev, _hash in audit.rows():
+        if kind != "action" or not start_ms <= ts < end_ms:
+            continue
+        a = json.loads(body)
+        params = a.get("params", {})
+        rows.append(
+            {
+                "ts": a["ts"],
+                "action_id": a["action_id"],
+                "action": a["action"],
+                "mode": a["mode"],
+                "articles": "+".join(a["basis"]),
+                "subject_type": a["subject_type"],
+                "subject_id": a["subject_id"],
+                "rule": params.get("rule", ""),
+                "detector": params.get("detector", ""),
+                "severity": params.get("severity", ""),
+                "credit_level": params.get("credit_level", ""),
+                "finding_ids": " ".join(a["finding_ids"]),
+                "expires_at": a.get("expires_at") or "",
+            }
+        )
+    by_article: dict[str, dict[str, int]] = {}
+    for row in rows:
+        for article in row["articles"].split("+"):
+            counts = by_article.setdefault(article, {})
+            counts[row["action"]] = counts.get(row["action"], 0) + 1
+    by_action: dict[str, int] = {}
+    for row in rows:
+        by_action[row["action"]] = by_action.get(row["action"], 0) + 1
+    return {
+        "from_ms": start_ms,
+        "to_ms": end_ms,
+        "actions": len(rows),
+        "by_article": {k: dict(sorted(v.items())) for k, v in sorted(by_article.items())},
+        "by_action": dict(sorted(by_action.items())),
+        "rows": rows,
+    }
