@@ -7,8 +7,10 @@ the first record whose stored hash differs, or whose `prev` is not its predecess
 hash, is where the trail was tampered with. Appending is idempotent per (kind, id): the
 same finding or action written again after a restart or a replay adds nothing.
 
-The store is SQLite (a file; triggers refuse UPDATE and DELETE, so changing the past
-takes a deliberate act that `verify` still catches).
+The store is SQLite (a file) by default, or PostgreSQL (`postgresql://...`) for a
+deployment that has one; in both, triggers refuse UPDATE and DELETE, so changing the past
+takes a deliberate act that `verify` still catches, and appends take a lock so two
+writers never fork the chain.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,63 +63,30 @@ def canonical(record: Any) -> str:
     return json.dumps(msgspec.to_builtins(record), sort_keys=True, ensure_ascii=False)
 
 
-class SqliteAudit:
-    """An append-only, hash-chained trail in one SQLite file."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.db = sqlite3.connect(self.path)
-            self.db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise AuditError(f"cannot open audit store {self.path}: {exc}") from exc
-        row = self.db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-        self._last = row[0] if row else GENESIS
+class AuditTrail:
+    """The chain's logic over a store: appending, reading back in order, verifying."""
 
     def append(self, kind: str, records: Iterable[Any], id_field: str) -> int:
         """Append records of one kind (findings: `finding_id`, actions: `action_id`) not
         yet in the trail, in order; how many were new."""
-        rows = []
-        seen = self._known(kind, records := list(records), id_field)
-        prev = self._last
-        for record in records:
-            record_id = getattr(record, id_field)
-            if record_id in seen:
-                continue
-            seen.add(record_id)
-            body = canonical(record)
-            digest = chain_hash(prev, kind, record_id, body)
-            rows.append((kind, record_id, record.ts, body, prev, digest))
-            prev = digest
-        if rows:
-            with self.db:
-                self.db.executemany(
-                    "INSERT INTO audit (kind, record_id, ts, body, prev, hash) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            self._last = prev
+        records = list(records)
+        if not records:
+            return 0
+        with self._writing() as last:
+            seen = self._known(kind, [getattr(r, id_field) for r in records])
+            rows, prev = [], last
+            for record in records:
+                record_id = getattr(record, id_field)
+                if record_id in seen:
+                    continue
+                seen.add(record_id)
+                body = canonical(record)
+                digest = chain_hash(prev, kind, record_id, body)
+                rows.append((kind, record_id, record.ts, body, prev, digest))
+                prev = digest
+            if rows:
+                self._insert(rows)
         return len(rows)
-
-    def _known(self, kind: str, records: list[Any], id_field: str) -> set[str]:
-        ids = [getattr(r, id_field) for r in records]
-        known: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            known.update(
-                row[0]
-                for row in self.db.execute(
-                    f"SELECT record_id FROM audit WHERE kind = ? AND record_id IN ({marks})",
-                    [kind, *chunk],
-                )
-            )
-        return known
-
-    def rows(self) -> Iterator[tuple[int, str, str, int, str, str, str]]:
-        yield from self.db.execute(
-            "SELECT seq, kind, record_id, ts, body, prev, hash FROM audit ORDER BY seq"
-        )
 
     def verify(self) -> tuple[int, str | None]:
         """(records checked, None) when the chain holds, else (records before the first
@@ -137,11 +107,149 @@ class SqliteAudit:
             prev, count = stored, count + 1
         return count, None
 
+    # What a store provides.
+    def _writing(self) -> Any:
+        """A context: one transaction, other writers kept out; yields the last hash."""
+        raise NotImplementedError
+
+    def _known(self, kind: str, ids: list[str]) -> set[str]:
+        raise NotImplementedError
+
+    def _insert(self, rows: list[tuple[str, str, int, str, str, str]]) -> None:
+        raise NotImplementedError
+
+    def rows(self) -> Iterator[tuple[int, str, str, int, str, str, str]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+_COLUMNS = "seq, kind, record_id, ts, body, prev, hash"
+
+
+class SqliteAudit(AuditTrail):
+    """The trail in one SQLite file (the default)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path)
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise AuditError(f"cannot open audit store {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[str]:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            row = self.db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            yield row[0] if row else GENESIS
+
+    def _known(self, kind: str, ids: list[str]) -> set[str]:
+        known: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT record_id FROM audit WHERE kind = ? AND record_id IN ({marks})"
+            known.update(row[0] for row in self.db.execute(query, [kind, *chunk]))
+        return known
+
+    def _insert(self, rows: list[tuple[str, str, int, str, str, str]]) -> None:
+        self.db.executemany(
+            "INSERT INTO audit (kind, record_id, ts, body, prev, hash) VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def rows(self) -> Iterator[tuple[int, str, str, int, str, str, str]]:
+        yield from self.db.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
+
     def close(self) -> None:
         self.db.close()
 
 
-def regulator_report(audit: SqliteAudit, start_ms: int, end_ms: int) -> dict[str, Any]:
+_PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    seq BIGSERIAL PRIMARY KEY,
+    kind TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    ts BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    UNIQUE (kind, record_id)
+);
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger AS $$
+BEGIN RAISE EXCEPTION 'the audit trail is append-only'; END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS audit_no_change ON audit;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+"""
+_PG_LOCK = 0x4C6F636B  # advisory lock key: one writer appends at a time
+
+
+class PostgresAudit(AuditTrail):
+    """The trail in a PostgreSQL table (`audit`), for a deployment that has one."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.url = url
+        try:
+            self.db = psycopg.connect(url, autocommit=True)
+            with self.db.transaction():
+                self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+                self.db.execute(_PG_SCHEMA)
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AuditError(f"cannot open audit store {_redacted(url)}: {first}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[str]:
+        with self.db.transaction():
+            self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            row = self.db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            yield row[0] if row else GENESIS
+
+    def _known(self, kind: str, ids: list[str]) -> set[str]:
+        query = "SELECT record_id FROM audit WHERE kind = %s AND record_id = ANY(%s)"
+        return {row[0] for row in self.db.execute(query, (kind, ids))}
+
+    def _insert(self, rows: list[tuple[str, str, int, str, str, str]]) -> None:
+        with self.db.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO audit (kind, record_id, ts, body, prev, hash) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                rows,
+            )
+
+    def rows(self) -> Iterator[tuple[int, str, str, int, str, str, str]]:
+        with self.db.cursor() as cur:
+            cur.execute(f"SELECT {_COLUMNS} FROM audit ORDER BY seq")
+            yield from cur
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _redacted(url: str) -> str:
+    """A database URL without its password, for messages."""
+    head, sep, tail = url.partition("@")
+    if not sep or ":" not in head.split("//", 1)[-1]:
+        return url
+    scheme, _, user = head.partition("//")
+    return f"{scheme}//{user.split(':', 1)[0]}:***@{tail}"
+
+
+def open_audit(target: str | Path) -> AuditTrail:
+    """The trail at `target`: a postgresql:// URL, or an SQLite file path."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        return PostgresAudit(text)
+    return SqliteAudit(text)
+
+
+def regulator_report(audit: AuditTrail, start_ms: int, end_ms: int) -> dict[str, Any]:
     """The actions issued in [start_ms, end_ms) of event time, for the authority: totals
     by article and by action, and each action with its subject and reasons."""
     rows = []

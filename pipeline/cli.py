@@ -6,7 +6,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -54,13 +54,20 @@ def replay(
         Path | None,
         typer.Option("--policy", help="Enforcement policy to backtest (default: the config's)."),
     ] = None,
+    audit: Annotated[
+        str | None,
+        typer.Option("--audit", help="Audit store (default OUT/audit.sqlite; or postgresql://)."),
+    ] = None,
 ) -> None:
     """Replay a log of events through every enabled detector and the policy."""
+    from pipeline.audit import AuditError
     from pipeline.replay import replay as run_replay
 
     settings = _settings(config, policy)
     try:
-        summary = run_replay(events, out, settings, progress=err.is_terminal)
+        summary = run_replay(events, out, settings, progress=err.is_terminal, audit=audit)
+    except AuditError as exc:
+        raise _fail(str(exc)) from None
     except InputError as exc:
         raise _fail(str(exc), 1) from None
     except OSError as exc:
@@ -301,19 +308,25 @@ audit_app = typer.Typer(no_args_is_help=True, help="The audit trail (Article 19:
 app.add_typer(audit_app, name="audit")
 
 
-@audit_app.command("verify")
-def audit_verify(
-    trail: Annotated[Path, typer.Argument(help="The audit store (e.g. OUT/audit.sqlite).")],
-) -> None:
-    """Recompute the hash chain: exit 1 at the first record changed, removed or inserted."""
-    from pipeline.audit import AuditError, SqliteAudit
+def _open_audit(target: str) -> Any:
+    from pipeline.audit import AuditError, open_audit
 
-    if not trail.exists():
-        raise _fail(f"no audit store at {trail}")
+    if "://" not in target and not Path(target).exists():
+        raise _fail(f"no audit store at {target}")
     try:
-        audit = SqliteAudit(trail)
+        return open_audit(target)
     except AuditError as exc:
         raise _fail(str(exc)) from None
+
+
+@audit_app.command("verify")
+def audit_verify(
+    trail: Annotated[
+        str, typer.Argument(help="The audit store: OUT/audit.sqlite or a postgresql:// URL.")
+    ],
+) -> None:
+    """Recompute the hash chain: exit 1 at the first record changed, removed or inserted."""
+    audit = _open_audit(trail)
     count, problem = audit.verify()
     audit.close()
     if problem is not None:
@@ -335,7 +348,7 @@ def _epoch_ms(text: str) -> int:
 
 @app.command()
 def report(
-    trail: Annotated[Path, typer.Option("--audit", help="The audit store to report from.")],
+    trail: Annotated[str, typer.Option("--audit", help="The audit store (file or URL).")],
     start: Annotated[str, typer.Option("--from", help="First day or time (ISO 8601, UTC).")],
     end: Annotated[str, typer.Option("--to", help="End, exclusive (ISO 8601, UTC).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for report.csv and .json.")],
@@ -344,14 +357,9 @@ def report(
     import csv
     import json
 
-    from pipeline.audit import AuditError, SqliteAudit, regulator_report
+    from pipeline.audit import regulator_report
 
-    if not trail.exists():
-        raise _fail(f"no audit store at {trail}")
-    try:
-        audit = SqliteAudit(trail)
-    except AuditError as exc:
-        raise _fail(str(exc)) from None
+    audit = _open_audit(trail)
     data = regulator_report(audit, _epoch_ms(start), _epoch_ms(end))
     audit.close()
     out.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.audit import SqliteAudit
+from pipeline.audit import AuditTrail, open_audit
 from pipeline.collector import collecting
 from pipeline.engine import Engine
 from pipeline.settings import Settings
@@ -18,7 +18,11 @@ from pipeline.summary import summarize
 
 
 def replay(
-    events: str, out: str | Path, settings: Settings, progress: bool = False
+    events: str,
+    out: str | Path,
+    settings: Settings,
+    progress: bool = False,
+    audit: str | None = None,
 ) -> dict[str, Any]:
     """Replay `events` (path, .gz or '-') into `out`; returns the summary it writes.
 
@@ -28,9 +32,11 @@ def replay(
     source = LineSource(events)
     engine = Engine(settings)
     outputs = OutputDir(out)
-    trail = Path(out) / "audit.sqlite"
-    trail.unlink(missing_ok=True)  # replay's outputs are this run's, like findings.jsonl
-    audit = SqliteAudit(trail)
+    if audit is None:  # replay's own trail holds this run, like findings.jsonl
+        trail = Path(out) / "audit.sqlite"
+        trail.unlink(missing_ok=True)
+        audit = str(trail)
+    store = open_audit(audit)
     started = time.perf_counter()
     line = 1
     bar = _progress_bar(source) if progress else None
@@ -39,25 +45,25 @@ def replay(
             for lines in source:
                 result = engine.process(lines, source.name, first_position=line)
                 outputs.write(result)
-                _record(audit, result)
+                _record(store, result)
                 line += len(lines)
                 collector.tick()
                 if bar is not None:
                     bar[0].update(bar[1], completed=source.position())
             result = engine.finish()
             outputs.write(result)
-            _record(audit, result)
+            _record(store, result)
     finally:
         if bar is not None:
             bar[0].stop()
         source.close()
         outputs.close()
-        audit.close()
+        store.close()
         summary = _write_summary(engine, time.perf_counter() - started, source.name, Path(out))
     return summary
 
 
-def _record(audit: SqliteAudit, result: Any) -> None:
+def _record(audit: AuditTrail, result: Any) -> None:
     """Findings, then the actions resting on them, into the audit trail."""
     if result.findings:
         audit.append("finding", result.findings, "finding_id")

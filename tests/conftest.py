@@ -1,5 +1,5 @@
-"""Shared fixtures. The Kafka broker is real and started here; a test that needs it fails
-with the broker's own error when it cannot start, it is never skipped."""
+"""Shared fixtures. The Kafka broker and the PostgreSQL server are real and started here;
+a test that needs one fails with its own error when it cannot start, it is never skipped."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.kafka import Broker
+from tests.postgres import Server
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,15 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         pytest.fail(str(exc), pytrace=False)
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Server]:
+    """A real PostgreSQL server; a test that needs it fails when it cannot start."""
+    server = Server(port=15493)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.audit import SqliteAudit
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
+from tests.postgres import Server
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +101,42 @@ def test_report_exports_the_period_by_article_and_action(replayed: Path, tmp_pat
     bad = lockstep("report", "--audit", str(replayed / "audit.sqlite"), "--from", "soon",
                    "--to", "2026-01-02", "--out", str(tmp_path))  # fmt: skip
     assert bad.returncode == 2 and b"not a date" in bad.stderr
+
+
+def test_postgres_holds_the_same_trail_appends_once_and_catches_tampering(
+    replayed: Path, postgres: Server, tmp_path: Path
+) -> None:
+    """A deployment's trail in PostgreSQL (a real server): replay writes it, replaying
+    the same log again adds nothing, `verify` and `report` read it, an edit is caught."""
+    import psycopg
+
+    events = replayed.parent / "events.jsonl"
+    with psycopg.connect(postgres.url, autocommit=True) as db:
+        db.execute("DROP TABLE IF EXISTS audit")
+    for run in ("first", "again"):
+        proc = lockstep(
+            "replay", str(events), "--out", str(tmp_path / run), "--audit", postgres.url
+        )
+        assert proc.returncode == 0, proc.stderr.decode()
+    local = [(k, r, b) for _, k, r, _, b, _, _ in SqliteAudit(replayed / "audit.sqlite").rows()]
+    with psycopg.connect(postgres.url, autocommit=True) as db:
+        stored = [
+            tuple(row) for row in db.execute("SELECT kind, record_id, body FROM audit ORDER BY seq")
+        ]
+    assert stored == local  # the same records, once each, in the same order
+    proc = lockstep("audit", "verify", postgres.url)
+    assert proc.returncode == 0 and f"{len(local)} records".encode() in proc.stdout
+    report = lockstep("report", "--audit", postgres.url, "--from", "2026-01-01",
+                      "--to", "2026-01-02", "--out", str(tmp_path / "report"))  # fmt: skip
+    assert report.returncode == 0 and b"actions from" in report.stdout
+
+    with psycopg.connect(postgres.url, autocommit=True) as db:
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            db.execute("DELETE FROM audit WHERE seq = 1")
+        db.execute("ALTER TABLE audit DISABLE TRIGGER audit_no_change")
+        db.execute("UPDATE audit SET body = body || ' ' WHERE seq = 2")  # one byte more
+        db.execute("ALTER TABLE audit ENABLE TRIGGER audit_no_change")
+    proc = lockstep("audit", "verify", postgres.url)
+    assert proc.returncode == 1 and b"record 2" in proc.stderr and b"modified" in proc.stderr
+    down = lockstep("audit", "verify", "postgresql://nobody@127.0.0.1:1/none")
+    assert down.returncode == 2 and len(down.stderr.decode().strip().splitlines()) == 1
