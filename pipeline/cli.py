@@ -66,7 +66,7 @@ def replay(
     settings = _settings(config, policy)
     try:
         summary = run_replay(events, out, settings, progress=err.is_terminal, audit=audit)
-    except AuditError as exc:
+    except (AuditError, ConfigError) as exc:
         raise _fail(str(exc)) from None
     except InputError as exc:
         raise _fail(str(exc), 1) from None
@@ -370,6 +370,39 @@ def report(
         writer.writeheader()
         writer.writerows(data["rows"])
     print(f"{data['actions']} actions from {start} to {end} -> {out}/report.csv, report.json")
+
+
+webhooks_app = typer.Typer(no_args_is_help=True, help="Alert webhooks and their outbox.")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+@webhooks_app.command("deliver")
+def webhooks_deliver(
+    outbox: Annotated[
+        Path, typer.Option("--outbox", help="The outbox (OUT/webhook_outbox.sqlite).")
+    ],
+    config: ConfigOpt = None,
+    wait_s: Annotated[float, typer.Option("--wait-s", help="Keep retrying this long.")] = 30.0,
+) -> None:
+    """Deliver what an outbox still holds to the configured endpoints; report what is left."""
+    from pipeline import webhooks
+
+    if not outbox.exists():
+        raise _fail(f"no outbox at {outbox}")
+    settings = _settings(config)
+    try:
+        hooks = webhooks.from_settings(settings.webhooks, outbox)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if hooks is None:
+        raise _fail("no webhook endpoints configured (webhooks.endpoints)")
+    box, sender = hooks
+    counts = sender.run(wait_s)
+    for webhook_id, url, attempts, error in box.dead():
+        err.print(f"dead letter: {webhook_id} to {url} after {attempts} attempts: {error}")
+    sender.close()
+    box.close()
+    print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing queued")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeline import webhooks
 from pipeline.audit import AuditTrail, open_audit
 from pipeline.collector import collecting
 from pipeline.engine import Engine
@@ -37,6 +38,8 @@ def replay(
         trail.unlink(missing_ok=True)
         audit = str(trail)
     store = open_audit(audit)
+    hooks = webhooks.from_settings(settings.webhooks, Path(out) / "webhook_outbox.sqlite")
+    extra: dict[str, Any] = {}
     started = time.perf_counter()
     line = 1
     bar = _progress_bar(source) if progress else None
@@ -46,6 +49,8 @@ def replay(
                 result = engine.process(lines, source.name, first_position=line)
                 outputs.write(result)
                 _record(store, result)
+                if hooks is not None:
+                    hooks[0].enqueue(result.actions, hooks[1].endpoints, time.time())
                 line += len(lines)
                 collector.tick()
                 if bar is not None:
@@ -53,13 +58,20 @@ def replay(
             result = engine.finish()
             outputs.write(result)
             _record(store, result)
+            if hooks is not None:
+                hooks[0].enqueue(result.actions, hooks[1].endpoints, time.time())
+                extra["webhook_deliveries"] = hooks[1].run(settings.webhooks.wait_s)
     finally:
         if bar is not None:
             bar[0].stop()
         source.close()
         outputs.close()
         store.close()
-        summary = _write_summary(engine, time.perf_counter() - started, source.name, Path(out))
+        if hooks is not None:
+            hooks[1].close()
+            hooks[0].close()
+        elapsed = time.perf_counter() - started
+        summary = _write_summary(engine, elapsed, source.name, Path(out), extra)
     return summary
 
 
@@ -71,8 +83,10 @@ def _record(audit: AuditTrail, result: Any) -> None:
         audit.append("action", result.actions, "action_id")
 
 
-def _write_summary(engine: Engine, elapsed: float, name: str, out: Path) -> dict[str, Any]:
-    summary = summarize(engine.stats, elapsed, name)
+def _write_summary(
+    engine: Engine, elapsed: float, name: str, out: Path, extra: dict[str, Any]
+) -> dict[str, Any]:
+    summary = {**summarize(engine.stats, elapsed, name), **extra}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
 

@@ -251,6 +251,21 @@ class SeveritySettings(_Strict):
     critical: float
 
 
+class WebhookEndpointSettings(_Strict):
+    url: str
+    secret: str  # whsec_... or env:NAME
+
+
+class WebhookSettings(_Strict):
+    endpoints: list[WebhookEndpointSettings]
+    outbox: str
+    wait_s: float
+    max_attempts: int
+    first_backoff_s: float
+    max_backoff_s: float
+    timeout_s: float
+
+
 class EnforcementSettings(_Strict):
     policy: str
     window_ms: int
@@ -287,6 +302,7 @@ class Settings(_Strict):
     detectors: DetectorSettings
     severity: SeveritySettings
     enforcement: EnforcementSettings
+    webhooks: WebhookSettings
     run: RunSettings
     kafka: KafkaSettings
 
@@ -359,6 +375,12 @@ def _check(settings: Settings) -> None:
         raise ConfigError("kafka: batch_wait_s and stage_round_s must be > 0")
     if min(settings.enforcement.window_ms, settings.enforcement.idle_ttl_ms) <= 0:
         raise ConfigError("enforcement: window_ms and idle_ttl_ms must be > 0")
+    wh = settings.webhooks
+    if wh.max_attempts < 1 or min(wh.first_backoff_s, wh.timeout_s) <= 0 or wh.wait_s < 0:
+        raise ConfigError("webhooks: need max_attempts >= 1, backoff and timeout > 0")
+    for e in wh.endpoints:
+        if not e.url.startswith(("http://", "https://")):
+            raise ConfigError(f"webhooks: endpoint url must be http(s)://, not {e.url!r}")
     if settings.run.batch_size <= 0:
         raise ConfigError("run.batch_size must be > 0")
     if settings.run.gc_young < 700 or settings.run.gc_full_every_s <= 0:

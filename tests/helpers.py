@@ -93,7 +93,10 @@ def write_lines(path: Path, lines: Iterable[str | bytes]) -> Path:
 
 
 def lockstep(
-    *args: str, input: bytes | None = None, timeout: float = 120
+    *args: str,
+    input: bytes | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run the installed command line as a user would."""
     return subprocess.run(
@@ -102,6 +105,7 @@ def lockstep(
         capture_output=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
 
 
