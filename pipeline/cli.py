@@ -405,5 +405,26 @@ def webhooks_deliver(
     print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing queued")
 
 
+throttle_app = typer.Typer(no_args_is_help=True, help="The throttling hook for gateways.")
+app.add_typer(throttle_app, name="throttle")
+
+
+@throttle_app.command("serve")
+def throttle_serve(
+    actions: Annotated[Path, typer.Option("--actions", help="actions.jsonl (followed).")],
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8089,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    now: Annotated[
+        str | None, typer.Option("--now", help="Answer as of this time (ISO 8601, UTC).")
+    ] = None,
+) -> None:
+    """Answer GET /v1/throttle?account_id=&action= with 200 or 429 and Retry-After."""
+    from pipeline.throttle import serve
+
+    if not actions.exists():
+        raise _fail(f"no actions file at {actions}")
+    serve(str(actions), host, port, _epoch_ms(now) / 1000 if now else None)
+
+
 if __name__ == "__main__":
     main()
