@@ -426,5 +426,39 @@ def throttle_serve(
     serve(str(actions), host, port, _epoch_ms(now) / 1000 if now else None)
 
 
+review_app = typer.Typer(no_args_is_help=True, help="Review and appeals (Article 20).")
+app.add_typer(review_app, name="review")
+
+
+@review_app.command("serve")
+def review_serve(
+    out: Annotated[Path, typer.Option("--out", help="The run's output directory.")],
+    audit: Annotated[
+        str | None, typer.Option("--audit", help="Audit store (default OUT/audit.sqlite).")
+    ] = None,
+    config: ConfigOpt = None,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8090,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """The review desk's API over a run's audit trail; needs review.token's bearer token."""
+    import os
+
+    from pipeline.review_api import serve
+
+    settings = _settings(config)
+    token = settings.review.token
+    if token.startswith("env:"):
+        token = os.environ.get(token[4:], "")
+    if not token:
+        raise _fail(f"no review token: set {settings.review.token[4:] or 'review.token'}")
+    target = audit or str(out / "audit.sqlite")
+    if "://" not in target and not Path(target).exists():
+        raise _fail(f"no audit store at {target}")
+    try:
+        serve(out, target, settings, token, host, port)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
 if __name__ == "__main__":
     main()

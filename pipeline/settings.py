@@ -266,6 +266,10 @@ class WebhookSettings(_Strict):
     timeout_s: float
 
 
+class ReviewSettings(_Strict):
+    token: str  # bearer token of the review API; env:NAME reads it from NAME
+
+
 class EnforcementSettings(_Strict):
     policy: str
     window_ms: int
@@ -303,6 +307,7 @@ class Settings(_Strict):
     severity: SeveritySettings
     enforcement: EnforcementSettings
     webhooks: WebhookSettings
+    review: ReviewSettings
     run: RunSettings
     kafka: KafkaSettings
 
