@@ -101,6 +101,7 @@ def run(
     config: ConfigOpt = None,
 ) -> None:
     """Run the embedded pipeline on a live stream, serving Prometheus metrics."""
+    from pipeline.audit import AuditError
     from pipeline.live import file_lines, run_live, stdin_lines
 
     settings = _settings(config)
@@ -124,6 +125,8 @@ def run(
         lines, name = file_lines(source, follow), source
     try:
         engine = run_live(lines, name, settings, out, metrics_port=port, on_result=_print_findings)
+    except (ConfigError, AuditError) as exc:
+        raise _fail(str(exc)) from None
     except OSError as exc:
         if port and "address" in str(exc).lower():
             raise _fail(f"cannot serve metrics on port {port}: {exc.strerror or exc}") from None

@@ -20,7 +20,7 @@ from pipeline.collector import collecting
 from pipeline.engine import BatchResult, Engine
 from pipeline.metrics import Metrics
 from pipeline.settings import Settings
-from pipeline.sinks import OutputDir
+from pipeline.sinks import BackgroundDelivery, ResultSinks
 
 _END = None  # queue marker: the source is exhausted
 
@@ -87,7 +87,10 @@ def run_live(
         metrics.serve(metrics_port)
     else:
         metrics = None
-    outputs = OutputDir(out)
+    outputs = ResultSinks(out, settings)
+    delivery = (
+        BackgroundDelivery(settings, outputs.outbox_path) if outputs.hooks is not None else None
+    )
     q: queue.Queue[bytes | None] = queue.Queue(maxsize=settings.run.batch_size * 8)
     threading.Thread(target=_pump, args=(lines, q), daemon=True, name="lockstep-reader").start()
     batch_size, wait_s = settings.run.batch_size, settings.run.max_batch_wait_s
@@ -120,12 +123,15 @@ def run_live(
                     metrics.latency.observe(time.perf_counter() - started)
             _emit(engine.finish(), outputs, on_result)
         finally:
+            if delivery is not None:
+                delivery.stop()
+            outputs.deliver(settings.webhooks.wait_s)  # what is still due, before leaving
             outputs.close()
     return engine
 
 
 def _emit(
-    result: BatchResult, outputs: OutputDir, on_result: Callable[[BatchResult], None] | None
+    result: BatchResult, outputs: ResultSinks, on_result: Callable[[BatchResult], None] | None
 ) -> None:
     outputs.write(result)
     outputs.flush()

@@ -8,12 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline import webhooks
-from pipeline.audit import AuditTrail, open_audit
 from pipeline.collector import collecting
 from pipeline.engine import Engine
 from pipeline.settings import Settings
-from pipeline.sinks import OutputDir
+from pipeline.sinks import ResultSinks
 from pipeline.sources import LineSource
 from pipeline.summary import summarize
 
@@ -32,13 +30,7 @@ def replay(
     """
     source = LineSource(events)
     engine = Engine(settings)
-    outputs = OutputDir(out)
-    if audit is None:  # replay's own trail holds this run, like findings.jsonl
-        trail = Path(out) / "audit.sqlite"
-        trail.unlink(missing_ok=True)
-        audit = str(trail)
-    store = open_audit(audit)
-    hooks = webhooks.from_settings(settings.webhooks, Path(out) / "webhook_outbox.sqlite")
+    sinks = ResultSinks(out, settings, audit, fresh=True)
     extra: dict[str, Any] = {}
     started = time.perf_counter()
     line = 1
@@ -46,41 +38,23 @@ def replay(
     try:
         with collecting(settings.run.gc_young, settings.run.gc_full_every_s) as collector:
             for lines in source:
-                result = engine.process(lines, source.name, first_position=line)
-                outputs.write(result)
-                _record(store, result)
-                if hooks is not None:
-                    hooks[0].enqueue(result.actions, hooks[1].endpoints, time.time())
+                sinks.write(engine.process(lines, source.name, first_position=line))
                 line += len(lines)
                 collector.tick()
                 if bar is not None:
                     bar[0].update(bar[1], completed=source.position())
-            result = engine.finish()
-            outputs.write(result)
-            _record(store, result)
-            if hooks is not None:
-                hooks[0].enqueue(result.actions, hooks[1].endpoints, time.time())
-                extra["webhook_deliveries"] = hooks[1].run(settings.webhooks.wait_s)
+            sinks.write(engine.finish())
+            delivered = sinks.deliver(settings.webhooks.wait_s)
+            if delivered is not None:
+                extra["webhook_deliveries"] = delivered
     finally:
         if bar is not None:
             bar[0].stop()
         source.close()
-        outputs.close()
-        store.close()
-        if hooks is not None:
-            hooks[1].close()
-            hooks[0].close()
+        sinks.close()
         elapsed = time.perf_counter() - started
         summary = _write_summary(engine, elapsed, source.name, Path(out), extra)
     return summary
-
-
-def _record(audit: AuditTrail, result: Any) -> None:
-    """Findings, then the actions resting on them, into the audit trail."""
-    if result.findings:
-        audit.append("finding", result.findings, "finding_id")
-    if result.actions:
-        audit.append("action", result.actions, "action_id")
 
 
 def _write_summary(

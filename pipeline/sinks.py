@@ -1,7 +1,9 @@
-"""Where results go: JSON lines files (one record per line, contract field names)."""
+"""Where results go: JSON lines files (one record per line, contract field names), the
+audit trail, and the webhook outbox (delivered in the background while a stream runs)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -52,3 +54,80 @@ class OutputDir:
     def close(self) -> None:
         for sink in (self.findings, self.actions, self.dead_letters):
             sink.close()
+
+
+class ResultSinks:
+    """Every place a run's results go: the JSON lines files, the audit trail, and, with
+    webhook endpoints configured, the webhook outbox (what `replay` and `run` share)."""
+
+    def __init__(
+        self, out: str | Path, settings: Any, audit: str | None = None, fresh: bool = False
+    ) -> None:
+        from pipeline import webhooks
+        from pipeline.audit import open_audit
+
+        self.dir = Path(out)
+        self.files = OutputDir(out)
+        if audit is None:
+            trail = self.dir / "audit.sqlite"
+            if fresh:  # a replay's trail holds that run, like its findings.jsonl
+                trail.unlink(missing_ok=True)
+            audit = str(trail)
+        self.audit = open_audit(audit)
+        self.settings = settings
+        self.outbox_path = Path(settings.webhooks.outbox or self.dir / "webhook_outbox.sqlite")
+        self.hooks = webhooks.from_settings(settings.webhooks, self.outbox_path)
+
+    def write(self, result: Any) -> None:
+        self.files.write(result)
+        if result.findings:
+            self.audit.append("finding", result.findings, "finding_id")
+        if result.actions:
+            self.audit.append("action", result.actions, "action_id")
+            if self.hooks is not None:
+                self.hooks[0].enqueue(result.actions, self.hooks[1].endpoints, time.time())
+
+    def flush(self) -> None:
+        self.files.flush()
+
+    def deliver(self, wait_s: float) -> dict[str, int] | None:
+        """Deliver the outbox for up to `wait_s`; its counts by state (None: no webhooks)."""
+        return None if self.hooks is None else self.hooks[1].run(wait_s)
+
+    def close(self) -> None:
+        self.files.close()
+        self.audit.close()
+        if self.hooks is not None:
+            self.hooks[1].close()
+            self.hooks[0].close()
+
+
+class BackgroundDelivery:
+    """Delivers a webhook outbox from its own thread (and its own connection to the
+    outbox), so a slow endpoint never holds up the stream."""
+
+    def __init__(self, settings: Any, outbox: Path, every_s: float = 0.2) -> None:
+        import threading
+
+        self.settings, self.outbox, self.every_s = settings, outbox, every_s
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True, name="lockstep-hooks")
+        self.thread.start()
+
+    def _loop(self) -> None:
+        from pipeline import webhooks
+
+        hooks = webhooks.from_settings(self.settings.webhooks, self.outbox)
+        if hooks is None:
+            return
+        box, sender = hooks
+        try:
+            while not self.stopping.wait(self.every_s):
+                sender.deliver_due()
+        finally:
+            sender.close()
+            box.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=30)

@@ -3,6 +3,7 @@ a test that needs one fails with its own error when it cannot start, it is never
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -25,7 +26,10 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Server]:
     """A real PostgreSQL server; a test that needs it fails when it cannot start."""
-    server = Server(port=15493)
+    with socket.socket() as probe:  # a free port: another test run may hold any fixed one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Server(port=port)
     try:
         server.start()
     except RuntimeError as exc:

@@ -185,3 +185,24 @@ def test_a_missing_secret_is_one_line(events: Path, tmp_path: Path) -> None:
     proc = lockstep("replay", str(events), "--out", str(tmp_path / "x"), "--config", str(config),
                     env=env)  # fmt: skip
     assert proc.returncode == 2 and b"HOOK_SECRET is not set" in proc.stderr
+
+
+def test_a_live_run_delivers_in_the_background_and_keeps_the_trail(
+    events: Path, tmp_path: Path
+) -> None:
+    port = _port()
+    receiver = Receiver(port, fail=2, status=429, retry_after="1")
+    env = {**os.environ, "HOOK_SECRET": SECRET}
+    out = tmp_path / "live"
+    try:
+        proc = lockstep("run", "-", "--out", str(out), "--metrics-port", "0",
+                        "--config", str(_config(tmp_path, port)),
+                        input=events.read_bytes(), env=env)  # fmt: skip
+    finally:
+        receiver.stop()
+    assert proc.returncode == 0, proc.stderr.decode()
+    actions = read_jsonl(out / "actions.jsonl")
+    assert actions and set(receiver.seen) == {a["action_id"] for a in actions}
+    assert set(receiver.seen.values()) == {1}
+    check = lockstep("audit", "verify", str(out / "audit.sqlite"))
+    assert check.returncode == 0 and b"chain intact" in check.stdout
