@@ -17,6 +17,7 @@ import re
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
+import click
 import pytest
 import typer
 import yaml
@@ -28,6 +29,7 @@ RUNTIME_DATA_DIRS = {"./data"}  # created by the operator at deploy time, holds 
 WORKERS = ("lockstep-worker-1", "lockstep-worker-2")
 DEFAULT_SERVICES = {"kafka", *WORKERS, "prometheus", "grafana"}  # `docker compose up`
 EMBEDDED = "lockstep"  # the embedded pipeline, profile `embedded`
+HOOKS = ("throttle", "review")  # the throttling hook and the review API, beside it
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"  # Grafana's default provisioning path
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 METRIC_NAME = re.compile(r"(?<![A-Za-z0-9_:])lockstep_[a-z_]+")
@@ -106,7 +108,10 @@ def test_default_up_is_the_distributed_deployment() -> None:
     default = {n for n, s in services.items() if not s.get("profiles")}
     assert default == DEFAULT_SERVICES
     assert services[EMBEDDED]["profiles"] == ["embedded"]
-    assert set(_lockstep_services()) == {*WORKERS, EMBEDDED}
+    assert set(_lockstep_services()) == {*WORKERS, EMBEDDED, *HOOKS}
+    for name in HOOKS:  # the hooks serve the embedded run's outputs, beside it
+        assert services[name]["profiles"] == ["embedded"]
+        assert EMBEDDED in services[name]["depends_on"]
     for name in default:  # compose refuses to start a service whose dependency is off
         for dep in services[name].get("depends_on", []):
             assert dep in default, f"{name} depends on {dep}, which is behind a profile"
@@ -150,6 +155,12 @@ def test_lockstep_command_is_a_real_subcommand_with_valid_options(
     ctx = group.make_context("lockstep", list(args))
     sub = group.get_command(ctx, args[0])
     assert sub is not None, f"{name}: `lockstep {args[0]}` does not exist"
+    while isinstance(sub, click.Group):  # `lockstep throttle serve ...`: down to the command
+        ctx = sub.make_context(args[0], [], parent=ctx)
+        args = args[1:]
+        nested = sub.get_command(ctx, args[0])
+        assert nested is not None, f"{name}: `{args[0]}` is not a subcommand of {sub.name}"
+        sub = nested
     sub.make_context(args[0], args[1:], parent=ctx)  # raises on a bad option or value
 
 
@@ -213,6 +224,7 @@ def test_lockstep_environment_is_read_and_gives_valid_settings(name: str) -> Non
 
     env = _env(_lockstep_services()[name])
     source = "\n".join(p.read_text() for p in (ROOT / "pipeline").rglob("*.py"))
+    source += (ROOT / "config" / "lockstep.yaml").read_text()  # env:NAME settings name them
     for var in (v for v in env if v.startswith("LOCKSTEP_")):
         assert var in source, f"{name} sets {var}, which Lockstep never reads"
     settings = load_settings(environ=env)
@@ -241,6 +253,8 @@ def test_prometheus_scrapes_every_lockstep_service_on_its_metrics_port() -> None
         t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
     }
     for name, service in _lockstep_services().items():
+        if name in HOOKS:
+            continue  # request-path servers with no pipeline metrics of their own
         assert f"{name}:{_metrics_port(service)}" in targets, f"{name} is not scraped"
 
 
