@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-import yaml
 
 from models.credit import DAY, Credit, level_of
 from pipeline.findings import SEVERITIES, Action, Finding, stable_id
+from pipeline.settings import read_yaml
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.yaml"
 
@@ -88,14 +88,7 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True):
 def load_policy(path: str | Path | None = None) -> Policy:
     """The policy in `path` (default: config/policy.yaml), checked; PolicyError if unusable."""
     where = Path(path) if path is not None else DEFAULT_POLICY
-    try:
-        data = yaml.safe_load(where.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PolicyError(f"cannot read policy {where}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise PolicyError(f"policy {where} is not valid YAML{at}") from exc
+    data = read_yaml(where, "policy", PolicyError)
     try:
         policy = msgspec.convert(data, Policy)
     except msgspec.ValidationError as exc:

@@ -316,19 +316,23 @@ class ConfigError(Exception):
     """A settings file that cannot be used; the message is one line for the user."""
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(
+    path: Path, what: str = "config", error: type[Exception] = ConfigError
+) -> dict[str, Any]:
+    """A YAML mapping from `path`; `error` with a one-line message naming `what` if the
+    file cannot be read, is not YAML, or is not a mapping."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config {path} is not valid YAML{where}") from exc
+        raise error(f"{what} {path} is not valid YAML{where}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping at the top level")
+        raise error(f"{what} {path} must be a mapping at the top level")
     return data
 
 
@@ -567,9 +571,9 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Defaults from config/lockstep.yaml, the user's file, LOCKSTEP_* variables, overrides."""
-    data = _read_yaml(DEFAULT_CONFIG)
+    data = read_yaml(DEFAULT_CONFIG)
     if path is not None:
-        data = _merge(data, _read_yaml(Path(path)))
+        data = _merge(data, read_yaml(Path(path)))
     data = _merge(data, _from_environment(os.environ if environ is None else environ))
     if overrides:
         data = _merge(data, overrides)
