@@ -463,24 +463,5 @@ def review_serve(
         raise _fail(str(exc)) from None
 
 
-@app.command()
-def sink(
-    out: Annotated[Path, typer.Option("--out", help="Directory for actions.jsonl and more.")],
-    audit: Annotated[
-        str | None, typer.Option("--audit", help="Audit store (default OUT/audit.sqlite).")
-    ] = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Kafka's findings and actions to the audit trail, webhooks and OUT/actions.jsonl."""
-    from pipeline.audit import AuditError
-    from pipeline.kafka_sink import main as run_sink
-
-    settings = _settings(config)
-    try:
-        run_sink(settings, out, audit)
-    except (AuditError, ConfigError) as exc:
-        raise _fail(str(exc)) from None
-
-
 if __name__ == "__main__":
     main()
