@@ -95,8 +95,7 @@ class Ingest:
         partition_of = self.topics.partition_of
         for stage in self.stages:
             buckets = [_Bucket() for _ in range(partitions)]
-            key_field = stage.key_field
-            key_of = custom_key_of(stage)
+            key_of = custom_key_of(stage) or attrgetter(stage.key_field)
             admits = getattr(stage, "admits", None)
             for batch in admitted:
                 if batch.offsets is None:
@@ -106,8 +105,7 @@ class Ingest:
                 for event, offset in zip(events, offsets, strict=True):
                     if admits is not None and not admits(event):
                         continue
-                    key = key_of(event) if key_of is not None else getattr(event, key_field)
-                    p = partition_of(key)
+                    p = partition_of(key_of(event))
                     bucket = buckets[p]
                     bucket.events.append(event)
                     bucket.offsets.append(offset)

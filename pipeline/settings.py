@@ -18,8 +18,6 @@ from pipeline.events import EVENT_TYPES, Origin
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "lockstep.yaml"
 
-Severity = Literal["low", "medium", "high", "critical"]
-
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pass
