@@ -442,6 +442,9 @@ def review_serve(
     config: ConfigOpt = None,
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8090,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Publish new actions on the actions topic.")
+    ] = False,
 ) -> None:
     """The review desk's API over a run's audit trail; needs review.token's bearer token."""
     import os
@@ -458,8 +461,27 @@ def review_serve(
     if "://" not in target and not Path(target).exists():
         raise _fail(f"no audit store at {target}")
     try:
-        serve(out, target, settings, token, host, port)
+        serve(out, target, settings, token, host, port, kafka)
     except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+@app.command()
+def sink(
+    out: Annotated[Path, typer.Option("--out", help="Directory for actions.jsonl and more.")],
+    audit: Annotated[
+        str | None, typer.Option("--audit", help="Audit store (default OUT/audit.sqlite).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Kafka's findings and actions to the audit trail, webhooks and OUT/actions.jsonl."""
+    from pipeline.audit import AuditError
+    from pipeline.kafka_sink import main as run_sink
+
+    settings = _settings(config)
+    try:
+        run_sink(settings, out, audit)
+    except (AuditError, ConfigError) as exc:
         raise _fail(str(exc)) from None
 
 

@@ -10,6 +10,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str, wait_s: float) -> list[int]:
+    """The partitions of `topic`, waiting up to `wait_s` for a topic created moments ago
+    to reach the client's metadata; [] if it does not exist by then."""
+    deadline = time.monotonic() + wait_s
+    while (found := consumer.partitions_for_topic(topic)) is None:
+        if time.monotonic() > deadline:
+            return []
+        consumer._client.add_topic(topic)
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.2)
+    return sorted(found)
+
+
 async def read_to_end(
     bootstrap: str, topic: str, partitions: int, wait_s: float = 30.0
 ) -> list[ConsumerRecord]:
@@ -20,13 +33,8 @@ async def read_to_end(
     )
     await consumer.start()
     try:
-        deadline = time.monotonic() + wait_s
-        while consumer._client.cluster.partitions_for_topic(topic) is None:
-            if time.monotonic() > deadline:
-                return []  # the topic does not exist: nothing was ever written to it
-            consumer._client.add_topic(topic)
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.2)
+        if not await partitions_of(consumer, topic, wait_s):
+            return []  # the topic does not exist: nothing was ever written to it
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)

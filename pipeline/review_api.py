@@ -159,8 +159,10 @@ class Reviews:
         return {"decision": msgspec.to_builtins(record), "issued": [msgspec.to_builtins(revert)]}
 
 
-def app(reviews: Reviews, token: str) -> Any:
-    """The aiohttp application; every request needs `Authorization: Bearer <token>`."""
+def app(reviews: Reviews, token: str, after: Any = None) -> Any:
+    """The aiohttp application; every request needs `Authorization: Bearer <token>`.
+    `after`, if given, is awaited after each decision or reversal (to publish what it
+    issued)."""
     from aiohttp import web
 
     @web.middleware
@@ -186,14 +188,15 @@ def app(reviews: Reviews, token: str) -> Any:
 
     async def decide(request: web.Request) -> web.Response:
         data = await body(request)
-        return answer(
-            reviews.decide(
-                request.match_info["action_id"],
-                str(data.get("decision", "")),
-                str(data.get("reviewer", "")),
-                str(data.get("note", "")),
-            )
+        result = reviews.decide(
+            request.match_info["action_id"],
+            str(data.get("decision", "")),
+            str(data.get("reviewer", "")),
+            str(data.get("note", "")),
         )
+        if after is not None:
+            await after()
+        return answer(result)
 
     async def list_appeals(request: web.Request) -> web.Response:
         return web.json_response({"appeals": reviews.appeals()})
@@ -210,13 +213,14 @@ def app(reviews: Reviews, token: str) -> Any:
 
     async def reverse(request: web.Request) -> web.Response:
         data = await body(request)
-        return answer(
-            reviews.reverse(
-                request.match_info["action_id"],
-                str(data.get("reviewer", "")),
-                str(data.get("reason", "")),
-            )
+        result = reviews.reverse(
+            request.match_info["action_id"],
+            str(data.get("reviewer", "")),
+            str(data.get("reason", "")),
         )
+        if after is not None:
+            await after()
+        return answer(result)
 
     application = web.Application(middlewares=[bearer])
     application.router.add_get("/v1/reviews", list_reviews)
@@ -227,24 +231,66 @@ def app(reviews: Reviews, token: str) -> Any:
     return application
 
 
-def serve(out: Path, audit_target: str, settings: Any, token: str, host: str, port: int) -> None:
-    """Serve the review desk for a run's outputs: new actions (approvals, reverts) go to
-    `out/actions.jsonl`, the webhook outbox (delivered at once) and the audit trail."""
+def serve(
+    out: Path,
+    audit_target: str,
+    settings: Any,
+    token: str,
+    host: str,
+    port: int,
+    kafka: bool = False,
+) -> None:
+    """Serve the review desk for a run's outputs. New actions (approvals, reverts) go to
+    `out/actions.jsonl`, the webhook outbox (delivered at once) and the audit trail; with
+    `kafka`, to the actions topic instead, where `lockstep sink` takes them to all three
+    (and the workers' consumers see them)."""
     from aiohttp import web
 
     from pipeline import webhooks
     from pipeline.audit import open_audit
 
     audit = open_audit(audit_target)
-    hooks = webhooks.from_settings(settings.webhooks, out / "webhook_outbox.sqlite")
     encode = msgspec.json.Encoder().encode
+    pending: list[Action] = []
+    after = None
+    if kafka:
 
-    def emit(actions: list[Action]) -> None:
-        with open(out / "actions.jsonl", "ab") as handle:
-            handle.write(b"".join(encode(a) + b"\n" for a in actions))
-        audit.append("action", actions, "action_id")
-        if hooks is not None:
-            hooks[0].enqueue(actions, hooks[1].endpoints, time.time())
-            hooks[1].deliver_due()
+        def emit(actions: list[Action]) -> None:
+            pending.extend(actions)
 
-    web.run_app(app(Reviews(audit, emit), token), host=host, port=port, print=None, access_log=None)
+        async def after() -> None:
+            from aiokafka import AIOKafkaProducer
+
+            from pipeline.topics import Topics
+
+            if not pending:
+                return
+            topic = Topics.from_settings(settings.kafka).actions
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.broker, acks="all")
+            await producer.start()
+            try:
+                for a in pending:
+                    await producer.send(topic, encode(a), key=a.action_id.encode())
+                await producer.flush()
+            finally:
+                await producer.stop()
+            pending.clear()
+
+    else:
+        hooks = webhooks.from_settings(settings.webhooks, out / "webhook_outbox.sqlite")
+
+        def emit(actions: list[Action]) -> None:
+            with open(out / "actions.jsonl", "ab") as handle:
+                handle.write(b"".join(encode(a) + b"\n" for a in actions))
+            audit.append("action", actions, "action_id")
+            if hooks is not None:
+                hooks[0].enqueue(actions, hooks[1].endpoints, time.time())
+                hooks[1].deliver_due()
+
+    web.run_app(
+        app(Reviews(audit, emit), token, after),
+        host=host,
+        port=port,
+        print=None,
+        access_log=None,
+    )

@@ -14,9 +14,9 @@ _encode = msgspec.json.Encoder().encode
 
 
 class JsonlSink:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, append: bool = False) -> None:
         self.path = path
-        self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._file = open(path, "ab" if append else "wb")  # noqa: SIM115 - closed in close()
         self.count = 0
 
     def write(self, records: Iterable[Any]) -> None:
@@ -35,12 +35,12 @@ class JsonlSink:
 class OutputDir:
     """findings.jsonl, actions.jsonl and dead_letter.jsonl in one directory."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, append: bool = False) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.findings = JsonlSink(self.dir / "findings.jsonl")
-        self.actions = JsonlSink(self.dir / "actions.jsonl")
-        self.dead_letters = JsonlSink(self.dir / "dead_letter.jsonl")
+        self.findings = JsonlSink(self.dir / "findings.jsonl", append)
+        self.actions = JsonlSink(self.dir / "actions.jsonl", append)
+        self.dead_letters = JsonlSink(self.dir / "dead_letter.jsonl", append)
 
     def write(self, result: Any) -> None:
         self.findings.write(result.findings)
@@ -61,13 +61,18 @@ class ResultSinks:
     webhook endpoints configured, the webhook outbox (what `replay` and `run` share)."""
 
     def __init__(
-        self, out: str | Path, settings: Any, audit: str | None = None, fresh: bool = False
+        self,
+        out: str | Path,
+        settings: Any,
+        audit: str | None = None,
+        fresh: bool = False,
+        append: bool = False,
     ) -> None:
         from pipeline import webhooks
         from pipeline.audit import open_audit
 
         self.dir = Path(out)
-        self.files = OutputDir(out)
+        self.files = OutputDir(out, append)  # append: a process that restarts keeps adding
         if audit is None:
             trail = self.dir / "audit.sqlite"
             if fresh:  # a replay's trail holds that run, like its findings.jsonl

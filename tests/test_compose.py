@@ -27,7 +27,8 @@ from pipeline.cli import app
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DATA_DIRS = {"./data"}  # created by the operator at deploy time, holds live data
 WORKERS = ("lockstep-worker-1", "lockstep-worker-2")
-DEFAULT_SERVICES = {"kafka", *WORKERS, "prometheus", "grafana"}  # `docker compose up`
+SINK = "lockstep-sink"  # the workers' results to the audit trail and the webhooks
+DEFAULT_SERVICES = {"kafka", *WORKERS, SINK, "prometheus", "grafana"}  # `docker compose up`
 EMBEDDED = "lockstep"  # the embedded pipeline, profile `embedded`
 HOOKS = ("throttle", "review")  # the throttling hook and the review API, beside it
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"  # Grafana's default provisioning path
@@ -108,7 +109,7 @@ def test_default_up_is_the_distributed_deployment() -> None:
     default = {n for n, s in services.items() if not s.get("profiles")}
     assert default == DEFAULT_SERVICES
     assert services[EMBEDDED]["profiles"] == ["embedded"]
-    assert set(_lockstep_services()) == {*WORKERS, EMBEDDED, *HOOKS}
+    assert set(_lockstep_services()) == {*WORKERS, SINK, EMBEDDED, *HOOKS}
     for name in HOOKS:  # the hooks serve the embedded run's outputs, beside it
         assert services[name]["profiles"] == ["embedded"]
         assert EMBEDDED in services[name]["depends_on"]
@@ -253,8 +254,8 @@ def test_prometheus_scrapes_every_lockstep_service_on_its_metrics_port() -> None
         t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
     }
     for name, service in _lockstep_services().items():
-        if name in HOOKS:
-            continue  # request-path servers with no pipeline metrics of their own
+        if name in HOOKS or name == SINK:
+            continue  # no pipeline metrics of their own
         assert f"{name}:{_metrics_port(service)}" in targets, f"{name} is not scraped"
 
 
