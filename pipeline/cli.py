@@ -424,8 +424,11 @@ def throttle_serve(
     """Answer GET /v1/throttle?account_id=&action= with 200 or 429 and Retry-After."""
     from pipeline.throttle import serve
 
+    if not actions.parent.is_dir():
+        raise _fail(f"no directory {actions.parent} for the actions file")
     if not actions.exists():
-        raise _fail(f"no actions file at {actions}")
+        print(f"no actions file at {actions} yet: every check is allowed until it appears",
+              file=sys.stderr)  # fmt: skip
     serve(str(actions), host, port, _epoch_ms(now) / 1000 if now else None)
 
 

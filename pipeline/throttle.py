@@ -17,6 +17,9 @@ lifts the action it reverses. Only actions in mode `enforce` limit anyone: `shad
                                       {"key": "action", "value": ...}]}]}
         -> {"overall_code": "OK" | "OVER_LIMIT", "statuses": [...]}
 
+    GET /metrics  (Prometheus: checks by verdict and reason, check time, limits in force,
+                   actions taken in and lines of the actions file refused)
+
 A check is two dictionary look-ups and, for a throttle, a counter step: the server's
 cost is its HTTP handling (see benchmarks/RESULTS.md for p50/p99 under load).
 """
@@ -56,8 +59,10 @@ class ThrottleTable:
     def __init__(self) -> None:
         self.limits: dict[tuple[str, str], list[Limit]] = {}
         self.by_id: dict[str, list[tuple[str, str]]] = {}
+        self.applied = 0  # actions taken in (reverts included)
 
     def apply(self, actions: list[Action]) -> None:
+        self.applied += len(actions)
         for a in actions:
             if a.action == "revert":
                 self._lift(a.params.get("reverts", ""))
@@ -111,15 +116,65 @@ class ThrottleTable:
         return None
 
 
-def app(table: ThrottleTable, clock: Any) -> Any:
+class ThrottleMetrics:
+    """The hook's Prometheus metrics, in a registry of its own. Labels are bounded: the
+    verdict and the measure that limited, never an account."""
+
+    def __init__(self, table: ThrottleTable) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.checks = Counter(
+            "lockstep_throttle_checks",
+            "Checks answered, by verdict (allowed, limited) and the measure that limited.",
+            ["verdict", "reason"],
+            registry=self.registry,
+        )
+        self.check_time = Histogram(
+            "lockstep_throttle_check_seconds",
+            "Time to answer one check inside the server (HTTP handling included).",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "lockstep_throttle_refused_lines",
+            "Lines of the actions file that are not actions (skipped, logged).",
+            registry=self.registry,
+        )
+        limits = Gauge(
+            "lockstep_throttle_limits", "(account, action) pairs limited now or until they expire.",
+            registry=self.registry,
+        )  # fmt: skip
+        limits.set_function(lambda: len(table.limits))
+        applied = Gauge(
+            "lockstep_throttle_actions_applied",
+            "Actions taken in from the actions file since start (reverts included).",
+            registry=self.registry,
+        )
+        applied.set_function(lambda: table.applied)
+        self.allowed = self.checks.labels("allowed", "")
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def app(table: ThrottleTable, clock: Any, metrics: ThrottleMetrics | None = None) -> Any:
     """The aiohttp application answering checks from `table` at `clock()` seconds."""
+    import time
+
     from aiohttp import web
+
+    metrics = metrics or ThrottleMetrics(table)
 
     def verdict(account: str, action: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         hit = table.check(account, action, clock())
         if hit is None:
+            metrics.allowed.inc()
             return 200, {"limited": False}, {}
         limit, wait = hit
+        metrics.checks.labels("limited", limit.kind).inc()
         retry = 86400 * 365 if math.isinf(wait) else max(1, math.ceil(wait))
         body = {
             "limited": True,
@@ -130,14 +185,18 @@ def app(table: ThrottleTable, clock: Any) -> Any:
         return 429, body, {"Retry-After": str(retry)}
 
     async def throttle(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         account = request.query.get("account_id")
         action = request.query.get("action", ANY)
         if not account:
             return web.json_response({"error": "account_id is required"}, status=400)
         status, body, headers = verdict(account, action)
-        return web.json_response(body, status=status, headers=headers)
+        response = web.json_response(body, status=status, headers=headers)
+        metrics.check_time.observe(time.perf_counter() - started)
+        return response
 
     async def ratelimit(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         try:
             data = await request.json()
             statuses = []
@@ -153,15 +212,25 @@ def app(table: ThrottleTable, clock: Any) -> Any:
         except (ValueError, KeyError, TypeError) as exc:
             return web.json_response({"error": f"bad request: {exc}"}, status=400)
         overall = "OVER_LIMIT" if worst == 429 else "OK"
-        return web.json_response({"overall_code": overall, "statuses": statuses})
+        response = web.json_response({"overall_code": overall, "statuses": statuses})
+        metrics.check_time.observe(time.perf_counter() - started)
+        return response
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
+
+    async def scrape(request: web.Request) -> web.Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return web.Response(
+            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     application = web.Application()
     application.router.add_get("/v1/throttle", throttle)
     application.router.add_post("/v1/ratelimit", ratelimit)
     application.router.add_get("/healthz", healthz)
+    application.router.add_get("/metrics", scrape)
     return application
 
 
@@ -169,22 +238,35 @@ def serve(actions_path: str, host: str, port: int, now: float | None = None) -> 
     """Serve checks from an actions file (JSON lines, as replay or run write it), taking
     in the lines appended to it as they come (every second)."""
     import asyncio
+    import sys
     import time
 
     import msgspec
     from aiohttp import web
 
     table = ThrottleTable()
+    metrics = ThrottleMetrics(table)
     decode = msgspec.json.Decoder(Action).decode
     offset = 0
 
+    def take(line: bytes) -> list[Action]:
+        try:
+            return [decode(line)]
+        except msgspec.DecodeError as exc:  # logged and counted; the hook keeps serving
+            metrics.refused.inc()
+            print(f"throttle: skipped a line of {actions_path}: {exc}", file=sys.stderr)
+            return []
+
     def load() -> None:
         nonlocal offset
-        with open(actions_path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
+        try:
+            with open(actions_path, "rb") as handle:
+                handle.seek(offset)
+                data = handle.read()
+        except FileNotFoundError:  # not written yet (a sink or run starting)
+            return
         end = data.rfind(b"\n") + 1  # whole lines only: a writer may be mid-line
-        table.apply([decode(line) for line in data[:end].splitlines() if line.strip()])
+        table.apply([a for line in data[:end].splitlines() if line.strip() for a in take(line)])
         offset += end
 
     async def follow(application: Any) -> Any:
@@ -198,6 +280,6 @@ def serve(actions_path: str, host: str, port: int, now: float | None = None) -> 
         task.cancel()
 
     load()
-    application = app(table, (lambda: now) if now is not None else time.time)
+    application = app(table, (lambda: now) if now is not None else time.time, metrics)
     application.cleanup_ctx.append(follow)
     web.run_app(application, host=host, port=port, print=None, access_log=None)

@@ -31,6 +31,9 @@ SINK = "lockstep-sink"  # the workers' results to the audit trail and the webhoo
 DEFAULT_SERVICES = {"kafka", *WORKERS, SINK, "prometheus", "grafana"}  # `docker compose up`
 EMBEDDED = "lockstep"  # the embedded pipeline, profile `embedded`
 HOOKS = ("throttle", "review")  # the throttling hook and the review API, beside it
+# The same hooks over the sink's outputs in the distributed deployment, profile `hooks`.
+DISTRIBUTED_HOOKS = ("lockstep-throttle", "lockstep-review")
+THROTTLES = ("throttle", "lockstep-throttle")  # scraped on their serving port
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"  # Grafana's default provisioning path
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
 METRIC_NAME = re.compile(r"(?<![A-Za-z0-9_:])lockstep_[a-z_]+")
@@ -109,20 +112,29 @@ def test_default_up_is_the_distributed_deployment() -> None:
     default = {n for n, s in services.items() if not s.get("profiles")}
     assert default == DEFAULT_SERVICES
     assert services[EMBEDDED]["profiles"] == ["embedded"]
-    assert set(_lockstep_services()) == {*WORKERS, SINK, EMBEDDED, *HOOKS}
+    assert set(_lockstep_services()) == {*WORKERS, SINK, EMBEDDED, *HOOKS, *DISTRIBUTED_HOOKS}
     for name in HOOKS:  # the hooks serve the embedded run's outputs, beside it
         assert services[name]["profiles"] == ["embedded"]
         assert EMBEDDED in services[name]["depends_on"]
+    for name in DISTRIBUTED_HOOKS:  # or the sink's, and the review desk publishes on Kafka
+        assert services[name]["profiles"] == ["hooks"]
+        assert SINK in services[name]["depends_on"]
+        sink_volume = next(v for v in services[SINK]["volumes"] if "sink" in v)
+        assert sink_volume in services[name]["volumes"]
+    assert "--kafka" in _args(services["lockstep-review"])
     for name in default:  # compose refuses to start a service whose dependency is off
         for dep in services[name].get("depends_on", []):
             assert dep in default, f"{name} depends on {dep}, which is behind a profile"
 
 
-def test_no_two_services_publish_the_same_host_port() -> None:
-    published = [
-        str(port).rsplit(":", 1)[0] for s in _services().values() for port in s.get("ports", [])
-    ]
-    assert len(published) == len(set(published)), published
+def test_no_two_services_that_start_together_publish_the_same_host_port() -> None:
+    services = _services()
+    profiles = {p for s in services.values() for p in s.get("profiles", [])}
+    for profile in [None, *sorted(profiles)]:  # `up`, and `--profile P up`
+        started = [s for s in services.values() if profile in s.get("profiles", [None])]
+        started += [s for s in services.values() if profile and not s.get("profiles")]
+        published = [str(port).rsplit(":", 1)[0] for s in started for port in s.get("ports", [])]
+        assert len(published) == len(set(published)), (profile, published)
 
 
 def test_every_mounted_path_exists() -> None:
@@ -254,9 +266,11 @@ def test_prometheus_scrapes_every_lockstep_service_on_its_metrics_port() -> None
         t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
     }
     for name, service in _lockstep_services().items():
-        if name in HOOKS or name == SINK:
-            continue  # no pipeline metrics of their own
-        assert f"{name}:{_metrics_port(service)}" in targets, f"{name} is not scraped"
+        if name in THROTTLES:  # its /metrics is on the port it serves checks on
+            port = _args(service)[_args(service).index("--port") + 1]
+            assert f"{name}:{port}" in targets, f"{name} is not scraped"
+        elif name not in (*HOOKS, *DISTRIBUTED_HOOKS, SINK):  # no metrics of their own
+            assert f"{name}:{_metrics_port(service)}" in targets, f"{name} is not scraped"
 
 
 # --- Grafana ------------------------------------------------------------------------------

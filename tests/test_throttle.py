@@ -121,12 +121,26 @@ def test_the_server_answers_over_http_and_follows_new_actions(tmp_path: Path) ->
                                               {"key": "action", "value": "follow"}]}]}  # fmt: skip
         assert httpx.post(f"{base}/v1/ratelimit", json=envoy).json()["overall_code"] == "OVER_LIMIT"
         with open(actions, "ab") as handle:  # a new measure, appended while it runs
+            handle.write(b'{"not": "an action"}\n')  # skipped and counted, not fatal
             handle.write(json.dumps(msgspec.to_builtins(_action("close_account", "late"))).encode())
             handle.write(b"\n")
         deadline = time.monotonic() + 10
         while httpx.get(f"{base}/v1/throttle", params={"account_id": "late"}).status_code != 429:
             assert time.monotonic() < deadline, "the appended action was not taken in"
             time.sleep(0.2)
+        scrape = httpx.get(f"{base}/metrics").text
+        seen = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in scrape.splitlines()
+            if line.startswith("lockstep_throttle_")
+        }
+        assert seen['lockstep_throttle_checks_total{reason="throttle",verdict="limited"}'] == 3
+        assert seen['lockstep_throttle_checks_total{reason="",verdict="allowed"}'] >= 3  # + polls
+        assert seen['lockstep_throttle_checks_total{reason="close_account",verdict="limited"}'] >= 1
+        assert seen["lockstep_throttle_refused_lines_total"] == 1
+        assert seen["lockstep_throttle_limits"] == 2  # (bot1, follow) and (late, *)
+        assert seen["lockstep_throttle_actions_applied"] == 2
+        assert seen["lockstep_throttle_check_seconds_count"] >= 7
     finally:
         proc.terminate()
         proc.wait(timeout=10)
