@@ -37,7 +37,7 @@ from pipeline.events import NO_TIME, AnyEvent, Event
 from pipeline.findings import Finding
 from pipeline.gate import Admitted, Gate
 from pipeline.settings import Settings
-from pipeline.stage import KeyedRunner, KeyState, Stage, custom_key_of
+from pipeline.stage import KeyedRunner, KeyState, Stage, custom_admits, custom_key_of
 from pipeline.topics import Topics
 
 
@@ -96,7 +96,7 @@ class Ingest:
         for stage in self.stages:
             buckets = [_Bucket() for _ in range(partitions)]
             key_of = custom_key_of(stage) or attrgetter(stage.key_field)
-            admits = getattr(stage, "admits", None)
+            admits = custom_admits(stage)
             for batch in admitted:
                 if batch.offsets is None:
                     raise ValueError("stage records need the input offsets of their events")

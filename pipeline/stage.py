@@ -85,6 +85,13 @@ class Stage(ABC):
         `custom_key_of`): an attribute read is the hot path's cheapest step."""
         return getattr(event, self.key_field)
 
+    def admits(self, event: Any) -> bool:
+        """Whether an event can matter to this stage at all. The distributed runtime
+        routes only admitted events to the stage's topic (less to repartition); a stage
+        that overrides this must ignore the others itself, so the embedded runtime, which
+        hands it every event of its types, finds the same."""
+        return True
+
     @abstractmethod
     def new_model(self) -> Any:
         """Fresh per-key model state (the key's history), created on its first event."""
@@ -127,6 +134,14 @@ def custom_key_of(stage: Stage) -> Callable[[Any], str] | None:
     if type(stage).key_of is Stage.key_of:
         return None
     return stage.key_of
+
+
+def custom_admits(stage: Stage) -> Callable[[Any], bool] | None:
+    """The stage's own `admits` if it overrides the default (which admits everything),
+    else None: routing then skips a call per event."""
+    if type(stage).admits is Stage.admits:
+        return None
+    return stage.admits
 
 
 def _outputs(found: Any) -> list[Any]:

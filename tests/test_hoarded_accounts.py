@@ -135,3 +135,26 @@ def test_stream_order_and_settings_are_checked() -> None:
         load_settings(overrides={"detectors": {where: {"min_dormant_share": 0}}})
     off = load_settings(overrides={"detectors": {"batch_registration": {"enabled": False}}})
     assert not {s.detector for s in build_stages(off)} & set(CHAIN)  # nothing to watch
+
+
+def test_only_events_that_can_matter_are_routed_to_the_watch() -> None:
+    """Activity of long-established accounts cannot be a sign of life of a batch member:
+    the distributed runtime leaves it out of hoarded_watch's topic (Stage.admits)."""
+    from pipeline.distributed import Ingest, decode_batch
+
+    watch = next(s for s in _stages() if s.detector == "hoarded_watch")
+    b = StreamBuilder(seed=15)
+    young = [f"new{i}" for i in range(5)]
+    for i, account in enumerate(young):
+        b.add("follow", T0 + i, account, target="creator9", actor_created_at=T0 - MINUTE)
+    for i in range(5):  # accounts registered a year before they act
+        b.add("follow", T0 + i, f"old{i}", target="creator9", actor_created_at=T0 - 365 * 24 * HOUR)
+    ingest = Ingest(SETTINGS, [watch], Topics("t", 2))
+    raws = [x.encode() for x in b.sorted_lines()]
+    admitted = ingest.admit("in:0", raws, list(range(len(raws))))
+    routed = [
+        e.actor
+        for _, _, record in ingest.pack([admitted], {"in:0": False}, max_events=100)
+        for e in decode_batch(record).events
+    ]
+    assert sorted(routed) == sorted(young)
