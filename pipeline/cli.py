@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from pipeline.engine import BatchResult
+from pipeline.kafka_publish import PublishError
 from pipeline.settings import ConfigError, Settings, load_settings, policy_path
 from pipeline.sources import InputError
 
@@ -68,7 +69,7 @@ def replay(
         summary = run_replay(events, out, settings, progress=err.is_terminal, audit=audit)
     except (AuditError, ConfigError) as exc:
         raise _fail(str(exc)) from None
-    except InputError as exc:
+    except (InputError, PublishError) as exc:
         raise _fail(str(exc), 1) from None
     except OSError as exc:
         raise _fail(f"cannot write to {out}: {exc.strerror or exc}", 1) from None
@@ -127,6 +128,8 @@ def run(
         engine = run_live(lines, name, settings, out, metrics_port=port, on_result=_print_findings)
     except (ConfigError, AuditError) as exc:
         raise _fail(str(exc)) from None
+    except PublishError as exc:
+        raise _fail(str(exc), 1) from None
     except OSError as exc:
         if port and "address" in str(exc).lower():
             raise _fail(f"cannot serve metrics on port {port}: {exc.strerror or exc}") from None

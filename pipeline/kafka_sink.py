@@ -41,7 +41,7 @@ class _Batch:
 async def run_sink(settings: Settings, out: Path, audit: str | None, stop: asyncio.Event) -> int:
     """Consume until `stop` is set; returns how many records were taken in."""
     topics = Topics.from_settings(settings.kafka)
-    sinks = ResultSinks(out, settings, audit, append=True)
+    sinks = ResultSinks(out, settings, audit, append=True, publish=False)
     delivery = BackgroundDelivery(settings, sinks.outbox_path) if sinks.hooks else None
     wanted = [topics.findings, topics.actions]
     await ensure_topics(settings.kafka.broker, wanted, settings.kafka.partitions)

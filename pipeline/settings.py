@@ -264,6 +264,11 @@ class WebhookSettings(_Strict):
     timeout_s: float
 
 
+class PublishSettings(_Strict):
+    broker: str  # "": `replay` and `run` write no Kafka topic
+    findings: bool  # findings too, not only actions
+
+
 class ReviewSettings(_Strict):
     token: str  # bearer token of the review API; env:NAME reads it from NAME
 
@@ -305,6 +310,7 @@ class Settings(_Strict):
     severity: SeveritySettings
     enforcement: EnforcementSettings
     webhooks: WebhookSettings
+    publish: PublishSettings
     review: ReviewSettings
     run: RunSettings
     kafka: KafkaSettings
@@ -537,6 +543,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "LOCKSTEP_PARTITIONS": ("kafka", "partitions"),
     "LOCKSTEP_STORE": ("kafka", "store"),
     "LOCKSTEP_DATA_DIR": ("kafka", "data_dir"),
+    "LOCKSTEP_PUBLISH_BROKER": ("publish", "broker"),
 }
 
 

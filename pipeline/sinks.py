@@ -57,8 +57,10 @@ class OutputDir:
 
 
 class ResultSinks:
-    """Every place a run's results go: the JSON lines files, the audit trail, and, with
-    webhook endpoints configured, the webhook outbox (what `replay` and `run` share)."""
+    """Every place a run's results go: the JSON lines files, the audit trail, with webhook
+    endpoints configured the webhook outbox, and with `publish.broker` set (and `publish`)
+    Kafka topics (what `replay` and `run` share; `lockstep sink` reads Kafka, so it does
+    not publish)."""
 
     def __init__(
         self,
@@ -67,10 +69,13 @@ class ResultSinks:
         audit: str | None = None,
         fresh: bool = False,
         append: bool = False,
+        publish: bool = True,
     ) -> None:
-        from pipeline import webhooks
+        from pipeline import kafka_publish, webhooks
         from pipeline.audit import open_audit
 
+        # first: a broker that cannot be reached stops the run before it writes anything
+        self.kafka = kafka_publish.from_settings(settings) if publish else None
         self.dir = Path(out)
         self.files = OutputDir(out, append)  # append: a process that restarts keeps adding
         if audit is None:
@@ -91,6 +96,8 @@ class ResultSinks:
             self.audit.append("action", result.actions, "action_id")
             if self.hooks is not None:
                 self.hooks[0].enqueue(result.actions, self.hooks[1].endpoints, time.time())
+        if self.kafka is not None:
+            self.kafka.publish(result.findings, result.actions)
 
     def flush(self) -> None:
         self.files.flush()
@@ -102,6 +109,8 @@ class ResultSinks:
     def close(self) -> None:
         self.files.close()
         self.audit.close()
+        if self.kafka is not None:
+            self.kafka.close()
         if self.hooks is not None:
             self.hooks[1].close()
             self.hooks[0].close()
