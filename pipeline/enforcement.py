@@ -40,6 +40,7 @@ def finding_records(findings: list[Finding]) -> list[Derived]:
                 "window_start": f.window_start,
                 "window_end": f.window_end,
                 "ts": f.ts,
+                "fabricated": f.evidence.get("fabricated", {}),
             },
         )
         for f in findings
@@ -95,5 +96,5 @@ def _finding(d: Derived) -> Finding:
         window_start=data["window_start"],
         window_end=data["window_end"],
         ts=data["ts"],
-        evidence={},
+        evidence={"fabricated": data.get("fabricated", {})},
     )

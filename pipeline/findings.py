@@ -60,6 +60,14 @@ def severity_of(score: float, cuts: SeveritySettings) -> str | None:
     return None
 
 
+def fabricated(**counts: float) -> dict[str, int]:
+    """Evidence for Article 12 findings: how many of each kind of engagement (follow,
+    click, repost, comment) in the window look fabricated, the count above what the
+    subject's own normal explains. `discount_engagement` actions carry it, so a platform
+    knows what to take off the public counts."""
+    return {kind: round(n) for kind, n in counts.items() if n >= 0.5}
+
+
 def make_finding(
     *,
     detector: str,

@@ -147,6 +147,10 @@ class SubjectRecord(msgspec.Struct, gc=False):
     last: dict[str, int] = {}  # action -> ts it was last issued (for the cooldown)
     incident_start: int = -1  # ts of the first finding of the current incident
     incident_cost: float = 0.0  # what the incident has cost so far
+    # discounts issued lately: (window_start, window_end, kind, count), so that detectors
+    # seeing the same fabricated engagement (a burst in 1-minute and 5-minute windows)
+    # do not have it taken off the counts twice
+    discounted: list[tuple[int, int, str, int]] = []
 
 
 class Enforcer:
@@ -220,6 +224,11 @@ class Enforcer:
                 ]
                 params["requests_per_unit"] = step.requests_per_unit
                 params["unit"] = step.unit
+            elif step.action == "discount_engagement":
+                discount = _discount(finding, record)
+                if finding.evidence.get("fabricated") and not discount["engagement"]:
+                    continue  # what it estimated was discounted by an earlier finding
+                params["discount"] = discount
             out.append(
                 Action(
                     action_id=stable_id(
@@ -237,6 +246,36 @@ class Enforcer:
                 )
             )
         return out
+
+
+DISCOUNT_MEMORY_MS = 86_400_000  # how long issued discounts are remembered
+
+
+def _discount(finding: Finding, record: SubjectRecord) -> dict[str, Any]:
+    """What to take off the subject's public counts: the engagement the finding estimates
+    fabricated, by kind, in its window, less what earlier discounts already took off in
+    that window (pro rata to their overlap with it), and the accounts it names. A finding
+    without an estimate leaves `engagement` empty: the accounts and window say what."""
+    start, end = finding.window_start, finding.window_end
+    kept = [d for d in record.discounted if d[1] > finding.ts - DISCOUNT_MEMORY_MS]
+    engagement: dict[str, int] = {}
+    for kind, estimate in finding.evidence.get("fabricated", {}).items():
+        covered = sum(
+            count * max(0, min(end, e) - max(start, s)) / (e - s)
+            for s, e, k, count in kept
+            if k == kind and e > s
+        )
+        left = round(estimate - covered)
+        if left > 0:
+            engagement[kind] = left
+            kept.append((start, end, kind, left))
+    record.discounted = kept
+    return {
+        "engagement": engagement,
+        "window_start": start,
+        "window_end": end,
+        "from_accounts": list(finding.members),
+    }
 
 
 def _matches(rule: Rule, finding: Finding) -> bool:

@@ -4,6 +4,7 @@ backtest another policy on the same log."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from pipeline.detectors import build_topology
@@ -12,6 +13,7 @@ from pipeline.settings import load_settings
 from pipeline.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.stage_partitions import run_partitioned
+from tests.test_engagement_inflation import _background, _farm, _organic
 
 SETTINGS = load_settings(overrides={"kafka": {"partitions": 2}})
 
@@ -68,3 +70,40 @@ def test_replay_backtests_another_policy(tmp_path: Path) -> None:
     bad.write_text(text.replace("action: restrict_functions", "action: restrict"), "utf-8")
     proc = lockstep("replay", str(events), "--out", str(tmp_path / "x"), "--policy", str(bad))
     assert proc.returncode == 2 and b"unknown action 'restrict'" in proc.stderr
+
+
+def test_discount_engagement_says_what_to_take_off_the_counts() -> None:
+    """Bought followers: the discount names the follows to remove (about the bought 250 a
+    time, not the account's organic trickle) and the window; a click farm: clicks."""
+    lines = [x.encode() for x in _lines()]
+    engine = Engine(SETTINGS)
+    actions = engine.process(lines, "t").actions + engine.finish().actions
+    discounts = [
+        a for a in actions if a.action == "discount_engagement" and a.subject_id == "repeat"
+    ]
+    assert discounts
+    removed = 0
+    for a in discounts:
+        d = a.params["discount"]
+        assert set(d["engagement"]) == {"follow"} and d["window_start"] < d["window_end"]
+        removed += d["engagement"]["follow"]
+    assert 0.6 * 3 * 250 <= removed <= 1.1 * 3 * 250, removed
+
+    b = StreamBuilder(seed=32)
+    _background(b, T0 + 6 * HOUR)
+    _organic(b, "promo", "shop", T0, T0 + 6 * HOUR, per_window=6)
+    farm = _farm(b, "promo", "shop", T0 + 4 * HOUR, T0 + 4 * HOUR + 10 * MINUTE, clicks=3000)
+    engine = Engine(SETTINGS)
+    actions = engine.process([x.encode() for x in b.sorted_lines()], "t").actions
+    actions += engine.finish().actions
+    clicks = [
+        a.params["discount"]
+        for a in actions
+        if a.action == "discount_engagement" and a.params["detector"] == "engagement_inflation"
+    ]
+    assert any(d["from_accounts"] and set(d["from_accounts"]) <= set(farm) for d in clicks)
+    taken: Counter[str] = Counter()
+    for d in clicks:
+        taken.update(d["engagement"])
+    assert 0.6 * 3000 <= taken["click"] <= 1.1 * 3000, taken
+    assert taken["click"] >= 0.98 * taken.total()  # the farm clicked; a few fans reposted

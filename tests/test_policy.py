@@ -158,3 +158,30 @@ def test_the_default_policy_checks_out() -> None:
         text=True,
     )
     assert run.returncode == 0 and "4 rules" in run.stdout
+
+
+def test_a_burst_seen_by_two_detectors_is_discounted_once() -> None:
+    """1-minute windows (edge_burst) then the 5-minute window around them (follower_jump):
+    the second discount takes off only what the first did not."""
+    enforcer = Enforcer(POLICY)
+    record = enforcer.new_record()
+    taken = []
+    for minute in range(4):
+        end = 10 * HOUR + (minute + 1) * 60_000
+        f = make_finding(
+            detector="edge_burst", article="12", subject_type="account", subject_id="acct1",
+            window_start=end - 60_000, window_end=end, score=0.9, severity="high", members=[],
+            evidence={"fabricated": {"follow": 60}},
+        )  # fmt: skip
+        taken += [a for a in enforcer.decide(f, record) if a.action == "discount_engagement"]
+    whole = make_finding(
+        detector="follower_jump", article="12", subject_type="account", subject_id="acct1",
+        window_start=10 * HOUR, window_end=10 * HOUR + 300_000, score=0.95, severity="critical",
+        members=[], evidence={"fabricated": {"follow": 250, "click": 30}},
+    )  # fmt: skip
+    taken += [a for a in enforcer.decide(whole, record) if a.action == "discount_engagement"]
+    assert [a.params["discount"]["engagement"] for a in taken] == [{"follow": 60}] * 4 + [
+        {"follow": 10, "click": 30}
+    ]
+    again = enforcer.decide(whole, record)  # the same estimate again: nothing left to take off
+    assert "discount_engagement" not in [a.action for a in again]

@@ -38,7 +38,7 @@ from models.edge_burst import EdgeBurst
 from models.follower_composition import PLATFORM_FLOWS, Follower, FollowerComposition
 from models.network import network_of
 from pipeline.events import Follow
-from pipeline.findings import Finding, make_finding, severity_of
+from pipeline.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.settings import EdgeBurstSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
 
@@ -184,6 +184,7 @@ class EdgeBurstStage(Stage):
             members=composition.suspects()[: cfg.max_members],
             evidence={
                 "follows": len(follows),
+                "fabricated": fabricated(follow=len(follows) - expected),
                 "sketch_count": round(reading.sketched, 2),
                 "expected": round(expected, 2),
                 "z": round(z, 2),

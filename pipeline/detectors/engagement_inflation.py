@@ -39,7 +39,7 @@ from pipeline.event_columns import (
     group_hashes,
     isin_hashes,
 )
-from pipeline.findings import Finding, SubjectType, make_finding, severity_of
+from pipeline.findings import Finding, SubjectType, fabricated, make_finding, severity_of
 from pipeline.settings import EngagementInflationSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
 from pipeline.window_runner import Models, OneModel, events_of
@@ -383,6 +383,9 @@ class EngagementInflationStage(Stage):
             evidence={
                 "owner": v.owner,
                 "events": events,
+                "fabricated": fabricated(  # the excess, shared out over the kinds seen
+                    **{k: n * max(0.0, 1 - expected / events) for k, n in kinds.items()}
+                ),
                 "clicks": kinds["click"],
                 "reposts": kinds["repost"],
                 "comments": kinds["comment"],

@@ -29,7 +29,7 @@ from models.follow_support import FollowSupport
 from models.follower_composition import PLATFORM_FLOWS, FollowerComposition
 from models.network import network_of
 from pipeline.events import Follow
-from pipeline.findings import Finding, make_finding, severity_of
+from pipeline.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.settings import FollowerJumpSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
 
@@ -256,6 +256,7 @@ class FollowerJumpStage(Stage):
             evidence={
                 "kind": kind,
                 "observed": net,
+                "fabricated": fabricated(follow=net - baseline.expected),
                 "follows": follows,
                 "unfollows": unfollows,
                 "expected": round(baseline.expected, 2),

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from models.prior_baseline import PriorCountBaseline
-from pipeline.findings import Finding, make_finding, severity_of
+from pipeline.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.settings import ForcedFollowSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
 
@@ -117,6 +117,7 @@ class ForcedFollowStage(Stage):
             evidence={
                 "forced": forced,
                 "follows": follows,
+                "fabricated": fabricated(follow=forced),
                 "forced_share": round(forced / follows, 3),
                 "unconsented": unconsented,
                 "origins": dict(sorted(origins.items(), key=_by_count)),
