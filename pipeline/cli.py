@@ -481,6 +481,8 @@ def sink(
     config: ConfigOpt = None,
 ) -> None:
     """Kafka's findings and actions to the audit trail, webhooks and OUT/actions.jsonl."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError
+
     from pipeline.audit import AuditError
     from pipeline.kafka_sink import main as run_sink
 
@@ -489,6 +491,10 @@ def sink(
         run_sink(settings, out, audit)
     except (AuditError, ConfigError) as exc:
         raise _fail(str(exc)) from None
+    except KafkaConnectionError:
+        raise _fail(f"cannot reach Kafka at {settings.kafka.broker}", 1) from None
+    except (KafkaError, RuntimeError) as exc:  # the broker refused, or no such topics
+        raise _fail(f"cannot read Kafka at {settings.kafka.broker}: {exc}", 1) from None
 
 
 if __name__ == "__main__":

@@ -60,6 +60,17 @@ def _sink(env: dict[str, str], out: Path, config: Path) -> subprocess.Popen[byte
     )  # fmt: skip
 
 
+def _hooks_config(tmp_path: Path, port: int) -> Path:
+    """Settings with one webhook endpoint on `port` and quick retries."""
+    config = tmp_path / "hooks.yaml"
+    config.write_text(
+        "webhooks:\n"
+        f'  endpoints: [{{url: "http://127.0.0.1:{port}/h", secret: "env:HOOK_SECRET"}}]\n'
+        "  first_backoff_s: 0.05\n  wait_s: 5\n"
+    )
+    return config
+
+
 def _wait(condition, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -74,12 +85,7 @@ def test_the_sink_takes_kafka_results_to_the_trail_webhooks_and_a_file_once(
     assert findings and actions
     half = len(actions) // 2
     port = _port()
-    config = tmp_path / "hooks.yaml"
-    config.write_text(
-        "webhooks:\n"
-        f'  endpoints: [{{url: "http://127.0.0.1:{port}/h", secret: "env:HOOK_SECRET"}}]\n'
-        "  first_backoff_s: 0.05\n  wait_s: 5\n"
-    )
+    config = _hooks_config(tmp_path, port)
     env = {**os.environ, "HOOK_SECRET": SECRET, "LOCKSTEP_KAFKA_BROKER": kafka.bootstrap,
            "LOCKSTEP_TOPIC_PREFIX": PREFIX, "LOCKSTEP_PARTITIONS": "2"}  # fmt: skip
     out = tmp_path / "out"
@@ -119,12 +125,7 @@ def test_a_reversal_on_the_review_desk_goes_through_kafka_to_every_sink(
 
     findings, actions = _results()
     port, desk = _port(), _port()
-    config = tmp_path / "hooks.yaml"
-    config.write_text(
-        "webhooks:\n"
-        f'  endpoints: [{{url: "http://127.0.0.1:{port}/h", secret: "env:HOOK_SECRET"}}]\n'
-        "  first_backoff_s: 0.05\n  wait_s: 5\n"
-    )
+    config = _hooks_config(tmp_path, port)
     env = {**os.environ, "HOOK_SECRET": SECRET, "LOCKSTEP_KAFKA_BROKER": kafka.bootstrap,
            "LOCKSTEP_TOPIC_PREFIX": "desk", "LOCKSTEP_PARTITIONS": "2",
            "LOCKSTEP_REVIEW_TOKEN": "t0ken"}  # fmt: skip
