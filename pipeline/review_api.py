@@ -77,29 +77,41 @@ class Reviews:
             return {"error": f"no action {action_id}", "status": 404}
         if decision not in ("approve", "reject"):
             return {"error": "decision must be approve or reject", "status": 400}
-        now = int(time.time() * 1000)
         record = Decision(
             decision_id=stable_id("decision", action_id),
             action_id=action_id,
             decision=decision,
             reviewer=reviewer,
             note=note,
-            ts=now,
+            ts=int(time.time() * 1000),
         )
-        if not self.audit.append("decision", [record], "decision_id"):
-            return {"error": f"{action_id} was already decided", "status": 409}
+        first = self._first(record)
         issued = []
-        if decision == "approve" and action.mode == "review":
-            enforced = msgspec.structs.replace(
-                action,
-                action_id=stable_id("approved", action_id),
-                mode="enforce",
-                ts=now,
-                params={**action.params, "approves": action_id, "reviewer": reviewer},
+        if first.decision == "approve" and action.mode == "review":
+            issued.append(
+                msgspec.structs.replace(
+                    action,
+                    action_id=stable_id("approved", action_id),
+                    mode="enforce",
+                    ts=first.ts,
+                    params={**action.params, "approves": action_id, "reviewer": first.reviewer},
+                )
             )
-            issued.append(enforced)
-            self.emit(issued)
+            self.emit(issued)  # again on a repeat: whatever the first request left undelivered
+        if first is not record:
+            return {"error": f"{action_id} was already decided", "status": 409,
+                    "issued": msgspec.to_builtins(issued)}  # fmt: skip
         return {"decision": msgspec.to_builtins(record), "issued": msgspec.to_builtins(issued)}
+
+    def _first(self, record: Decision) -> Decision:
+        """`record`, appended to the trail, or the decision recorded before under its id
+        (a repeated request: its actions are rebuilt from that one, identical)."""
+        if self.audit.append("decision", [record], "decision_id"):
+            return record
+        for d in self._records("decision"):
+            if d["decision_id"] == record.decision_id:
+                return msgspec.convert(d, Decision)
+        raise LookupError(f"decision {record.decision_id} is neither new nor recorded")
 
     def appeal(self, action_id: str, appellant: str, reason: str) -> dict[str, Any]:
         if self.action(action_id) is None:
@@ -127,17 +139,15 @@ class Reviews:
         action = self.action(action_id)
         if action is None:
             return {"error": f"no action {action_id}", "status": 404}
-        now = int(time.time() * 1000)
         record = Decision(
             decision_id=stable_id("reverse", action_id),
             action_id=action_id,
             decision="reverse",
             reviewer=reviewer,
             note=reason,
-            ts=now,
+            ts=int(time.time() * 1000),
         )
-        if not self.audit.append("decision", [record], "decision_id"):
-            return {"error": f"{action_id} was already reversed", "status": 409}
+        first = self._first(record)
         revert = Action(
             action_id=stable_id("revert", action_id),
             action="revert",
@@ -146,17 +156,20 @@ class Reviews:
             basis=sorted({*action.basis, "20"}),
             finding_ids=action.finding_ids,
             mode="enforce",
-            ts=now,
+            ts=first.ts,
             expires_at=None,
             params={
                 "reverts": action_id,
                 "reverted": action.action,
-                "reviewer": reviewer,
-                "reason": reason,
+                "reviewer": first.reviewer,
+                "reason": first.note,
             },
         )
-        self.emit([revert])
-        return {"decision": msgspec.to_builtins(record), "issued": [msgspec.to_builtins(revert)]}
+        self.emit([revert])  # again on a repeat: sinks take each action_id once
+        issued = [msgspec.to_builtins(revert)]
+        if first is not record:
+            return {"error": f"{action_id} was already reversed", "status": 409, "issued": issued}
+        return {"decision": msgspec.to_builtins(record), "issued": issued}
 
 
 def app(reviews: Reviews, token: str, after: Any = None) -> Any:
@@ -176,6 +189,18 @@ def app(reviews: Reviews, token: str, after: Any = None) -> Any:
         status = result.pop("status", 200 if "error" not in result else 400)
         return web.json_response(result, status=status)
 
+    async def published() -> web.Response | None:
+        """None once what a decision issued is out (or nothing is to be published); else
+        a 503 telling the reviewer to repeat the request, which issues it again."""
+        if after is None:
+            return None
+        try:
+            await after()
+        except Exception as exc:  # the broker is down or refused: say so, keep serving
+            error = f"recorded, but its actions were not published ({exc}); repeat the request"
+            return web.json_response({"error": error}, status=503)
+        return None
+
     async def body(request: web.Request) -> dict[str, Any]:
         try:
             data = await request.json()
@@ -194,9 +219,7 @@ def app(reviews: Reviews, token: str, after: Any = None) -> Any:
             str(data.get("reviewer", "")),
             str(data.get("note", "")),
         )
-        if after is not None:
-            await after()
-        return answer(result)
+        return await published() or answer(result)
 
     async def list_appeals(request: web.Request) -> web.Response:
         return web.json_response({"appeals": reviews.appeals()})
@@ -218,9 +241,7 @@ def app(reviews: Reviews, token: str, after: Any = None) -> Any:
             str(data.get("reviewer", "")),
             str(data.get("reason", "")),
         )
-        if after is not None:
-            await after()
-        return answer(result)
+        return await published() or answer(result)
 
     application = web.Application(middlewares=[bearer])
     application.router.add_get("/v1/reviews", list_reviews)

@@ -94,6 +94,10 @@ def test_review_appeal_and_reversal_reach_the_sinks_and_the_trail(tmp_path: Path
         revert = reversed_.json()["issued"][0]
         assert revert["action"] == "revert" and revert["params"]["reverts"] == issued["action_id"]
         assert "20" in revert["basis"]
+        retry = httpx.post(f"{base}/v1/actions/{issued['action_id']}/reverse", headers=auth,
+                           json={"reviewer": "zhao", "reason": "client retry"})  # fmt: skip
+        assert retry.status_code == 409
+        assert retry.json()["issued"] == [revert]  # the first decision's revert, issued again
         appeals = httpx.get(f"{base}/v1/appeals", headers=auth).json()["appeals"]
         assert [a["state"] for a in appeals] == ["reversed"]
         missing = httpx.post(f"{base}/v1/actions/nope/reverse", headers=auth, json={})
@@ -113,3 +117,54 @@ def test_review_appeal_and_reversal_reach_the_sinks_and_the_trail(tmp_path: Path
     with sqlite3.connect(out / "audit.sqlite") as db:
         kinds = sorted({row[0] for row in db.execute("SELECT kind FROM audit")})
     assert kinds == ["action", "appeal", "decision", "finding"]
+
+
+def test_a_decision_whose_actions_could_not_be_published_is_issued_again_on_repeat(
+    tmp_path: Path,
+) -> None:
+    """With `--kafka` the desk publishes after recording; when the broker fails, the
+    reviewer gets a 503 and repeating the request publishes the same revert (a real
+    aiohttp server over a real SQLite trail; the publisher is a stand-in that fails once)."""
+    import asyncio
+
+    from aiohttp import web
+
+    from pipeline.audit import open_audit
+    from pipeline.findings import Action
+    from pipeline.review_api import Reviews, app
+
+    trail = open_audit(str(tmp_path / "audit.sqlite"))
+    warned = Action(action_id="a1", action="warn", subject_type="account", subject_id="u1",
+                    basis=["12", "19"], finding_ids=["f1"], mode="enforce", ts=T0)  # fmt: skip
+    trail.append("action", [warned], "action_id")
+    pending: list[Action] = []
+    published: list[Action] = []
+    attempts = []
+
+    async def publish() -> None:
+        attempts.append(len(pending))
+        if len(attempts) == 1:
+            raise ConnectionError("broker down")
+        published.extend(pending)
+        pending.clear()
+
+    async def exercise() -> list[httpx.Response]:
+        runner = web.AppRunner(app(Reviews(trail, pending.extend), TOKEN, publish))
+        await runner.setup()
+        port = _port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with httpx.AsyncClient() as client:
+                url = f"http://127.0.0.1:{port}/v1/actions/a1/reverse"
+                auth = {"Authorization": f"Bearer {TOKEN}"}
+                body = {"reviewer": "li", "reason": "appeal upheld"}
+                return [await client.post(url, headers=auth, json=body) for _ in range(2)]
+        finally:
+            await runner.cleanup()
+
+    failed, repeated = asyncio.run(exercise())
+    assert failed.status_code == 503 and "repeat the request" in failed.json()["error"]
+    assert repeated.status_code == 409  # recorded the first time
+    assert {a.action_id for a in published} == {repeated.json()["issued"][0]["action_id"]}
+    assert published[0].action == "revert" and published[0].params["reverts"] == "a1"
+    trail.close()
