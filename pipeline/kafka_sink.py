@@ -5,7 +5,9 @@ Workers write findings and actions to their topics; one sink process (its own co
 group, `<prefix>-sink`) reads both and, batch by batch, appends them to the audit trail
 (PostgreSQL in production), queues the actions in the webhook outbox (delivered by a
 background thread), and appends them to `OUT/actions.jsonl` for the throttling hook and
-the review API to follow; then it commits the offsets. A crash re-reads a batch: the
+the review API to follow; then it commits the offsets. A record that is not a finding or
+an action is written to `OUT/dead_letter.jsonl` with its reason, topic, partition and
+offset, and the sink goes on. A crash re-reads a batch: the
 trail and the outbox take each id once, and readers of the actions file drop repeated
 action_ids (the throttle table does).
 """
@@ -20,6 +22,7 @@ from typing import Any
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline.deadletter import DeadLetter, dead_letter
 from pipeline.findings import Action, Finding
 from pipeline.kafka_io import partitions_of
 from pipeline.produce import ensure_topics
@@ -32,10 +35,34 @@ _action = msgspec.json.Decoder(Action).decode
 
 
 class _Batch:
-    """What `ResultSinks.write` takes: a batch's findings and actions."""
+    """What `ResultSinks.write` takes: a batch's findings, actions and refused records."""
 
-    def __init__(self, findings: list[Finding], actions: list[Action]) -> None:
-        self.findings, self.actions, self.dead_letters = findings, actions, []
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.actions: list[Action] = []
+        self.dead_letters: list[DeadLetter] = []
+
+    def take(self, record: Any, is_finding: bool, keep_bytes: int) -> None:
+        """A record's finding or action; one that is not (another writer's mistake, a
+        corrupt record) becomes a dead letter naming its topic, partition and offset."""
+        try:
+            if is_finding:
+                self.findings.append(_finding(record.value))
+            else:
+                self.actions.append(_action(record.value))
+        except (msgspec.DecodeError, TypeError) as exc:
+            where = f"{record.topic}:{record.partition}"
+            detail = str(exc) or "no value"
+            reason = (
+                "invalid_json"
+                if not isinstance(exc, msgspec.ValidationError)
+                else "missing_field"
+                if "missing required field" in detail
+                else "wrong_type"
+            )
+            self.dead_letters.append(
+                dead_letter(reason, detail, where, record.offset, record.value or b"", keep_bytes)
+            )
 
 
 async def run_sink(settings: Settings, out: Path, audit: str | None, stop: asyncio.Event) -> int:
@@ -44,6 +71,7 @@ async def run_sink(settings: Settings, out: Path, audit: str | None, stop: async
     sinks = ResultSinks(out, settings, audit, append=True, publish=False)
     delivery = BackgroundDelivery(settings, sinks.outbox_path) if sinks.hooks else None
     wanted = [topics.findings, topics.actions]
+    keep = settings.input.dead_letter_raw_bytes
     await ensure_topics(settings.kafka.broker, wanted, settings.kafka.partitions)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.broker,
@@ -57,20 +85,18 @@ async def run_sink(settings: Settings, out: Path, audit: str | None, stop: async
     try:
         while not stop.is_set():
             got = await consumer.getmany(timeout_ms=500, max_records=5000)
-            findings: list[Finding] = []
-            actions: list[Action] = []
-            for tp, records in got.items():
-                decode: Any = _finding if tp.topic == topics.findings else _action
-                target = findings if tp.topic == topics.findings else actions
-                target.extend(decode(r.value) for r in records if r.value)
             if not got:
                 continue
-            findings.sort(key=lambda f: (f.ts, f.finding_id))
-            actions.sort(key=lambda a: (a.ts, a.action_id))
-            sinks.write(_Batch(findings, actions))  # findings before the actions on them
+            batch = _Batch()
+            for tp, records in got.items():
+                for record in records:
+                    batch.take(record, tp.topic == topics.findings, keep)
+            batch.findings.sort(key=lambda f: (f.ts, f.finding_id))
+            batch.actions.sort(key=lambda a: (a.ts, a.action_id))
+            sinks.write(batch)  # findings before the actions on them
             sinks.flush()
             await consumer.commit()
-            taken += len(findings) + len(actions)
+            taken += len(batch.findings) + len(batch.actions)
     finally:
         with contextlib.suppress(asyncio.CancelledError):  # aiokafka cancels its idle task
             await consumer.stop()

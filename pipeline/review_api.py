@@ -54,12 +54,11 @@ class Reviews:
         self.emit = emit  # list[Action] -> None: to every sink
 
     def _records(self, kind: str) -> list[dict[str, Any]]:
-        return [json.loads(body) for _, k, _, _, body, _, _ in self.audit.rows() if k == kind]
+        return [json.loads(body) for body in self.audit.bodies(kind)]
 
     def action(self, action_id: str) -> Action | None:
-        for a in self._records("action"):
-            if a["action_id"] == action_id:
-                return msgspec.convert(a, Action)
+        for body in self.audit.bodies("action", action_id):
+            return msgspec.json.decode(body, type=Action)
         return None
 
     def pending(self) -> list[dict[str, Any]]:
@@ -108,9 +107,8 @@ class Reviews:
         (a repeated request: its actions are rebuilt from that one, identical)."""
         if self.audit.append("decision", [record], "decision_id"):
             return record
-        for d in self._records("decision"):
-            if d["decision_id"] == record.decision_id:
-                return msgspec.convert(d, Decision)
+        for body in self.audit.bodies("decision", record.decision_id):
+            return msgspec.json.decode(body, type=Decision)
         raise LookupError(f"decision {record.decision_id} is neither new nor recorded")
 
     def appeal(self, action_id: str, appellant: str, reason: str) -> dict[str, Any]:

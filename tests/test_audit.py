@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audit import SqliteAudit
+from pipeline.audit import SqliteAudit, open_audit
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.postgres import Server
 
@@ -126,6 +126,14 @@ def test_postgres_holds_the_same_trail_appends_once_and_catches_tampering(
     assert stored == local  # the same records, once each, in the same order
     proc = lockstep("audit", "verify", postgres.url)
     assert proc.returncode == 0 and f"{len(local)} records".encode() in proc.stdout
+    pg, lite = open_audit(postgres.url), SqliteAudit(replayed / "audit.sqlite")
+    actions = [b for k, _, b in local if k == "action"]
+    assert list(pg.bodies("action")) == list(lite.bodies("action")) == actions
+    first = json.loads(actions[0])["action_id"]
+    assert list(pg.bodies("action", first)) == [actions[0]] == list(lite.bodies("action", first))
+    assert list(pg.bodies("finding", first)) == []  # by kind and id
+    pg.close()
+    lite.close()
     report = lockstep("report", "--audit", postgres.url, "--from", "2026-01-01",
                       "--to", "2026-01-02", "--out", str(tmp_path / "report"))  # fmt: skip
     assert report.returncode == 0 and b"actions from" in report.stdout

@@ -37,7 +37,11 @@ def _results() -> tuple[list, list]:
     return first.findings + last.findings, first.actions + last.actions
 
 
-async def _produce(bootstrap: str, findings: list, actions: list, prefix: str = PREFIX) -> None:
+async def _produce(
+    bootstrap: str, findings: list, actions: list, prefix: str = PREFIX, junk: bool = False
+) -> None:
+    """Findings and actions on their topics (and, with `junk`, two records that are not
+    actions, as a broken writer would send)."""
     await ensure_topics(bootstrap, [f"{prefix}.findings", f"{prefix}.actions"], 2)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
@@ -48,6 +52,9 @@ async def _produce(bootstrap: str, findings: list, actions: list, prefix: str = 
             await producer.send(
                 f"{prefix}.actions", msgspec.json.encode(a), key=a.action_id.encode()
             )
+        if junk:
+            await producer.send(f"{prefix}.actions", b"not json")
+            await producer.send(f"{prefix}.actions", b'{"action_id": "x7"}')
         await producer.flush()
     finally:
         await producer.stop()
@@ -91,7 +98,7 @@ def test_the_sink_takes_kafka_results_to_the_trail_webhooks_and_a_file_once(
     out = tmp_path / "out"
     receiver = Receiver(port)
     try:
-        asyncio.run(_produce(kafka.bootstrap, findings, actions[:half]))
+        asyncio.run(_produce(kafka.bootstrap, findings, actions[:half], junk=True))
         sink = _sink(env, out, config)
         try:
             _wait(lambda: len(receiver.seen) == half, "the first actions were not delivered")
@@ -114,6 +121,10 @@ def test_the_sink_takes_kafka_results_to_the_trail_webhooks_and_a_file_once(
     check = lockstep("audit", "verify", str(out / "audit.sqlite"))
     assert check.returncode == 0, check.stderr.decode()
     assert f"{len(findings) + len(actions)} records".encode() in check.stdout
+    refused = read_jsonl(out / "dead_letter.jsonl")  # the junk, kept with where it was
+    assert sorted(d["reason"] for d in refused) == ["invalid_json", "missing_field"]
+    assert {d["source"].rsplit(":", 1)[0] for d in refused} == {f"{PREFIX}.actions"}
+    assert "not json" in {d["raw"] for d in refused}
 
 
 def test_a_reversal_on_the_review_desk_goes_through_kafka_to_every_sink(
