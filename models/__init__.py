@@ -1,5 +1,6 @@
 """Online statistical models: pure, synchronous, no I/O. Each works on plain numbers."""
 
+from models.activity import RecentActivity
 from models.actor_features import actor_features
 from models.bot_score import BotScorer
 from models.churn import quick_undos
@@ -23,6 +24,7 @@ __all__ = [
     "FollowSupport",
     "FollowerComposition",
     "MinHasher",
+    "RecentActivity",
     "Watched",
     "actor_features",
     "level_of",

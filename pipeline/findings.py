@@ -60,6 +60,23 @@ def severity_of(score: float, cuts: SeveritySettings) -> str | None:
     return None
 
 
+# The detectors whose findings a policy can name (docs/contract.md §2); stages that only
+# hand records on to others (follower_activity, lockstep_buckets, hoarded_watch) find nothing.
+DETECTORS: tuple[str, ...] = (
+    "follower_jump",
+    "silent_followers",
+    "engagement_inflation",
+    "forced_follow",
+    "edge_burst",
+    "lockstep_group",
+    "lockstep_ring",
+    "duplicate_content",
+    "churn",
+    "batch_registration",
+    "hoarded_accounts",
+)
+
+
 def fabricated(**counts: float) -> dict[str, int]:
     """Evidence for Article 12 findings: how many of each kind of engagement (follow,
     click, repost, comment) in the window look fabricated, the count above what the

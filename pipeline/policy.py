@@ -26,7 +26,7 @@ from typing import Any, Literal
 import msgspec
 
 from models.credit import DAY, Credit, level_of
-from pipeline.findings import SEVERITIES, Action, Finding, stable_id
+from pipeline.findings import DETECTORS, SEVERITIES, Action, Finding, stable_id
 from pipeline.settings import read_yaml
 
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "config" / "policy.yaml"
@@ -116,6 +116,10 @@ def _check(policy: Policy, where: Path) -> None:
         names.add(rule.name)
         if rule.min_severity not in SEVERITIES:
             raise PolicyError(f"{at}: min_severity must be one of {', '.join(SEVERITIES)}")
+        if unknown := [d for d in rule.detectors if d not in DETECTORS]:
+            raise PolicyError(
+                f"{at}: unknown detector {unknown[0]!r} (one of {', '.join(DETECTORS)})"
+            )
         if missing := set(credit.levels) - set(rule.ladder):
             raise PolicyError(f"{at}: ladder has no rung for credit level {sorted(missing)[0]}")
         if extra := set(rule.ladder) - set(credit.levels):

@@ -206,6 +206,22 @@ class HoardedAccountsSettings(_Strict):
     idle_ttl_ms: int
 
 
+class SilentFollowersSettings(_Strict):
+    enabled: bool
+    article: str
+    activity_types: list[str]
+    shards: int
+    window_ms: int
+    generation_ms: int
+    warmup_ms: int
+    follow_up_ms: int
+    memory_ms: int
+    min_silent: int
+    min_silent_share: float
+    max_members: int
+    idle_ttl_ms: int
+
+
 class DuplicateContentSettings(_Strict):
     enabled: bool
     article: str
@@ -239,6 +255,7 @@ class DetectorSettings(_Strict):
     churn: ChurnSettings
     batch_registration: BatchRegistrationSettings
     hoarded_accounts: HoardedAccountsSettings
+    silent_followers: SilentFollowersSettings
     duplicate_content: DuplicateContentSettings
 
 
@@ -375,6 +392,7 @@ def _check(settings: Settings) -> None:
     _check_churn(settings.detectors.churn)
     _check_batch_registration(settings.detectors.batch_registration)
     _check_hoarded_accounts(settings.detectors.hoarded_accounts)
+    _check_silent_followers(settings.detectors.silent_followers, settings.detectors.follower_jump)
     _check_duplicate_content(settings.detectors.duplicate_content)
     if settings.event_time.allowed_lateness_ms < 0:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
@@ -487,6 +505,28 @@ def _check_hoarded_accounts(ha: HoardedAccountsSettings) -> None:
         raise ConfigError(f"{where}: shards, max_watched and min_dormant must be >= 1")
     if not 0.0 < ha.min_dormant_share <= 1.0:
         raise ConfigError(f"{where}: min_dormant_share must be in (0, 1]")
+
+
+def _check_silent_followers(sf: SilentFollowersSettings, fj: FollowerJumpSettings) -> None:
+    where = "detectors.silent_followers"
+    unknown = set(sf.activity_types) - set(EVENT_TYPES)
+    if not sf.activity_types or unknown or "follow" in sf.activity_types:
+        raise ConfigError(
+            f"{where}: activity_types must name event types other than follow, "
+            f"not {sorted(unknown | ({'follow'} & set(sf.activity_types)))}"
+        )
+    if min(sf.shards, sf.min_silent, sf.max_members) < 1:
+        raise ConfigError(f"{where}: shards, min_silent and max_members must be >= 1")
+    if sf.window_ms <= 0 or sf.generation_ms < sf.window_ms or sf.warmup_ms < 0:
+        raise ConfigError(f"{where}: need 0 < window_ms <= generation_ms and warmup_ms >= 0")
+    if sf.memory_ms < fj.window_ms or sf.idle_ttl_ms < sf.window_ms:
+        raise ConfigError(
+            f"{where}: memory_ms must cover follower_jump.window_ms and idle_ttl_ms window_ms"
+        )
+    if not 0.0 < sf.min_silent_share <= 1.0:
+        raise ConfigError(f"{where}: min_silent_share must be in (0, 1]")
+    if sf.follow_up_ms < 0:
+        raise ConfigError(f"{where}: follow_up_ms must be >= 0")
 
 
 def _check_batch_registration(br: BatchRegistrationSettings) -> None:

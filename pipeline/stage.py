@@ -64,6 +64,11 @@ class Stage(ABC):
     # events, `evaluate` groups them itself): the embedded runtime then keeps one list of
     # events per pane for all keys (`pipeline.window_runner`) instead of a pane per key.
     whole_window: ClassVar[bool] = False
+    # True for a whole-window stage that reduces each batch of a pane as it comes (`fold`),
+    # while its events are still in the CPU's caches: the embedded runtime then keeps the
+    # folds, not the events, and `judge` gets a window's folds. (Reading a field of every
+    # event at a window's close, minutes after decoding, costs a cache miss per event.)
+    folds: ClassVar[bool] = False
     # Event types the stage only counts per key and pane (`add_count`): the embedded
     # runtime tallies them in C, a pane update per key and batch, not a call per event.
     # `add` must still take them (the distributed runtime adds event by event).
@@ -107,6 +112,10 @@ class Stage(ABC):
     def add_count(self, pane: Any, events: int) -> None:
         """Fold `events` events of a counted type into a pane, as `add` would one by one."""
         raise NotImplementedError(f"{self.detector} counts no event type")
+
+    def fold(self, events: list[Any]) -> Any:
+        """A batch of a pane's events, reduced to what `judge` needs (`folds` stages)."""
+        return events
 
     def wake_at(self, model: Any) -> int | None:
         """When a key's model next needs a window closed even if no event comes (a

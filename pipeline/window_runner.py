@@ -99,7 +99,7 @@ class WindowRunner:
             batches = self.panes[pane_start] = []
             size, hop = self.stage.window
             self._due.update(range(pane_start + hop, pane_start + size + 1, hop))
-        batches.append(events)
+        batches.append(self.stage.fold(events) if self.stage.folds else events)
 
     def advance(self, watermark: int) -> list[Finding]:
         """Close, in order, every window whose end the watermark has passed."""
@@ -112,7 +112,7 @@ class WindowRunner:
             self._due.discard(end)
             start = end - size
             batches = [b for p in sorted(self.panes) if start <= p < end for b in self.panes[p]]
-            events = events_of(batches)
+            events = batches if self.stage.folds else events_of(batches)
             woken = self._wakes.pop(end, None)
             if events or woken:
                 models = StoreModels(self.store, self.stage.new_model, end)

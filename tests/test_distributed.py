@@ -13,7 +13,10 @@ from pipeline.settings import load_settings
 from pipeline.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 
-SETTINGS = load_settings(overrides={"kafka": {"partitions": 2}})
+# follower_jump (the first stage) alone: no silent_followers for it to hand its windows to
+SETTINGS = load_settings(
+    overrides={"kafka": {"partitions": 2}, "detectors": {"silent_followers": {"enabled": False}}}
+)
 TOPICS = Topics("t", 2)
 
 

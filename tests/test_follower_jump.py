@@ -59,11 +59,13 @@ def test_burst_on_a_small_account_is_flagged_within_two_windows(tmp_path: Path) 
     # the policy's fabricated-engagement rule: the bought follows discounted, the account
     # warned, a person asked to look; stable ids
     on_first = {a["action"] for a in actions if a["finding_ids"] == [first["finding_id"]]}
-    assert {"discount_engagement", "human_review"} <= on_first
+    assert "human_review" in on_first
     kinds = [a["action"] for a in actions]  # one incident, whichever detectors saw it:
     assert kinds.count("warn") == 1 and "suspend_updates" not in kinds  # warned once
-    graver = [f for f in findings if f["severity"] != "low"]  # the rule's least: medium
-    assert kinds.count("discount_engagement") == len(graver)  # each finding discounted
+    # the bought follows are taken off the counts once, however many detectors saw them
+    discounts = [a["params"]["discount"] for a in actions if a["action"] == "discount_engagement"]
+    taken = sum(d["engagement"]["follow"] for d in discounts)
+    assert 0.8 * len(bots) <= taken <= 1.1 * len(bots), taken
     assert all(a["subject_id"] == "small_creator" and a["basis"] == ["12", "19"] for a in actions)
     assert all(a["params"]["rule"] == "fabricated-engagement" for a in actions)
     # the same input gives the same ids

@@ -23,7 +23,13 @@ from tests.test_churn import _churner
 from tests.test_engagement_inflation import _background, _farm
 from tests.test_forced_follow import _newcomers
 
-ARTICLE_12 = {"follower_jump", "engagement_inflation", "forced_follow", "edge_burst"}
+ARTICLE_12 = {
+    "follower_jump",
+    "silent_followers",
+    "engagement_inflation",
+    "forced_follow",
+    "edge_burst",
+}
 ARTICLE_18 = {
     "lockstep_group",
     "duplicate_content",

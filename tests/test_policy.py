@@ -129,6 +129,7 @@ def test_credit_recovers_and_never_exceeds_the_top() -> None:
             "throttle needs requests_per_unit",
         ),
         (("version: 1", "version: 2"), "version 2 is not supported"),
+        (("[forced_follow]", "[forced_folow]"), "unknown detector 'forced_folow'"),
         (("cooldown_s: 3600", "cooldown_s: soon"), "Expected `int`"),
     ],
 )
@@ -149,6 +150,16 @@ def test_policy_check_says_what_is_wrong_in_one_line(
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_every_detector_a_policy_may_name_is_a_stage_that_finds() -> None:
+    from pipeline.detectors import build_stages
+    from pipeline.findings import DETECTORS
+    from pipeline.settings import load_settings
+
+    stages = {s.detector for s in build_stages(load_settings())}
+    assert set(DETECTORS) <= stages
+    assert stages - set(DETECTORS) == {"follower_activity", "lockstep_buckets", "hoarded_watch"}
 
 
 def test_the_default_policy_checks_out() -> None:

@@ -83,7 +83,7 @@ def test_stdin_stream_serves_metrics_and_writes_findings_while_running(tmp_path:
             ),
         )
         assert {f["subject_id"] for f in rows} == {"quiet"}  # edge_burst may flag it first
-        assert {f["detector"] for f in rows} <= {"follower_jump", "edge_burst"}
+        assert {f["detector"] for f in rows} <= {"follower_jump", "edge_burst", "silent_followers"}
         text = _scrape(port, 'lockstep_findings_total{article="12",detector="follower_jump"', proc)
         for needle in (
             'lockstep_events_total{type="follow"}',

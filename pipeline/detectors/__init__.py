@@ -12,6 +12,7 @@ from pipeline.detectors.forced_follow import ForcedFollowStage
 from pipeline.detectors.hoarded_accounts import HoardedAccountsStage, HoardedWatchStage
 from pipeline.detectors.lockstep_group import LockstepGroupStage
 from pipeline.detectors.lockstep_ring import LockstepBucketStage, LockstepRingStage
+from pipeline.detectors.silent_followers import FollowerActivityStage, SilentFollowersStage
 from pipeline.enforcement import FINDING_STREAM, EnforcementStage
 from pipeline.policy import load_policy
 from pipeline.settings import Settings, policy_path
@@ -20,8 +21,14 @@ from pipeline.stage import Stage
 
 def build_stages(settings: Settings) -> list[Stage]:
     stages: list[Stage] = []
-    if settings.detectors.follower_jump.enabled:
-        stages.append(FollowerJumpStage(settings.detectors.follower_jump, settings.severity))
+    jumps, silent = settings.detectors.follower_jump, settings.detectors.silent_followers
+    if jumps.enabled:
+        follower_jump = FollowerJumpStage(jumps, settings.severity)
+        stages.append(follower_jump)
+        if silent.enabled:  # two more stages: who was active lately, then the verdict
+            follower_jump.hand_on_jumps(silent.follow_up_ms)
+            stages.append(FollowerActivityStage(silent, jumps.young_account_ms))
+            stages.append(SilentFollowersStage(silent, settings.severity))
     if settings.detectors.engagement_inflation.enabled:
         stages.append(
             EngagementInflationStage(settings.detectors.engagement_inflation, settings.severity)

@@ -28,6 +28,8 @@ from models.count_baseline import CountBaseline
 from models.follow_support import FollowSupport
 from models.follower_composition import PLATFORM_FLOWS, FollowerComposition
 from models.network import network_of
+from pipeline.derived import Derived
+from pipeline.detectors.silent_followers import JUMP_STREAM, jump_record
 from pipeline.events import Follow
 from pipeline.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.settings import FollowerJumpSettings, SeveritySettings
@@ -81,7 +83,7 @@ class FollowModel:
     """An account's history: its net follows and its engagement per window, and how much
     of the follows the engagement explains."""
 
-    __slots__ = ("attention", "follows", "support")
+    __slots__ = ("attention", "follows", "jump", "support")
 
     def __init__(
         self, follows: CountBaseline, attention: CountBaseline, support: FollowSupport
@@ -89,12 +91,16 @@ class FollowModel:
         self.follows = follows
         self.attention = attention
         self.support = support
+        # its latest flagged window, while its followers are still followed up:
+        # (follow up until, finding_id, score)
+        self.jump: tuple[int, str, float] | None = None
 
-    def __getstate__(self) -> tuple[CountBaseline, CountBaseline, FollowSupport]:
-        return self.follows, self.attention, self.support
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.follows, self.attention, self.support, self.jump
 
-    def __setstate__(self, state: tuple[CountBaseline, CountBaseline, FollowSupport]) -> None:
-        self.follows, self.attention, self.support = state
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self.follows, self.attention, self.support, *rest = state
+        self.jump = rest[0] if rest else None
 
 
 def composition_of(panes: list[FollowPane], shared_min: int, young_ms: int) -> FollowerComposition:
@@ -127,6 +133,7 @@ class FollowerJumpStage(Stage):
         self.severity = severity
         self._alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.half_life_ms)
         self._support_alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.support_half_life_ms)
+        self._follow_up_ms: int | None = None
 
     def new_model(self) -> FollowModel:
         cfg = self.cfg
@@ -178,6 +185,26 @@ class FollowerJumpStage(Stage):
         pane.engagement += events
 
     def evaluate(
+        self, key: str, model: FollowModel, panes: list[FollowPane], start: int, end: int
+    ) -> Finding | list[Finding | Derived] | None:
+        finding = self._judge(key, model, panes, start, end)
+        if self._follow_up_ms is None:
+            return finding
+        # silent_followers judges the followers of a flagged window, and of the windows
+        # after it for a while (a drip goes on after the account's normal has caught up)
+        established = sum(p.user_follows - p.young for p in panes)
+        if finding is not None:
+            model.jump = (end + self._follow_up_ms, finding.finding_id, finding.score)
+            kind = finding.evidence["kind"]
+        elif model.jump is not None and end <= model.jump[0] and established > 0:
+            kind = "follow_up"
+        else:
+            return None
+        _, jumped, score = model.jump
+        record = jump_record(key, start, end, jumped, score, kind, established)
+        return [record] if finding is None else [finding, record]
+
+    def _judge(
         self, key: str, model: FollowModel, panes: list[FollowPane], start: int, end: int
     ) -> Finding | None:
         cfg = self.cfg
@@ -275,3 +302,9 @@ class FollowerJumpStage(Stage):
                 "explanation": why,
             },
         )
+
+    def hand_on_jumps(self, follow_up_ms: int) -> None:
+        """Hand each flagged window, and an account's windows for `follow_up_ms` after
+        it, on to `silent_followers`, which names the followers who only follow."""
+        self._follow_up_ms = follow_up_ms
+        self.emits = frozenset({JUMP_STREAM})

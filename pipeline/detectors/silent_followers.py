@@ -1,0 +1,308 @@
+"""`silent_followers` (Article 12): the new followers of an abnormal follower jump that do
+nothing but follow.
+
+Bought followers follow and do nothing else; real followers click, repost and comment. A
+follower jump made of established accounts from many networks and devices (a slow drip
+of aged, bought accounts) looks like real people follow by follow; what gives it away is
+that its followers were not active anywhere lately. Whether a follower was is a question
+about the follower's own events, which no stage keyed by the followed account sees, so
+two stages beside `follower_jump` answer it through derived streams (`pipeline.derived`):
+
+    follower_activity (by shard of accounts): who clicked, reposted or commented lately
+        (`models.activity.RecentActivity`), and which of a window's new followers did not
+        --silent_follow, by the followed account-->
+    follower_jump (by followed account): its flagged windows
+        --jump_window, by the followed account-->
+    silent_followers (by followed account): a flagged window in which most established
+        new followers were silent is a finding naming them.
+
+Only a follower's own choice counts (platform-made follows are not), and only established
+accounts (a freshly created account has had no time to be active: `follower_jump` judges
+fresh crowds by their age). The denominator is `follower_jump`'s count of the window's
+established user follows, made by the same rules.
+
+Score: the jump's score, with the rest of the doubt closed in proportion to the silent
+share. State: per shard, the accounts active in the last one to two `generation_ms`; per
+followed account, its silent followers of the last `memory_ms`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict
+from itertools import chain, compress
+from operator import attrgetter
+from typing import Any
+
+from models.activity import RecentActivity
+from models.follower_composition import PLATFORM_FLOWS
+from pipeline.derived import Derived
+from pipeline.findings import Finding, fabricated, make_finding, severity_of
+from pipeline.settings import SeveritySettings, SilentFollowersSettings
+from pipeline.stage import Stage, WindowSpec
+from pipeline.window_runner import Models
+
+SILENT_STREAM = "silent_follow"
+FOLLOW = "follow"
+_actor = attrgetter("actor")
+_type = attrgetter("type")
+JUMP_STREAM = "jump_window"
+
+
+def jump_record(
+    account: str,
+    start: int,
+    end: int,
+    finding_id: str,
+    score: float,
+    kind: str,
+    established: int,
+) -> Derived:
+    """What `follower_jump` hands `silent_followers` for a window [start, end) of an
+    account it flagged (`kind` burst or level_shift), or of one it follows up on after
+    (`follow_up`, with the latest flagged window's finding and score); `established`:
+    the window's established user follows."""
+    return Derived(
+        stream=JUMP_STREAM,
+        key=account,
+        ts=end - 1,
+        event_id=f"{account}/{start}/jump",
+        data={
+            "finding": finding_id,
+            "kind": kind,
+            "score": score,
+            "window_start": start,
+            "window_end": end,
+            "established": established,
+        },
+    )
+
+
+def counts_as_established(event: Any, young_ms: int) -> bool:
+    """A follow that is the follower's own choice, by an account not freshly created (or
+    of unknown age): the follows whose followers' silence is evidence."""
+    if event.origin in PLATFORM_FLOWS:
+        return False
+    created = event.actor_created_at
+    return created is None or event.ts - created >= young_ms
+
+
+class ActivityFold:
+    """A pane's (or a batch's) accounts active in it, and its follows."""
+
+    __slots__ = ("active", "follows")
+
+    def __init__(self, active: set[str], follows: list[Any]) -> None:
+        self.active = active
+        self.follows = follows
+
+
+class ActivityModel:
+    """What `follower_activity` keeps: who was active lately, and since when each shard of
+    accounts has been watched (a shard judges nobody before `warmup_ms`)."""
+
+    __slots__ = ("activity", "since")
+
+    def __init__(self, generation_ms: int) -> None:
+        self.activity = RecentActivity(generation_ms)
+        self.since: dict[str, int] = {}  # shard -> the start of its first window
+
+
+class FollowerActivityStage(Stage):
+    """Per shard of accounts: who was active lately; a window's silent new followers.
+
+    The distributed runtime keeps a model per shard (its state goes to a table per key);
+    the embedded runtime keeps one for every account (`RecentActivity` answers per account,
+    so splitting it changes nothing) and works out an account's shard only where the
+    answer depends on it: a silent follower's shard, and a shard's first window."""
+
+    detector = "follower_activity"
+    key_field = "actor"  # hashed into a shard by `key_of`
+    event_types = frozenset()  # follows, and the activity types of the config
+    whole_window = True
+    folds = True
+    EVERYONE = "follower_activity/all"  # the embedded runtime's one key
+
+    def __init__(self, cfg: SilentFollowersSettings, young_ms: int) -> None:
+        super().__init__(WindowSpec.tumbling(cfg.window_ms), cfg.idle_ttl_ms)
+        self.cfg = cfg
+        self.young_ms = young_ms
+        if "follow" in cfg.activity_types:
+            raise ValueError("a follow is not other activity")
+        self.event_types = frozenset({"follow", *cfg.activity_types})  # type: ignore[misc]
+        self.emits = frozenset({SILENT_STREAM})
+        self._keys = tuple(f"{self.detector}/{i}" for i in range(cfg.shards))
+
+    def shard(self, account: str) -> str:
+        keys = self._keys
+        return keys[zlib.crc32(account.encode("utf-8", "surrogatepass")) % len(keys)]
+
+    def key_of(self, event: Any) -> str:
+        return self.shard(event.actor)
+
+    def new_model(self) -> ActivityModel:
+        return ActivityModel(self.cfg.generation_ms)
+
+    def new_pane(self) -> ActivityFold:
+        return ActivityFold(set(), [])
+
+    def add(self, pane: ActivityFold, event: Any) -> None:
+        if event.type == FOLLOW:
+            pane.follows.append(event)
+        else:
+            pane.active.add(event.actor)
+
+    def fold(self, events: list[Any]) -> ActivityFold:
+        """A batch as its active accounts and its follows (what `add` makes, event by
+        event, in the distributed runtime), in C."""
+        types = list(map(_type, events))
+        return ActivityFold(
+            set(compress(map(_actor, events), map(FOLLOW.__ne__, types))),
+            list(compress(events, map(FOLLOW.__eq__, types))),
+        )
+
+    def evaluate(
+        self, key: str, model: ActivityModel, panes: list[ActivityFold], start: int, end: int
+    ) -> list[Derived]:
+        """One shard's window (the distributed runtime)."""
+        model.since.setdefault(key, start)
+        return self._judge(panes, model, start, end, key)
+
+    def judge(
+        self, folds: list[ActivityFold], models: Models, start: int, end: int
+    ) -> list[Derived]:
+        """Every shard's window at once (the embedded runtime)."""
+        model: ActivityModel = models.get(self.EVERYONE, create=True)
+        if len(model.since) < len(self._keys):  # shards seen for the first time
+            for fold in folds:
+                for actor in chain(fold.active, map(_actor, fold.follows)):
+                    model.since.setdefault(self.shard(actor), start)
+        return self._judge(folds, model, start, end, None)
+
+    def _judge(
+        self, folds: list[ActivityFold], model: ActivityModel, start: int, end: int, key: str | None
+    ) -> list[Derived]:
+        """Check the window's established new followers against who was active (before
+        the window, or in it), then remember the window's active accounts."""
+        active_now = folds[0].active if len(folds) == 1 else set().union(*(f.active for f in folds))
+        activity, warmup = model.activity, self.cfg.warmup_ms
+        silent: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+        for e in chain.from_iterable(f.follows for f in folds):
+            actor = e.actor
+            if actor in active_now or activity.active(actor, start):
+                continue
+            if not counts_as_established(e, self.young_ms):
+                continue
+            shard = key or self.shard(actor)
+            if start - model.since.get(shard, start) < warmup:
+                continue  # too little seen of this shard yet to call anybody silent
+            silent[(e.target, shard)].append((e.ts, actor))
+        activity.saw(active_now, start)
+        return [
+            Derived(
+                stream=SILENT_STREAM,
+                key=target,
+                ts=end - 1,
+                event_id=f"{target}/{shard}/{start}",
+                data={"follows": sorted(follows)},  # [(ts, follower), ...]
+            )
+            for (target, shard), follows in sorted(silent.items())
+        ]
+
+
+class SilentMemory:
+    """A followed account's silent new followers of the last `memory_ms`: (ts, account)."""
+
+    __slots__ = ("follows",)
+
+    def __init__(self) -> None:
+        self.follows: list[tuple[int, str]] = []
+
+
+class SilentFollowersStage(Stage):
+    """Per followed account: its flagged windows, judged on their silent followers."""
+
+    detector = "silent_followers"
+    key_field = "key"  # the followed account
+    event_types = frozenset()
+    streams = frozenset({SILENT_STREAM, JUMP_STREAM})
+
+    def __init__(self, cfg: SilentFollowersSettings, severity: SeveritySettings) -> None:
+        super().__init__(WindowSpec.tumbling(cfg.window_ms), cfg.memory_ms)
+        self.cfg = cfg
+        self.severity = severity
+
+    def new_model(self) -> SilentMemory:
+        return SilentMemory()
+
+    def new_pane(self) -> list[Derived]:
+        return []
+
+    def add(self, pane: list[Derived], event: Derived) -> None:
+        pane.append(event)
+
+    def evaluate(
+        self, key: str, model: SilentMemory, panes: list[list[Derived]], start: int, end: int
+    ) -> list[Finding]:
+        records = sorted((d for pane in panes for d in pane), key=_order)
+        for d in records:
+            if d.stream == SILENT_STREAM:
+                model.follows.extend((int(ts), str(a)) for ts, a in d.data["follows"])
+        horizon = end - self.cfg.memory_ms
+        model.follows = [f for f in model.follows if f[0] >= horizon]
+        found = []
+        for d in records:
+            if d.stream == JUMP_STREAM:
+                finding = self._judge(key, model, d.data)
+                if finding is not None:
+                    found.append(finding)
+        return found
+
+    def _judge(self, key: str, model: SilentMemory, jump: dict[str, Any]) -> Finding | None:
+        cfg = self.cfg
+        start, end = jump["window_start"], jump["window_end"]
+        silent = sorted({a for ts, a in model.follows if start <= ts < end})
+        established = max(int(jump["established"]), len(silent))
+        if not silent:
+            return None
+        share = len(silent) / established
+        if len(silent) < cfg.min_silent or share < cfg.min_silent_share:
+            return None
+        score = jump["score"] + (1.0 - jump["score"]) * share
+        severity = severity_of(score, self.severity)
+        if severity is None:
+            return None
+        minutes = (end - start) / 60_000
+        when = (
+            "after an abnormal follower jump"
+            if jump["kind"] == "follow_up"
+            else "of an abnormal follower jump"
+        )
+        return make_finding(
+            detector=self.detector,
+            article=cfg.article,
+            subject_type="account",
+            subject_id=key,
+            window_start=start,
+            window_end=end,
+            score=score,
+            severity=severity,
+            members=silent[: cfg.max_members],
+            evidence={
+                "follower_jump_finding": jump["finding"],
+                "kind": jump["kind"],
+                "silent": len(silent),
+                "established_follows": established,
+                "silent_share": round(share, 3),
+                "fabricated": fabricated(follow=len(silent)),
+                "explanation": (
+                    f"{len(silent)} of the {established} established accounts that followed "
+                    f"in {minutes:g} min {when} had shown no other activity "
+                    f"({', '.join(cfg.activity_types)}) anywhere lately"
+                ),
+            },
+        )
+
+
+def _order(d: Derived) -> tuple[int, str, str]:
+    return d.ts, d.stream, d.event_id

@@ -1,0 +1,152 @@
+"""`silent_followers`: in a follower jump that `follower_jump` flags, the established new
+followers who had shown no other activity anywhere lately are named (a slow drip of
+aged, diverse, bought accounts, which nothing else tells apart); followers who do click,
+repost and comment elsewhere are not; the platform's own follows and fresh accounts are
+not judged; both runtimes agree."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from models.activity import RecentActivity
+from pipeline.detectors import build_stages
+from pipeline.engine import Engine
+from pipeline.findings import Finding
+from pipeline.settings import ConfigError, load_settings
+from pipeline.topics import Topics
+from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
+from tests.stage_partitions import runtimes_agree
+
+DAY = 24 * HOUR
+SETTINGS = load_settings(overrides={"kafka": {"partitions": 2}})
+CHAIN = ("follower_jump", "follower_activity", "silent_followers")
+
+
+class Platform:
+    """Readers who click around (a few hundred posts of a few dozen accounts) and follow
+    an account now and then after clicking its post; `drip` adds outside followers."""
+
+    def __init__(self, seed: int, readers: int = 3000) -> None:
+        self.b = StreamBuilder(seed=seed)
+        self.rng = random.Random(seed)
+        self.readers = [f"r{i}" for i in range(readers)]
+
+    def _follow(self, ts: int, actor: str, target: str, **extra: object) -> None:
+        age = self.rng.randrange(200 * DAY, 2000 * DAY)
+        self.b.add(
+            "follow", ts, actor, target=target, origin="user", consent=True,
+            actor_created_at=ts - age, ip=f"10.{self.rng.randrange(256)}.{len(actor)}.7",
+            device_id=f"d-{actor}", **extra,
+        )  # fmt: skip
+
+    def reading(self, start: int, end: int, clicks_per_hour: float, target: str) -> None:
+        """Clicks on everybody's posts; `target` draws a share, and some of its readers
+        follow it."""
+        ts = start
+        while True:
+            ts += int(self.rng.expovariate(clicks_per_hour / HOUR)) + 1
+            if ts >= end:
+                return
+            reader = self.rng.choice(self.readers)
+            owner = target if self.rng.random() < 0.3 else f"creator{self.rng.randrange(40)}"
+            self.b.add("click", ts, reader, target=owner, content_id=f"{owner}-post")
+            if owner == target and self.rng.random() < 0.04:
+                self._follow(ts + 1_000, reader, target)
+
+    def drip(self, target: str, start: int, per_hour: int, hours: int, busy: bool) -> set[str]:
+        """Aged accounts from diverse addresses follow `target` at a steady rate; `busy`
+        ones click other posts before they follow."""
+        accounts = set()
+        for i in range(per_hour * hours):
+            ts = start + i * HOUR // per_hour
+            actor = f"drip{i}"
+            if busy:
+                self.b.add("click", ts - 20 * MINUTE, actor, target="creator1",
+                           content_id="creator1-post")  # fmt: skip
+            self._follow(ts, actor, target)
+            accounts.add(actor)
+        return accounts
+
+    def lines(self) -> list[bytes]:
+        return [x.encode() for x in self.b.sorted_lines()]
+
+
+def _stages() -> list:
+    return [s for s in build_stages(SETTINGS) if s.detector in CHAIN]
+
+
+def _run(lines: list[bytes]) -> list[Finding]:
+    engine = Engine(SETTINGS, stages=_stages())
+    found: list[Finding] = []
+    for i in range(0, len(lines), 2000):
+        found += engine.process(lines[i : i + 2000], "t").findings
+    return found + engine.finish().findings
+
+
+def _world(seed: int, busy: bool) -> tuple[list[bytes], set[str]]:
+    p = Platform(seed)
+    p.reading(T0, T0 + 9 * HOUR, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + 4 * HOUR, per_hour=150, hours=4, busy=busy)
+    return p.lines(), drip
+
+
+def test_a_drip_of_accounts_that_only_follow_is_named() -> None:
+    lines, drip = _world(seed=1, busy=False)
+    found = _run(lines)
+    jumps = [f for f in found if f.detector == "follower_jump"]
+    silent = [f for f in found if f.detector == "silent_followers"]
+    assert jumps and all(f.members == [] for f in jumps)  # the drip alone: named by nobody
+    assert silent and {f.subject_id for f in silent} == {"mid"}
+    named = {m for f in silent for m in f.members}
+    assert named <= drip  # no reader, however new a follower, is accused
+    assert len(named) >= 100
+    first = silent[0]
+    assert first.evidence["follower_jump_finding"] in {f.finding_id for f in jumps}
+    assert (
+        first.evidence["silent_share"] >= 0.5
+        and "no other activity" in (first.evidence["explanation"])
+    )
+
+
+def test_a_drip_of_followers_active_elsewhere_names_nobody() -> None:
+    lines, _ = _world(seed=1, busy=True)
+    found = _run(lines)
+    assert any(f.detector == "follower_jump" for f in found)  # the volume is still abnormal
+    assert not [f for f in found if f.detector == "silent_followers"]
+
+
+def test_both_runtimes_name_the_same_silent_followers() -> None:
+    p = Platform(seed=2, readers=1500)
+    p.reading(T0, T0 + 7 * HOUR, clicks_per_hour=3000, target="mid")
+    p.drip("mid", T0 + 3 * HOUR, per_hour=150, hours=3, busy=False)
+    run = runtimes_agree(SETTINGS, _stages(), p.lines(), Topics("t", 2))
+    assert any(f.detector == "silent_followers" for f in run.found.values())
+
+
+def test_recent_activity_forgets_by_generation_and_does_not_depend_on_sharding() -> None:
+    seen = RecentActivity(generation_ms=10)
+    seen.saw(["a"], 5)
+    seen.saw(["b"], 12)
+    assert seen.active("a", 12) and seen.active("b", 12) and not seen.active("c", 12)
+    seen.saw(["c"], 25)  # a new generation: "a" (two back) is swept out
+    assert not seen.active("a", 25) and seen.active("b", 25) and seen.active("c", 25)
+    assert all("a" not in accounts for accounts in seen.generations.values())
+    assert not seen.active("b", 60) and not seen.active("c", 60)  # a long silence
+    halves = [RecentActivity(10), RecentActivity(10)]  # the same, split in two
+    for account, ts in [("a", 5), ("b", 12), ("c", 25)]:
+        halves[account == "b"].saw([account], ts)
+    for account in "abcd":
+        for ts in (12, 25, 31, 60):
+            whole = RecentActivity(10)
+            for acct, at in [("a", 5), ("b", 12), ("c", 25)]:
+                whole.saw([acct], at)
+            assert whole.active(account, ts) == halves[account == "b"].active(account, ts)
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="other than follow"):
+        load_settings(overrides={"detectors": {"silent_followers": {"activity_types": ["follow"]}}})
+    with pytest.raises(ConfigError, match="memory_ms"):
+        load_settings(overrides={"detectors": {"silent_followers": {"memory_ms": 60_000}}})
