@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import pickle
 import sys
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from operator import attrgetter
 from typing import Any
 
@@ -126,6 +126,7 @@ def pack_derived(
     watermark: int,
     stages: list[Stage],
     topics: Topics,
+    max_bytes: int = 512 << 10,
 ) -> Iterator[tuple[str, int, bytes]]:
     """(stage topic, partition, record) carrying the derived records of one partition
     (`source`) of `producer` to the stages consuming its streams, by their key's
@@ -145,9 +146,48 @@ def pack_derived(
                 buckets[topics.partition_of(key_of(d))].append(d)
         topic = topics.stage(stage.detector)
         for partition, mine in enumerate(buckets):
-            sources = [(source, len(mine))] if mine else []
-            record = StageBatch(mine, marks, sources, [d.ts for d in mine])  # type: ignore[arg-type]
-            yield topic, partition, _encode_batch(record)
+            group = _by_key_and_time(key_of)
+            for record in _derived_records(mine, marks, source, max_bytes, group):
+                yield topic, partition, record
+
+
+def _derived_records(
+    derived: list[Derived],
+    marks: dict[str, tuple[int, bool]],
+    source: str,
+    max_bytes: int,
+    group: Callable[[Derived], tuple[str, int]],
+) -> Iterator[bytes]:
+    """One partition's derived records as stage records of at most about `max_bytes` (a
+    backlog closes many windows in one round; a broker refuses records over its limit).
+    The records of one key (of the consuming stage) and time stay in one stage record (a
+    redelivery is told by time: see `TableRunner.filter`), and only the last stage record
+    carries the watermark, so none arrives behind the watermark it goes with."""
+    record = _encode_batch(
+        StageBatch(derived, marks, [(source, len(derived))] if derived else [],
+                   [d.ts for d in derived])  # type: ignore[arg-type]
+    )  # fmt: skip
+    if len(record) <= max_bytes or len(derived) < 2:
+        yield record
+        return
+    derived = sorted(derived, key=group)
+    cut = len(derived) // 2
+    while cut < len(derived) and group(derived[cut]) == group(derived[cut - 1]):
+        cut += 1  # never between two records of one key and time
+    if cut == len(derived):
+        cut = len(derived) // 2
+        while cut > 0 and group(derived[cut]) == group(derived[cut - 1]):
+            cut -= 1
+    if cut == 0:  # one key at one time: it cannot be cut
+        yield record
+        return
+    yield from _derived_records(derived[:cut], {}, source, max_bytes, group)
+    yield from _derived_records(derived[cut:], marks, source, max_bytes, group)
+
+
+def _by_key_and_time(key_of: Callable[[Any], str]) -> Callable[[Derived], tuple[str, int]]:
+    """A derived record's key in the consuming stage, and its time."""
+    return lambda d: (key_of(d), d.ts)
 
 
 def upstream_sources(stage: Stage, stages: list[Stage], topics: Topics) -> set[str]:

@@ -147,3 +147,45 @@ def test_a_redelivery_from_hours_back_is_a_duplicate_whatever_the_dedup_horizon(
     assert again.runner.duplicates == len(odds) + len(evens) - half
     assert late == []  # neither the redelivery nor the one new, on-time event
     assert again_found == []
+
+
+def test_a_large_output_of_derived_records_is_cut_between_keys_with_the_watermark_last() -> None:
+    """A backlog closes many windows in one round: its derived records go as several
+    stage records under the broker's size limit, a key's records of one time together,
+    the watermark only on the last."""
+    from pipeline.derived import Derived
+    from pipeline.detectors import build_topology
+    from pipeline.detectors.silent_followers import SILENT_STREAM
+    from pipeline.distributed import pack_derived
+
+    settings = load_settings(overrides={"kafka": {"partitions": 1}})
+    stages = build_topology(settings)
+    producer = next(s for s in stages if s.detector == "follower_activity")
+    follows = [[T0 + i, f"follower-with-a-long-name-{i}"] for i in range(40)]
+    derived = [
+        Derived(
+            stream=SILENT_STREAM,
+            key=f"acct{k % 30}",
+            ts=T0 + (k // 30) * MINUTE,
+            event_id=f"{k}",
+            data={"follows": follows},
+        )
+        for k in range(600)
+    ]
+    topics = Topics("t", 1)
+    records = [
+        decode_batch(r)
+        for topic, _, r in pack_derived(derived, producer, "p:0", T0, stages, topics, 32 << 10)
+        if topic == topics.stage("silent_followers")
+    ]
+    assert len(records) > 5
+    assert all(len(r) <= 40 << 10 for _, _, r in pack_derived(
+        derived, producer, "p:0", T0, stages, topics, 32 << 10))  # fmt: skip
+    assert sorted(d.event_id for r in records for d in r.events) == sorted(
+        d.event_id for d in derived
+    )
+    assert [bool(r.watermarks) for r in records] == [False] * (len(records) - 1) + [True]
+    where = {}
+    for i, r in enumerate(records):
+        for d in r.events:
+            assert where.setdefault((d.key, d.ts), i) == i  # never split
