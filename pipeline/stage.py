@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, MutableMapping
 from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
 
+import numpy as np
+
 from pipeline.events import NO_TIME
 from pipeline.findings import Finding
 
@@ -186,15 +188,16 @@ def split_by_pane(
         first = span[0] - span[0] % hop
         if span[1] < first + hop:
             return {first: events}
-    stamps = list(map(_ts, events))
-    first = min(stamps)
-    first -= first % hop
-    if max(stamps) < first + hop:
+    stamps = np.fromiter(map(_ts, events), np.int64, len(events))
+    panes = stamps - stamps % hop
+    first, last = int(panes.min()), int(panes.max())
+    if first == last:
         return {first: events}
-    by_pane: dict[int, list[Any]] = {}
-    for ts, event in zip(stamps, events, strict=True):
-        by_pane.setdefault(ts - ts % hop, []).append(event)
-    return by_pane
+    pick = events.__getitem__  # each pane's events in batch order, picked in C
+    return {
+        int(pane): list(map(pick, np.flatnonzero(panes == pane).tolist()))
+        for pane in np.unique(panes)
+    }
 
 
 _ts = attrgetter("ts")

@@ -154,11 +154,17 @@ class FollowerActivityStage(Stage):
 
     def fold(self, events: list[Any]) -> ActivityFold:
         """A batch as its active accounts and its follows (what `add` makes, event by
-        event, in the distributed runtime), in C."""
-        types = list(map(_type, events))
+        event, in the distributed runtime), in C. The embedded runtime hands a stage its
+        events a type at a time: one pass tells, one more folds."""
+        types = set(map(_type, events))
+        if FOLLOW not in types:
+            return ActivityFold(set(map(_actor, events)), [])
+        if len(types) == 1:
+            return ActivityFold(set(), events)
+        kinds = list(map(_type, events))
         return ActivityFold(
-            set(compress(map(_actor, events), map(FOLLOW.__ne__, types))),
-            list(compress(events, map(FOLLOW.__eq__, types))),
+            set(compress(map(_actor, events), map(FOLLOW.__ne__, kinds))),
+            list(compress(events, map(FOLLOW.__eq__, kinds))),
         )
 
     def evaluate(
@@ -182,14 +188,15 @@ class FollowerActivityStage(Stage):
     def _judge(
         self, folds: list[ActivityFold], model: ActivityModel, start: int, end: int, key: str | None
     ) -> list[Derived]:
-        """Check the window's established new followers against who was active (before
-        the window, or in it), then remember the window's active accounts."""
-        active_now = folds[0].active if len(folds) == 1 else set().union(*(f.active for f in folds))
+        """Remember the window's active accounts, then check its established new followers
+        against who was active (before the window, or in it)."""
         activity, warmup = model.activity, self.cfg.warmup_ms
+        for fold in folds:
+            activity.saw(fold.active, start)
         silent: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
         for e in chain.from_iterable(f.follows for f in folds):
             actor = e.actor
-            if actor in active_now or activity.active(actor, start):
+            if activity.active(actor, start):
                 continue
             if not counts_as_established(e, self.young_ms):
                 continue
@@ -197,7 +204,6 @@ class FollowerActivityStage(Stage):
             if start - model.since.get(shard, start) < warmup:
                 continue  # too little seen of this shard yet to call anybody silent
             silent[(e.target, shard)].append((e.ts, actor))
-        activity.saw(active_now, start)
         return [
             Derived(
                 stream=SILENT_STREAM,
