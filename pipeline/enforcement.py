@@ -5,9 +5,8 @@ about one subject come from many stages keyed otherwise (by target, by shard, by
 so every detector stage hands its findings on (a derived `finding` stream, keyed by
 subject) to this stage, which keeps one `pipeline.policy.SubjectRecord` per subject and
 decides a subject's findings in (time, window length, id) order at the close of each
-window. Both
-runtimes therefore decide the same actions with the same ids, a restarted worker
-recovers the records from its table, and no history is split between partitions.
+window. Both runtimes therefore decide the same actions with the same ids, a restarted
+worker recovers the records from its table, and no history is split between partitions.
 """
 
 from __future__ import annotations

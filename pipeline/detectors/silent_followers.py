@@ -127,8 +127,6 @@ class FollowerActivityStage(Stage):
         super().__init__(WindowSpec.tumbling(cfg.window_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.young_ms = young_ms
-        if "follow" in cfg.activity_types:
-            raise ValueError("a follow is not other activity")
         self.event_types = frozenset({"follow", *cfg.activity_types})  # type: ignore[misc]
         self.emits = frozenset({SILENT_STREAM})
         self._keys = tuple(f"{self.detector}/{i}" for i in range(cfg.shards))
