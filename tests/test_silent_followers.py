@@ -150,3 +150,29 @@ def test_settings_are_checked() -> None:
         load_settings(overrides={"detectors": {"silent_followers": {"activity_types": ["follow"]}}})
     with pytest.raises(ConfigError, match="memory_ms"):
         load_settings(overrides={"detectors": {"silent_followers": {"memory_ms": 60_000}}})
+
+
+def test_follower_jump_counts_established_follows_by_the_rule_silent_followers_judges_by() -> None:
+    """The share's denominator comes from follower_jump's panes, its numerator from
+    follower_activity: both must call the same follows established."""
+    from pipeline.detectors.silent_followers import counts_as_established
+    from pipeline.events import decoder
+
+    jump = next(s for s in build_stages(SETTINGS) if s.detector == "follower_jump")
+    young_ms = SETTINGS.detectors.follower_jump.young_account_ms
+    b = StreamBuilder(seed=9)
+    rng = random.Random(9)
+    for i in range(400):
+        origin = rng.choice(["user", "recommendation", "api", "import"])
+        extra: dict[str, object] = {"origin": origin}
+        age = rng.choice([None, HOUR, young_ms - 1, young_ms, 400 * DAY])
+        if age is not None:
+            extra["actor_created_at"] = T0 + i - age
+        b.add("follow", T0 + i, f"f{i}", target="mid", **extra)
+    follows = [decoder.decode(line.encode()) for line in b.sorted_lines()]
+    pane = jump.new_pane()
+    for f in follows:
+        jump.add(pane, f)
+    established = sum(counts_as_established(f, young_ms) for f in follows)
+    assert 0 < established < len(follows)
+    assert pane.user_follows - pane.young == established
