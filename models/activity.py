@@ -19,6 +19,8 @@ the length of the stream.
     True
     >>> seen.active("reader", 7_200_000), seen.active("writer", 7_200_000)  # an hour on
     (False, True)
+    >>> sorted(seen.inactive(["reader", "writer", "lurker"], 7_200_000))
+    ['lurker', 'reader']
 """
 
 from __future__ import annotations
@@ -51,3 +53,13 @@ class RecentActivity:
             if seen is not None and account in seen:
                 return True
         return False
+
+    def inactive(self, accounts: Iterable[str], ts: int) -> set[str]:
+        """Those of `accounts` not active at `ts` (`active` for many accounts, in C)."""
+        generation = ts // self.generation_ms
+        quiet = set(accounts)
+        for g in (generation, generation - 1):
+            seen = self.generations.get(g)
+            if seen is not None:
+                quiet = quiet.difference(seen)  # (`-=` would walk all of `seen`)
+        return quiet

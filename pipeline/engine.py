@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 from pipeline.deadletter import DeadLetter
@@ -108,10 +107,9 @@ class Engine:
         for runner in self.runners:
             stage = runner.stage
             for event_type in stage.event_types - stage.counted_types:
-                runner.add_batch(by_type[event_type], span)
-            if stage.counted_types:  # one tally for all counted types: a pass per key, not three
-                counted = list(chain.from_iterable(by_type[t] for t in stage.counted_types))
-                runner.count_batch(counted, span)  # type: ignore[union-attr]
+                runner.add_batch(by_type[event_type], span, event_type)
+            for event_type in stage.counted_types:  # tallied into one count per key and pane
+                runner.count_batch(by_type[event_type], span)  # type: ignore[union-attr]
             staged[stage.detector] += sum(len(by_type[t]) for t in stage.event_types)
         watermark = self.gate.watermark
         findings, actions = self._advance(watermark)

@@ -29,6 +29,7 @@ import numpy as np
 _SPREAD = np.int64(1_000_003)  # mixes a subject's hash into a value's: one key per pair
 _CODE_SHIFT = 40  # a (code, value) pair packs the code above 40 bits of the value's hash
 _VALUE_BITS = np.int64((1 << _CODE_SHIFT) - 1)
+_PARENT_SHARE = 2  # a subset at least 1/_PARENT_SHARE of its parent reads fields through it
 
 
 class Groups(NamedTuple):
@@ -48,8 +49,10 @@ class Tally(NamedTuple):
 
 class EventColumns:
     """Events and, per field asked for, the column of its values' hashes. A subset
-    (`where`, `of`) shares its parent's columns and groups: it reads a field itself only
-    when it is small next to its parent and the parent has not read that field."""
+    (`where`, `of`) shares its parent's columns and groups: it reads a field itself when
+    the parent has not read that field and the subset is under half of it (reading the
+    parent's whole column then costs more than the subset's own, even if another subset
+    of the same parent later needs the field too)."""
 
     __slots__ = ("_columns", "_events", "_groups", "_index", "_parent")
 
@@ -85,7 +88,7 @@ class EventColumns:
         if (
             parent is not None
             and index is not None
-            and (field in parent._columns or 4 * len(index) >= len(parent))
+            and (field in parent._columns or _PARENT_SHARE * len(index) >= len(parent))
         ):
             column = self._columns[field] = parent.hashes(field)[index]
             return column

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
-READ_HINT_BYTES = 1 << 22  # lines per read: as many as fit in about 4 MiB
+READ_HINT_BYTES = 1 << 20  # lines per read: as many as fit in about 1 MiB
 
 
 class InputError(Exception):

@@ -115,8 +115,9 @@ class Stage(ABC):
         """Fold `events` events of a counted type into a pane, as `add` would one by one."""
         raise NotImplementedError(f"{self.detector} counts no event type")
 
-    def fold(self, events: list[Any]) -> Any:
-        """A batch of a pane's events, reduced to what `judge` needs (`folds` stages)."""
+    def fold(self, events: list[Any], kind: str | None = None) -> Any:
+        """A batch of a pane's events, reduced to what `judge` needs (`folds` stages);
+        `kind`: the type of every event of the batch, when the caller knows it has one."""
         return events
 
     def wake_at(self, model: Any) -> int | None:
@@ -212,13 +213,23 @@ class KeyedRunner:
         self._due: dict[int, set[str]] = {}  # window end -> keys with panes in that window
         self._counts: dict[int, Counter[str]] = {}  # pane start -> counted events per key
         self._last_pane = NO_TIME  # the latest pane that got events
+        # pane start -> key -> that key's open pane: a key seen in an earlier batch finds
+        # its pane with one lookup, not through its state (entries go with their panes)
+        self._open: dict[int, dict[str, Any]] = {}
+        self._wakes = wakes(stage)
 
     def __len__(self) -> int:
         return len(self.store)
 
-    def add_batch(self, events: Iterable[Any], span: tuple[int, int] | None = None) -> None:
+    def add_batch(
+        self,
+        events: Iterable[Any],
+        span: tuple[int, int] | None = None,
+        kind: str | None = None,
+    ) -> None:
         """Fold a batch of events into their keys' panes, a pane of the batch at a time
-        (`span`: see `split_by_pane`), so each key's pane is looked up once per batch."""
+        (`span`: see `split_by_pane`), so each key's pane is looked up once per batch.
+        (`kind`, the batch's one event type when known, is for `WindowRunner`'s folds.)"""
         events = events if isinstance(events, list) else list(events)
         if not events:
             return
@@ -234,7 +245,9 @@ class KeyedRunner:
         if pane_start > self._last_pane:
             self._last_pane = pane_start
         add, pane_of = self.stage.add, self._pane
-        panes: dict[str, Any] = {}
+        panes = self._open.get(pane_start)
+        if panes is None:
+            panes = self._open[pane_start] = {}
         for key, event in zip(map(key_of, events), events, strict=True):
             pane = panes.get(key)
             if pane is None:
@@ -311,7 +324,12 @@ class KeyedRunner:
         keep_from = end + hop - size
         for p in [p for p in panes if p < keep_from]:
             del panes[p]
-        if wakes(self.stage):
+            opened = self._open.get(p)
+            if opened is not None:
+                opened.pop(key, None)
+                if not opened:
+                    del self._open[p]
+        if self._wakes:
             due = self.stage.wake_at(state.model)
             if due is not None and due <= end:
                 woken = self.stage.on_wake(key, state.model, end)

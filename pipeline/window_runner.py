@@ -86,20 +86,27 @@ class WindowRunner:
     def __len__(self) -> int:
         return len(self.store)
 
-    def add_batch(self, events: Iterable[Any], span: tuple[int, int] | None = None) -> None:
+    def add_batch(
+        self,
+        events: Iterable[Any],
+        span: tuple[int, int] | None = None,
+        kind: str | None = None,
+    ) -> None:
+        """Keep a batch's events (or their folds) in their panes; `kind`: the one type of
+        every event of the batch, when the caller knows it (see `Stage.fold`)."""
         events = events if isinstance(events, list) else list(events)
         if not events:
             return
         for start, pane_events in split_by_pane(events, self.stage.window.hop_ms, span).items():
-            self._add(start, pane_events)
+            self._add(start, pane_events, kind)
 
-    def _add(self, pane_start: int, events: list[Any]) -> None:
+    def _add(self, pane_start: int, events: list[Any], kind: str | None = None) -> None:
         batches = self.panes.get(pane_start)
         if batches is None:
             batches = self.panes[pane_start] = []
             size, hop = self.stage.window
             self._due.update(range(pane_start + hop, pane_start + size + 1, hop))
-        batches.append(self.stage.fold(events) if self.stage.folds else events)
+        batches.append(self.stage.fold(events, kind) if self.stage.folds else events)
 
     def advance(self, watermark: int) -> list[Finding]:
         """Close, in order, every window whose end the watermark has passed."""

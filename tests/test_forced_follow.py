@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.detectors.forced_follow import ForcedFollowStage, ForcedPane
+from pipeline.detectors.forced_follow import ForcedFold, ForcedFollowStage, ForcedPane
 from pipeline.engine import Engine
+from pipeline.events import decoder
 from pipeline.findings import Finding
 from pipeline.settings import ConfigError, load_settings
 from tests.helpers import (
@@ -162,15 +163,18 @@ def test_what_counts_as_forced() -> None:
         ("api", True, True),
         ("import", False, True),
     ]
-    engine = Engine(settings, stages=[stage])
     for i, (origin, consent, _) in enumerate(cases):
         fields = {k: v for k, v in (("origin", origin), ("consent", consent)) if v is not None}
         b.add("follow", T0 + i, f"u{i}", target=f"t{i}", **fields)
-    engine.process([line.encode() for line in b.sorted_lines()], "t")
-    store = engine.runners[0].store
-    for i, (_, _, forced) in enumerate(cases):
-        (pane,) = store[f"t{i}"].panes.values()
-        assert pane.forced == int(forced), cases[i]
+    follows = [decoder.decode(line) for line in b.sorted_lines()]
+    folded = stage.fold(follows)  # a batch at once (embedded), and event by event (distributed)
+    added = ForcedFold()
+    for event in follows:
+        stage.add(added, event)
+    for fold in (folded, added):
+        assert fold.follows == {f"t{i}": 1 for i in range(len(cases))}
+        forced = {target: pane.forced for target, pane in fold.forced.items()}
+        assert forced == {f"t{i}": 1 for i, (_, _, yes) in enumerate(cases) if yes}
 
 
 def test_findings_are_deterministic_and_survive_small_disorder(tmp_path: Path) -> None:
@@ -185,14 +189,18 @@ def test_findings_are_deterministic_and_survive_small_disorder(tmp_path: Path) -
     assert {subject for _, subject, _ in runs[0]} == {"creator9"}
 
 
-def test_pane_survives_pickling() -> None:
-    pane = ForcedPane()
-    pane.follows, pane.forced, pane.unconsented = 5, 3, 2
+def test_fold_survives_pickling() -> None:
+    fold = ForcedFold()
+    fold.follows.update({"t": 5, "u": 1})
+    pane = fold.forced["t"] = ForcedPane()
+    pane.forced, pane.unconsented = 3, 2
     pane.origins["onboarding_default"] = 3
     pane.victims.update({"a", "b", "c"})
-    copy = pickle.loads(pickle.dumps(pane, protocol=pickle.HIGHEST_PROTOCOL))
-    assert (copy.follows, copy.forced, copy.unconsented) == (5, 3, 2)
-    assert copy.origins == {"onboarding_default": 3} and copy.victims == {"a", "b", "c"}
+    copy = pickle.loads(pickle.dumps(fold, protocol=pickle.HIGHEST_PROTOCOL))
+    assert copy.follows == {"t": 5, "u": 1}
+    (copied,) = copy.forced.values()
+    assert (copied.forced, copied.unconsented) == (3, 2)
+    assert copied.origins == {"onboarding_default": 3} and copied.victims == {"a", "b", "c"}
 
 
 def test_settings_are_checked() -> None:

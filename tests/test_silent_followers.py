@@ -143,6 +143,26 @@ def test_recent_activity_forgets_by_generation_and_does_not_depend_on_sharding()
             for acct, at in [("a", 5), ("b", 12), ("c", 25)]:
                 whole.saw([acct], at)
             assert whole.active(account, ts) == halves[account == "b"].active(account, ts)
+    for ts in (12, 25, 31, 60):  # `inactive` asks `active` of many accounts at once
+        assert seen.inactive("abcd", ts) == {a for a in "abcd" if not seen.active(a, ts)}
+
+
+def test_a_batch_folds_the_same_whole_as_a_type_at_a_time() -> None:
+    """The embedded runtime folds a batch a type at a time (`kind`); a batch of mixed
+    types folds to the same active accounts and follows."""
+    from pipeline.events import decoder
+
+    stage = next(s for s in build_stages(SETTINGS) if s.detector == "follower_activity")
+    p = Platform(seed=4, readers=200)
+    p.reading(T0, T0 + HOUR, clicks_per_hour=2000, target="mid")
+    events = [decoder.decode(line) for line in p.lines()]
+    kinds = {e.type for e in events}
+    assert kinds == {"click", "follow"}
+    mixed = stage.fold(events)
+    by_kind = [stage.fold([e for e in events if e.type == k], k) for k in sorted(kinds)]
+    assert mixed.active == set().union(*(f.active for f in by_kind)) != set()
+    assert sorted(mixed.follows, key=id) == sorted([e for f in by_kind for e in f.follows], key=id)
+    assert mixed.follows and all(e.type == "follow" for e in mixed.follows)
 
 
 def test_settings_are_checked() -> None:

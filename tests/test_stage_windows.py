@@ -134,6 +134,9 @@ def test_idle_keys_are_evicted_and_active_ones_kept() -> None:
         engine.process([_line(1000 + step, T0 + step * MINUTE, "busy")], "t")
     assert engine.state_size()["count"] == 1  # idle longer than ttl: gone
     assert engine.runners[0].store["busy"].model  # history of the active key kept
+    assert len(engine.runners[0]._open) <= 1  # closed panes leave the runner's index
+    engine.process([_line(2000, T0 + 30 * MINUTE + 1, "old3")], "t")  # an evicted key, back
+    assert _counts(engine.finish().findings)[("old3", 31 * MINUTE)] == 1
 
 
 def test_key_state_survives_pickling_for_table_stores() -> None:

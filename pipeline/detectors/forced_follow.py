@@ -11,41 +11,72 @@ forced follows from many distinct users, making up most of its new follows, far 
 that target's own normal (`PriorCountBaseline` from a prior of none, so an account that
 never had a forced follow is judged from its first window). The forced users are victims,
 not perpetrators: the finding has no members and lists a sample of them in its evidence.
+
+Cost: almost every follow is an ordinary one, on a long tail of targets. The stage is a
+whole-window stage that folds each batch as it comes (`ForcedFold`: follows counted per
+target in C, the few forced ones summed per target). A window scores only the targets that
+had forced follows, and starts the normal of those it sees for the first time: a later
+quiet window teaches a target's baseline nothing it would not learn at its next update
+anyway (`PriorCountBaseline` decays over the windows skipped).
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from operator import attrgetter
 from typing import Any
 
 from models.prior_baseline import PriorCountBaseline
 from pipeline.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.settings import ForcedFollowSettings, SeveritySettings
 from pipeline.stage import Stage, WindowSpec
+from pipeline.window_runner import Models, OneModel
 
-PaneState = tuple[int, int, int, dict[str, int], set[str]]
+PaneState = tuple[int, int, dict[str, int], set[str]]
+_target = attrgetter("target")
 
 
 class ForcedPane:
-    __slots__ = ("follows", "forced", "origins", "unconsented", "victims")
+    """One target's forced follows in a batch (or a pane)."""
+
+    __slots__ = ("forced", "origins", "unconsented", "victims")
 
     def __init__(self) -> None:
-        self.follows = 0  # every follow of the target
         self.forced = 0
         self.unconsented = 0  # forced follows with consent false
         self.origins: dict[str, int] = {}  # forced follows by origin
         self.victims: set[str] = set()  # distinct forced users, at most max_tracked_victims
 
     def __getstate__(self) -> PaneState:
-        return self.follows, self.forced, self.unconsented, self.origins, self.victims
+        return self.forced, self.unconsented, self.origins, self.victims
 
     def __setstate__(self, state: PaneState) -> None:
-        self.follows, self.forced, self.unconsented, self.origins, self.victims = state
+        self.forced, self.unconsented, self.origins, self.victims = state
+
+
+class ForcedFold:
+    """A batch's follows (the embedded runtime), or a pane's of one target (the
+    distributed one): every follow counted per target, the forced ones per target."""
+
+    __slots__ = ("follows", "forced")
+
+    def __init__(self) -> None:
+        self.follows: Counter[str] = Counter()
+        self.forced: dict[str, ForcedPane] = {}
+
+    def __getstate__(self) -> tuple[Counter[str], dict[str, ForcedPane]]:
+        return self.follows, self.forced
+
+    def __setstate__(self, state: tuple[Counter[str], dict[str, ForcedPane]]) -> None:
+        self.follows, self.forced = state
 
 
 class ForcedFollowStage(Stage):
     detector = "forced_follow"
     key_field = "target"
     event_types = frozenset({"follow"})
+    whole_window = True
+    folds = True
 
     def __init__(self, cfg: ForcedFollowSettings, severity: SeveritySettings) -> None:
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
@@ -60,28 +91,78 @@ class ForcedFollowStage(Stage):
     def new_model(self) -> PriorCountBaseline:
         return self._fresh.__copy__()
 
-    def new_pane(self) -> ForcedPane:
-        return ForcedPane()
+    def new_pane(self) -> ForcedFold:
+        return ForcedFold()
 
-    def add(self, pane: ForcedPane, event: Any) -> None:
-        pane.follows += 1
-        origin = event.origin
-        unconsented = event.consent is False
-        if unconsented or origin in self._forcing:
-            pane.forced += 1
-            pane.unconsented += unconsented
-            name = origin or "user"
-            pane.origins[name] = pane.origins.get(name, 0) + 1
-            if len(pane.victims) < self.cfg.max_tracked_victims:
-                pane.victims.add(event.actor)
+    def add(self, pane: ForcedFold, event: Any) -> None:
+        pane.follows[event.target] += 1
+        if event.consent is False or event.origin in self._forcing:
+            self._add_forced(pane, event)
+
+    def fold(self, events: list[Any], kind: str | None = None) -> ForcedFold:
+        """A batch of follows as `add` folds them one by one, the counting in C."""
+        fold = ForcedFold()
+        fold.follows.update(map(_target, events))
+        forcing = self._forcing
+        for event in events:
+            if event.consent is False or event.origin in forcing:
+                self._add_forced(fold, event)
+        return fold
+
+    def _add_forced(self, fold: ForcedFold, event: Any) -> None:
+        pane = fold.forced.get(event.target)
+        if pane is None:
+            pane = fold.forced[event.target] = ForcedPane()
+        pane.forced += 1
+        pane.unconsented += event.consent is False
+        name = event.origin or "user"
+        pane.origins[name] = pane.origins.get(name, 0) + 1
+        if len(pane.victims) < self.cfg.max_tracked_victims:
+            pane.victims.add(event.actor)
 
     def evaluate(
-        self, key: str, model: PriorCountBaseline, panes: list[ForcedPane], start: int, end: int
+        self, key: str, model: PriorCountBaseline, panes: list[ForcedFold], start: int, end: int
+    ) -> list[Finding]:
+        """One target's window (the distributed runtime)."""
+        return self.judge(panes, OneModel(key, model), start, end)
+
+    def judge(self, folds: list[ForcedFold], models: Models, start: int, end: int) -> list[Finding]:
+        """A window's follows: each target that had forced ones, against its own normal.
+        A target's first window starts its normal even without any (the usual: its
+        baseline then knows how rarely it gets them); later quiet windows are learned
+        at its next update."""
+        forced: dict[str, list[ForcedPane]] = {}
+        for fold in folds:
+            for target, pane in fold.forced.items():
+                forced.setdefault(target, []).append(pane)
+        t = end // self.cfg.hop_ms
+        findings = []
+        for target in sorted(set().union(*(fold.follows for fold in folds))):
+            model = models.get(target, create=True)
+            if model is None:
+                continue
+            panes = forced.get(target)
+            if panes is None:
+                if model.last_t is None:
+                    model.update(t, 0)
+                continue
+            follows = sum(fold.follows.get(target, 0) for fold in folds)
+            found = self._judge(target, model, panes, follows, start, end)
+            if found is not None:
+                findings.append(found)
+        return findings
+
+    def _judge(
+        self,
+        key: str,
+        model: PriorCountBaseline,
+        panes: list[ForcedPane],
+        follows: int,
+        start: int,
+        end: int,
     ) -> Finding | None:
         cfg = self.cfg
         forced = sum(p.forced for p in panes)
-        if not forced and model.last_t is not None:  # a quiet window: nothing to judge, and
-            return None  # the baseline learns it (with any others) at its next update
         score = model.update(end // cfg.hop_ms, forced)
         if (
             score < 0.5
@@ -89,7 +170,6 @@ class ForcedFollowStage(Stage):
             or forced < cfg.min_ratio * max(model.expected, 1.0)
         ):
             return None
-        follows = sum(p.follows for p in panes)
         victims = set().union(*(p.victims for p in panes))
         if len(victims) < cfg.min_victims or forced < cfg.min_forced_share * follows:
             return None

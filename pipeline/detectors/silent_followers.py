@@ -150,15 +150,15 @@ class FollowerActivityStage(Stage):
         else:
             pane.active.add(event.actor)
 
-    def fold(self, events: list[Any]) -> ActivityFold:
+    def fold(self, events: list[Any], kind: str | None = None) -> ActivityFold:
         """A batch as its active accounts and its follows (what `add` makes, event by
         event, in the distributed runtime), in C. The embedded runtime hands a stage its
-        events a type at a time: one pass tells, one more folds."""
-        types = set(map(_type, events))
-        if FOLLOW not in types:
-            return ActivityFold(set(map(_actor, events)), [])
-        if len(types) == 1:
+        events a type at a time (`kind`): one pass folds them; a batch of mixed or
+        unknown types takes one more to tell follows from the rest."""
+        if kind == FOLLOW:
             return ActivityFold(set(), events)
+        if kind is not None:
+            return ActivityFold(set(map(_actor, events)), [])
         kinds = list(map(_type, events))
         return ActivityFold(
             set(compress(map(_actor, events), map(FOLLOW.__ne__, kinds))),
@@ -191,12 +191,12 @@ class FollowerActivityStage(Stage):
         activity, warmup = model.activity, self.cfg.warmup_ms
         for fold in folds:
             activity.saw(fold.active, start)
+        follows = list(chain.from_iterable(f.follows for f in folds))
+        quiet = activity.inactive(map(_actor, follows), start)
         silent: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-        for e in chain.from_iterable(f.follows for f in folds):
+        for e in follows:
             actor = e.actor
-            if activity.active(actor, start):
-                continue
-            if not counts_as_established(e, self.young_ms):
+            if actor not in quiet or not counts_as_established(e, self.young_ms):
                 continue
             shard = key or self.shard(actor)
             if start - model.since.get(shard, start) < warmup:
