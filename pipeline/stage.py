@@ -67,8 +67,8 @@ class Stage(ABC):
     # events per pane for all keys (`pipeline.window_runner`) instead of a pane per key.
     whole_window: ClassVar[bool] = False
     # True for a whole-window stage that reduces each batch of a pane as it comes (`fold`),
-    # while its events are still in the CPU's caches: the embedded runtime then keeps the
-    # folds, not the events, and `judge` gets a window's folds. (Reading a field of every
+    # while its events are still in the CPU's caches: the embedded runtime then keeps a
+    # fold per pane, not the events, and `judge` gets a window's folds. (Reading a field of every
     # event at a window's close, minutes after decoding, costs a cache miss per event.)
     folds: ClassVar[bool] = False
     # Event types the stage only counts per key and pane (`add_count`): the embedded
@@ -115,10 +115,15 @@ class Stage(ABC):
         """Fold `events` events of a counted type into a pane, as `add` would one by one."""
         raise NotImplementedError(f"{self.detector} counts no event type")
 
-    def fold(self, events: list[Any], kind: str | None = None) -> Any:
-        """A batch of a pane's events, reduced to what `judge` needs (`folds` stages);
-        `kind`: the type of every event of the batch, when the caller knows it has one."""
-        return events
+    def fold(self, events: list[Any], kind: str | None = None, into: Any = None) -> Any:
+        """A batch of a pane's events, reduced to what `judge` needs (`folds` stages) and
+        folded into `into`, the pane's fold so far, if given (so a pane holds one fold,
+        however many batches it took); `kind`: the type of every event of the batch,
+        when the caller knows it has one."""
+        if into is None:
+            return list(events)  # a copy: the batch's lists are shared between stages
+        into.extend(events)
+        return into
 
     def wake_at(self, model: Any) -> int | None:
         """When a key's model next needs a window closed even if no event comes (a

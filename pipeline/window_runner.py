@@ -106,7 +106,12 @@ class WindowRunner:
             batches = self.panes[pane_start] = []
             size, hop = self.stage.window
             self._due.update(range(pane_start + hop, pane_start + size + 1, hop))
-        batches.append(self.stage.fold(events, kind) if self.stage.folds else events)
+        if not self.stage.folds:
+            batches.append(events)
+        elif batches:  # one fold per pane: the batch goes into the pane's fold
+            batches[0] = self.stage.fold(events, kind, batches[0])
+        else:
+            batches.append(self.stage.fold(events, kind))
 
     def advance(self, watermark: int) -> list[Finding]:
         """Close, in order, every window whose end the watermark has passed."""

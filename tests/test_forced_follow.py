@@ -167,7 +167,8 @@ def test_what_counts_as_forced() -> None:
         fields = {k: v for k, v in (("origin", origin), ("consent", consent)) if v is not None}
         b.add("follow", T0 + i, f"u{i}", target=f"t{i}", **fields)
     follows = [decoder.decode(line) for line in b.sorted_lines()]
-    folded = stage.fold(follows)  # a batch at once (embedded), and event by event (distributed)
+    folded = stage.fold(follows[:3])  # batches at once (embedded), event by event (distributed)
+    folded = stage.fold(follows[3:], "follow", folded)
     added = ForcedFold()
     for event in follows:
         stage.add(added, event)

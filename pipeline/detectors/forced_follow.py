@@ -99,9 +99,12 @@ class ForcedFollowStage(Stage):
         if event.consent is False or event.origin in self._forcing:
             self._add_forced(pane, event)
 
-    def fold(self, events: list[Any], kind: str | None = None) -> ForcedFold:
-        """A batch of follows as `add` folds them one by one, the counting in C."""
-        fold = ForcedFold()
+    def fold(
+        self, events: list[Any], kind: str | None = None, into: ForcedFold | None = None
+    ) -> ForcedFold:
+        """A batch of follows as `add` folds them one by one (into `into` if given), the
+        counting in C."""
+        fold = ForcedFold() if into is None else into
         fold.follows.update(map(_target, events))
         forcing = self._forcing
         for event in events:

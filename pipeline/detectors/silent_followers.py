@@ -150,20 +150,23 @@ class FollowerActivityStage(Stage):
         else:
             pane.active.add(event.actor)
 
-    def fold(self, events: list[Any], kind: str | None = None) -> ActivityFold:
+    def fold(
+        self, events: list[Any], kind: str | None = None, into: ActivityFold | None = None
+    ) -> ActivityFold:
         """A batch as its active accounts and its follows (what `add` makes, event by
-        event, in the distributed runtime), in C. The embedded runtime hands a stage its
-        events a type at a time (`kind`): one pass folds them; a batch of mixed or
-        unknown types takes one more to tell follows from the rest."""
+        event, in the distributed runtime), in C, added to `into` if given. The embedded
+        runtime hands a stage its events a type at a time (`kind`): one pass folds them;
+        a batch of mixed or unknown types takes one more to tell follows from the rest."""
+        fold = ActivityFold(set(), []) if into is None else into
         if kind == FOLLOW:
-            return ActivityFold(set(), events)
-        if kind is not None:
-            return ActivityFold(set(map(_actor, events)), [])
-        kinds = list(map(_type, events))
-        return ActivityFold(
-            set(compress(map(_actor, events), map(FOLLOW.__ne__, kinds))),
-            list(compress(events, map(FOLLOW.__eq__, kinds))),
-        )
+            fold.follows.extend(events)
+        elif kind is not None:
+            fold.active.update(map(_actor, events))
+        else:
+            kinds = list(map(_type, events))
+            fold.active.update(compress(map(_actor, events), map(FOLLOW.__ne__, kinds)))
+            fold.follows.extend(compress(events, map(FOLLOW.__eq__, kinds)))
+        return fold
 
     def evaluate(
         self, key: str, model: ActivityModel, panes: list[ActivityFold], start: int, end: int
