@@ -60,7 +60,7 @@ def instructions(what: str, path: Path, disabled: list[str]) -> int:
                 *disabled,
             ],
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "0"},  # same probes
             capture_output=True,
             text=True,
             check=False,
