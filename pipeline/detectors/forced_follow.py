@@ -13,11 +13,11 @@ never had a forced follow is judged from its first window). The forced users are
 not perpetrators: the finding has no members and lists a sample of them in its evidence.
 
 Cost: almost every follow is an ordinary one, on a long tail of targets. The stage is a
-whole-window stage that folds each batch as it comes (`ForcedFold`: follows counted per
-target in C, the few forced ones summed per target). A window scores only the targets that
-had forced follows, and starts the normal of those it sees for the first time: a later
-quiet window teaches a target's baseline nothing it would not learn at its next update
-anyway (`PriorCountBaseline` decays over the windows skipped).
+whole-window stage that folds each batch into its pane as it comes (`ForcedFold`: follows
+counted per target in C, the few forced ones summed per target). A window scores only the
+targets that had forced follows, and starts the normal of those it sees for the first
+time: a later quiet window teaches a target's baseline nothing it would not learn at its
+next update anyway (`PriorCountBaseline` decays over the windows skipped).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ _target = attrgetter("target")
 
 
 class ForcedPane:
-    """One target's forced follows in a batch (or a pane)."""
+    """One target's forced follows in a pane."""
 
     __slots__ = ("forced", "origins", "unconsented", "victims")
 
@@ -55,7 +55,7 @@ class ForcedPane:
 
 
 class ForcedFold:
-    """A batch's follows (the embedded runtime), or a pane's of one target (the
+    """A pane's follows, of every target (the embedded runtime) or of one (the
     distributed one): every follow counted per target, the forced ones per target."""
 
     __slots__ = ("follows", "forced")
