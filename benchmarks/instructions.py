@@ -38,7 +38,7 @@ if what == "decode":
 elif what == "replay":
     full_replay(path, overrides)
 else:
-    from pipeline.settings import load_settings
+    from pipeline.core.settings import load_settings
     load_settings(overrides=overrides)
 """
 

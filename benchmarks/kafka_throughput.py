@@ -36,26 +36,26 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 
 from benchmarks.streams import ensure_file
+from pipeline.contract.events import decoder
+from pipeline.core.engine import Stats
+from pipeline.core.settings import Settings, load_settings
 from pipeline.detectors import build_stages
-from pipeline.distributed import Ingest
-from pipeline.engine import Stats
-from pipeline.events import decoder
-from pipeline.ingest_loop import IngestLoop
-from pipeline.produce import ensure_topics
-from pipeline.settings import Settings, load_settings
-from pipeline.topics import Topics
-from pipeline.worker import declared_topics
+from pipeline.distributed.ingest_loop import IngestLoop
+from pipeline.distributed.produce import ensure_topics
+from pipeline.distributed.runtime import Ingest
+from pipeline.distributed.topics import Topics
+from pipeline.distributed.worker import declared_topics
 from tests.kafka import Broker
 
 DATA = Path(__file__).resolve().parent / ".data"
 NAIVE_AGENT = """
 import os, sys, time, faust
 from pipeline.detectors import build_stages
-from pipeline.distributed import Ingest
-from pipeline.engine import Stats
-from pipeline.ingest_loop import IngestLoop
-from pipeline.produce import ensure_topics
-from pipeline.events import decoder
+from pipeline.distributed.runtime import Ingest
+from pipeline.core.engine import Stats
+from pipeline.distributed.ingest_loop import IngestLoop
+from pipeline.distributed.produce import ensure_topics
+from pipeline.contract.events import decoder
 topics = os.environ["NAIVE_TOPICS"].split(","); total = int(os.environ["NAIVE_TOTAL"])
 app = faust.App("bench-naive", broker="kafka://" + os.environ["NAIVE_BROKER"], web_enabled=False,
                 consumer_auto_offset_reset="earliest", store="memory://")

@@ -32,8 +32,8 @@ from benchmarks.streams import (
     cycling_lines,
     cycling_mixed_lines,
 )
-from pipeline.engine import Engine
-from pipeline.settings import load_settings
+from pipeline.core.engine import Engine
+from pipeline.core.settings import load_settings
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ on hard negatives:
 
 Per seed: `simulate` writes the events and labels under benchmarks/.data/quality/, `replay`
 runs them in-process with the default config, `evaluate` scores the findings (rules in
-pipeline/evaluation/score.py). Prints a table per seed and per kind, then Markdown to paste
+pipeline/lab/evaluation/score.py). Prints a table per seed and per kind, then Markdown to paste
 into benchmarks/RESULTS.md. Campaigns of a kind are pooled over seeds, so the kind rows
 weigh every planted campaign equally.
 """
@@ -26,12 +26,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.evaluation import evaluate, plot, read_findings
-from pipeline.evaluation.report import percent, seconds
-from pipeline.evaluation.score import CampaignScore, Report
-from pipeline.labels import CAMPAIGN_KINDS, NEGATIVE_KINDS
-from pipeline.replay import replay
-from pipeline.settings import load_settings
+from pipeline.core.settings import load_settings
+from pipeline.embedded.replay import replay
+from pipeline.lab.evaluation import evaluate, plot, read_findings
+from pipeline.lab.evaluation.report import percent, seconds
+from pipeline.lab.evaluation.score import CampaignScore, Report
+from pipeline.lab.labels import CAMPAIGN_KINDS, NEGATIVE_KINDS
 
 DATA = Path(__file__).resolve().parent / ".data" / "quality"
 
@@ -64,7 +64,7 @@ class NegativeRow:
 
 def run_seed(seed: int, minutes: int, scale: float, draw: bool = False) -> SeedRun:
     """Simulate, replay and evaluate one world; its files stay on disk to look into."""
-    from pipeline.simulation import simulate
+    from pipeline.lab.simulation import simulate
 
     where = DATA / f"seed{seed}-{minutes}min-x{scale:g}"
     where.mkdir(parents=True, exist_ok=True)

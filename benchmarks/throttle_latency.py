@@ -28,7 +28,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from pipeline.findings import Action
+from pipeline.contract.findings import Action
 
 NOW = "2026-01-01T01:00:00"
 TS = 1_767_229_200_000

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from benchmarks.streams import ensure_file
-from pipeline.events import decoder
-from pipeline.replay import replay
-from pipeline.settings import load_settings
-from pipeline.sources import LineSource
+from pipeline.contract.events import decoder
+from pipeline.core.settings import load_settings
+from pipeline.embedded.replay import replay
+from pipeline.embedded.sources import LineSource
 
 DATA = Path(__file__).resolve().parent / ".data"
 

@@ -8,8 +8,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from pipeline.derived import split_outputs
-from pipeline.distributed import (
+from pipeline.contract.events import NO_TIME
+from pipeline.contract.findings import Action, Finding
+from pipeline.core.derived import split_outputs
+from pipeline.core.engine import Engine
+from pipeline.core.settings import Settings
+from pipeline.core.stage import Stage
+from pipeline.distributed.runtime import (
     Ingest,
     StagePartition,
     TableCache,
@@ -17,13 +22,8 @@ from pipeline.distributed import (
     pack_derived,
     upstream_sources,
 )
-from pipeline.enforcement import FINDING_STREAM, finding_records
-from pipeline.engine import Engine
-from pipeline.events import NO_TIME
-from pipeline.findings import Action, Finding
-from pipeline.settings import Settings
-from pipeline.stage import Stage
-from pipeline.topics import Topics
+from pipeline.distributed.topics import Topics
+from pipeline.enforcement.stage import FINDING_STREAM, finding_records
 
 
 @dataclass

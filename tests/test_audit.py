@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.audit import SqliteAudit, open_audit
+from pipeline.enforcement.audit import SqliteAudit, open_audit
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.postgres import Server
 

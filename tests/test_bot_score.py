@@ -11,7 +11,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-import pipeline.bot_evidence
+import pipeline.detectors.bot_evidence
 from models.actor_features import (
     DAY_MS,
     FEATURES,
@@ -21,14 +21,14 @@ from models.actor_features import (
     to_unit,
 )
 from models.bot_score import BotScorer
-from pipeline.bot_evidence import (
+from pipeline.contract.events import Click, Comment, Follow
+from pipeline.detectors.bot_evidence import (
     bot_evidence,
     learn_window,
     member_bots,
     rank_members,
     window_features,
 )
-from pipeline.events import Click, Comment, Follow
 
 MINUTE = 60_000
 HOUR = 3_600_000
@@ -299,7 +299,7 @@ def test_window_features_follow_first_seen_order() -> None:
 
 
 def test_bot_evidence_docstring_example() -> None:
-    failures, tried = doctest.testmod(pipeline.bot_evidence)
+    failures, tried = doctest.testmod(pipeline.detectors.bot_evidence)
     assert tried > 0 and failures == 0
 
 

@@ -1,4 +1,4 @@
-"""`pipeline.collector`: raised thresholds while an engine runs, a full collection on a
+"""`pipeline.core.collector`: raised thresholds while an engine runs, a full collection on a
 wall-clock cadence (so cyclic garbage is still freed), the process's own thresholds back
 afterwards."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from pipeline.collector import Collector, collecting
+from pipeline.core.collector import Collector, collecting
 
 
 class Node:

@@ -22,7 +22,7 @@ import pytest
 import typer
 import yaml
 
-from pipeline.cli import app
+from pipeline.cli.app import app
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DATA_DIRS = {"./data"}  # created by the operator at deploy time, holds live data
@@ -233,7 +233,7 @@ def test_lockstep_environment_is_read_and_gives_valid_settings(name: str) -> Non
     """A misspelt LOCKSTEP_* variable would be silently ignored: each one the compose file
     sets must be read by the code, and together they must load as valid settings (the
     container's config/ is the repository's, mounted read-only)."""
-    from pipeline.settings import load_settings
+    from pipeline.core.settings import load_settings
 
     env = _env(_lockstep_services()[name])
     source = "\n".join(p.read_text() for p in (ROOT / "pipeline").rglob("*.py"))
@@ -393,7 +393,7 @@ def test_every_panel_queries_the_provisioned_datasource() -> None:
 
 
 def test_every_charted_metric_is_exported() -> None:
-    from pipeline.metrics import EXPORTED_METRICS  # the families a scrape of Lockstep shows
+    from pipeline.outputs.metrics import EXPORTED_METRICS  # the families a scrape of Lockstep shows
 
     exported = set(EXPORTED_METRICS)
     used = {m for expr in _exprs(_dashboards()) for m in METRIC_NAME.findall(expr)}

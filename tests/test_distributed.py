@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 
+from pipeline.contract.events import NO_TIME, decoder
+from pipeline.core.engine import Engine
+from pipeline.core.settings import load_settings
 from pipeline.detectors import build_stages
-from pipeline.distributed import Ingest, StageBatch, StagePartition, TableCache, decode_batch
-from pipeline.engine import Engine
-from pipeline.events import NO_TIME, decoder
-from pipeline.settings import load_settings
-from pipeline.topics import Topics
+from pipeline.distributed.runtime import (
+    Ingest,
+    StageBatch,
+    StagePartition,
+    TableCache,
+    decode_batch,
+)
+from pipeline.distributed.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 
 # follower_jump (the first stage) alone: no silent_followers for it to hand its windows to
@@ -153,10 +159,10 @@ def test_a_large_output_of_derived_records_is_cut_between_keys_with_the_watermar
     """A backlog closes many windows in one round: its derived records go as several
     stage records under the broker's size limit, a key's records of one time together,
     the watermark only on the last."""
-    from pipeline.derived import Derived
+    from pipeline.core.derived import Derived
     from pipeline.detectors import build_topology
     from pipeline.detectors.silent_followers import SILENT_STREAM
-    from pipeline.distributed import pack_derived
+    from pipeline.distributed.runtime import pack_derived
 
     settings = load_settings(overrides={"kafka": {"partitions": 1}})
     stages = build_topology(settings)

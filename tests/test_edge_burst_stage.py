@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 
 from models import EdgeBurst
+from pipeline.contract.events import Follow
+from pipeline.contract.findings import Finding
+from pipeline.core.engine import Engine
+from pipeline.core.settings import ConfigError, load_settings
+from pipeline.core.stage import KeyedRunner
 from pipeline.detectors import build_stages
 from pipeline.detectors.edge_burst import EdgeBurstStage
-from pipeline.engine import Engine
-from pipeline.events import Follow
-from pipeline.findings import Finding
-from pipeline.settings import ConfigError, load_settings
-from pipeline.stage import KeyedRunner
-from pipeline.topics import Topics
+from pipeline.distributed.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, daily_rhythm, replay_three_ways
 from tests.stage_partitions import runtimes_agree
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from pipeline.core.engine import Engine
+from pipeline.core.settings import load_settings
 from pipeline.detectors import build_topology
-from pipeline.engine import Engine
-from pipeline.settings import load_settings
-from pipeline.topics import Topics
+from pipeline.distributed.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.stage_partitions import run_partitioned
 from tests.test_engagement_inflation import _background, _farm, _organic

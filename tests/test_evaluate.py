@@ -14,15 +14,15 @@ import pytest
 from rich.console import Console
 
 from benchmarks.quality import kind_rows, markdown, negative_rows
-from pipeline.evaluation import (
+from pipeline.lab.evaluation import (
     evaluate,
     perfect_findings,
     plot,
     read_findings,
     render_table,
 )
-from pipeline.evaluation.plot import MAX_PANELS, choose_panels, count_events
-from pipeline.labels import Campaign, HardNegative, Labels
+from pipeline.lab.evaluation.plot import MAX_PANELS, choose_panels, count_events
+from pipeline.lab.labels import Campaign, HardNegative, Labels
 from tests.helpers import HOUR, MINUTE, T0
 
 BOTS = [f"bot{i}" for i in range(10)]

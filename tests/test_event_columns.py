@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from pipeline.event_columns import (
+from pipeline.core.event_columns import (
     EventColumns,
     Groups,
     count_lookup,

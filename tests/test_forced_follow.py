@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.contract.events import decoder
+from pipeline.contract.findings import Finding
+from pipeline.core.engine import Engine
+from pipeline.core.settings import ConfigError, load_settings
 from pipeline.detectors.forced_follow import ForcedFold, ForcedFollowStage, ForcedPane
-from pipeline.engine import Engine
-from pipeline.events import decoder
-from pipeline.findings import Finding
-from pipeline.settings import ConfigError, load_settings
 from tests.helpers import (
     HOUR,
     MINUTE,

@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 
 from models.dormancy import DormancyWatch, Watched
-from pipeline.derived import Derived, check_stream_order
+from pipeline.contract.findings import Finding
+from pipeline.core.derived import Derived, check_stream_order
+from pipeline.core.engine import Engine
+from pipeline.core.settings import ConfigError, load_settings
 from pipeline.detectors import build_stages
-from pipeline.engine import Engine
-from pipeline.findings import Finding
-from pipeline.settings import ConfigError, load_settings
-from pipeline.topics import Topics
+from pipeline.distributed.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 from tests.stage_partitions import runtimes_agree
 from tests.test_batch_registration import _batch, _people
@@ -140,7 +140,7 @@ def test_stream_order_and_settings_are_checked() -> None:
 def test_only_events_that_can_matter_are_routed_to_the_watch() -> None:
     """Activity of long-established accounts cannot be a sign of life of a batch member:
     the distributed runtime leaves it out of hoarded_watch's topic (Stage.admits)."""
-    from pipeline.distributed import Ingest, decode_batch
+    from pipeline.distributed.runtime import Ingest, decode_batch
 
     watch = next(s for s in _stages() if s.detector == "hoarded_watch")
     b = StreamBuilder(seed=15)

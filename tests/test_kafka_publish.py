@@ -13,7 +13,7 @@ from pathlib import Path
 
 import msgspec
 
-from pipeline.kafka_io import read_to_end
+from pipeline.distributed.kafka_io import read_to_end
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl
 from tests.kafka import Broker
 

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipeline.kafka_io import read_to_end
+from pipeline.distributed.kafka_io import read_to_end
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.kafka import Broker
 from tests.test_batch_registration import _batch

@@ -11,13 +11,13 @@ import random
 import pytest
 
 from models.lockstep import Round, lockstep_groups, rounds
+from pipeline.contract.findings import Finding
+from pipeline.core.engine import Engine
+from pipeline.core.settings import ConfigError, load_settings
+from pipeline.core.stage import KeyedRunner
 from pipeline.detectors import build_stages
 from pipeline.detectors.lockstep_group import LockstepGroupStage
-from pipeline.engine import Engine
-from pipeline.findings import Finding
-from pipeline.settings import ConfigError, load_settings
-from pipeline.stage import KeyedRunner
-from pipeline.topics import Topics
+from pipeline.distributed.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, shuffle_within
 from tests.stage_partitions import run_partitioned
 
@@ -242,7 +242,7 @@ def test_accounts_whose_items_never_draw_a_crowd_keep_no_state() -> None:
 
 
 def _decode(lines: list[str]) -> list:
-    from pipeline.events import decoder
+    from pipeline.contract.events import decoder
 
     return [decoder.decode(line) for line in lines]
 

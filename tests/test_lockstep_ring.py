@@ -5,11 +5,11 @@ cannot see it); fans, viral posts and overlapping fan bases are not; both runtim
 from __future__ import annotations
 
 from models.lockstep import round_signature
+from pipeline.contract.findings import Finding
+from pipeline.core.engine import Engine
+from pipeline.core.settings import load_settings
 from pipeline.detectors import build_stages
-from pipeline.engine import Engine
-from pipeline.findings import Finding
-from pipeline.settings import load_settings
-from pipeline.topics import Topics
+from pipeline.distributed.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0
 from tests.stage_partitions import runtimes_agree
 from tests.test_lockstep_group import World

@@ -17,7 +17,7 @@ from models.near_duplicate import (
     normalise_long,
     similarity,
 )
-from pipeline.simulation.text import COMMON_PHRASES
+from pipeline.lab.simulation.text import COMMON_PHRASES
 
 HASHER = MinHasher(permutations=32, bands=8, seed=0)
 SPAM = "家人们谁懂啊，这款精华液今天直播间只要99元，手慢无！加我V：k2231"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from models.credit import DAY, Credit, level_of
-from pipeline.findings import Finding, make_finding
-from pipeline.policy import DEFAULT_POLICY, Enforcer, PolicyError, load_policy
+from pipeline.contract.findings import Finding, make_finding
+from pipeline.enforcement.policy import DEFAULT_POLICY, Enforcer, PolicyError, load_policy
 
 HOUR = 3_600_000
 POLICY = load_policy()
@@ -153,9 +153,9 @@ def test_policy_check_says_what_is_wrong_in_one_line(
 
 
 def test_every_detector_a_policy_may_name_is_a_stage_that_finds() -> None:
+    from pipeline.contract.findings import DETECTORS
+    from pipeline.core.settings import load_settings
     from pipeline.detectors import build_stages
-    from pipeline.findings import DETECTORS
-    from pipeline.settings import load_settings
 
     stages = {s.detector for s in build_stages(load_settings())}
     assert set(DETECTORS) <= stages

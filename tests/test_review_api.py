@@ -129,9 +129,9 @@ def test_a_decision_whose_actions_could_not_be_published_is_issued_again_on_repe
 
     from aiohttp import web
 
-    from pipeline.audit import open_audit
-    from pipeline.findings import Action
-    from pipeline.review_api import Reviews, app
+    from pipeline.contract.findings import Action
+    from pipeline.enforcement.audit import open_audit
+    from pipeline.serve.review_api import Reviews, app
 
     trail = open_audit(str(tmp_path / "audit.sqlite"))
     warned = Action(action_id="a1", action="warn", subject_type="account", subject_id="u1",

@@ -11,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pipeline.metrics import EXPORTED_METRICS
+from pipeline.outputs.metrics import EXPORTED_METRICS
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, read_jsonl
 
 

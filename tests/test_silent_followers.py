@@ -11,11 +11,11 @@ import random
 import pytest
 
 from models.activity import RecentActivity
+from pipeline.contract.findings import Finding
+from pipeline.core.engine import Engine
+from pipeline.core.settings import ConfigError, load_settings
 from pipeline.detectors import build_stages
-from pipeline.engine import Engine
-from pipeline.findings import Finding
-from pipeline.settings import ConfigError, load_settings
-from pipeline.topics import Topics
+from pipeline.distributed.topics import Topics
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 from tests.stage_partitions import runtimes_agree
 
@@ -150,7 +150,7 @@ def test_recent_activity_forgets_by_generation_and_does_not_depend_on_sharding()
 def test_a_batch_folds_the_same_whole_as_a_type_at_a_time() -> None:
     """The embedded runtime folds a batch a type at a time (`kind`); a batch of mixed
     types folds to the same active accounts and follows."""
-    from pipeline.events import decoder
+    from pipeline.contract.events import decoder
 
     stage = next(s for s in build_stages(SETTINGS) if s.detector == "follower_activity")
     p = Platform(seed=4, readers=200)
@@ -178,8 +178,8 @@ def test_settings_are_checked() -> None:
 def test_follower_jump_counts_established_follows_by_the_rule_silent_followers_judges_by() -> None:
     """The share's denominator comes from follower_jump's panes, its numerator from
     follower_activity: both must call the same follows established."""
+    from pipeline.contract.events import decoder
     from pipeline.detectors.silent_followers import counts_as_established
-    from pipeline.events import decoder
 
     jump = next(s for s in build_stages(SETTINGS) if s.detector == "follower_jump")
     young_ms = SETTINGS.detectors.follower_jump.young_account_ms

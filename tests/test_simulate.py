@@ -1,4 +1,4 @@
-"""`pipeline.simulation`: a small world (four hours at 5% scale) holds every campaign and
+"""`pipeline.lab.simulation`: a small world (four hours at 5% scale) holds every campaign and
 hard negative, labelled truthfully, as valid contract events with bounded disorder, and
 the same seed always writes the same bytes."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from pipeline.events import AnyEvent, decoder, to_epoch_ms
-from pipeline.labels import CAMPAIGN_KINDS, NEGATIVE_KINDS, Labels, read_labels
-from pipeline.simulation import SCENARIOS, simulate
+from pipeline.contract.events import AnyEvent, decoder, to_epoch_ms
+from pipeline.lab.labels import CAMPAIGN_KINDS, NEGATIVE_KINDS, Labels, read_labels
+from pipeline.lab.simulation import SCENARIOS, simulate
 
 MINUTES, SCALE, SEED = 240, 0.05, 11
 ARTICLES = {
@@ -71,7 +71,7 @@ def _events(run: Run) -> list[AnyEvent]:
 
 def test_same_seed_same_bytes_even_with_another_hash_seed(run: Run, tmp_path: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from pipeline.simulation import simulate; "
+        "import sys; from pathlib import Path; from pipeline.lab.simulation import simulate; "
         f"simulate({MINUTES}, {SEED}, None, out=Path(sys.argv[1]), "
         f"labels_out=Path(sys.argv[2]), scale={SCALE})"
     )

@@ -7,11 +7,11 @@ import json
 import pickle
 from typing import Any, ClassVar
 
-from pipeline.dedup import Deduplicator
-from pipeline.engine import Engine
-from pipeline.findings import Finding, make_finding
-from pipeline.settings import load_settings
-from pipeline.stage import Stage, WindowSpec
+from pipeline.contract.findings import Finding, make_finding
+from pipeline.core.dedup import Deduplicator
+from pipeline.core.engine import Engine
+from pipeline.core.settings import load_settings
+from pipeline.core.stage import Stage, WindowSpec
 from tests.helpers import MINUTE, T0
 
 

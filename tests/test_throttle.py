@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import msgspec
 
-from pipeline.findings import Action
-from pipeline.throttle import ThrottleTable
+from pipeline.contract.findings import Action
+from pipeline.serve.throttle import ThrottleTable
 
 NOW = 1_767_229_200.0  # seconds; 2026-01-01T01:00:00Z
 

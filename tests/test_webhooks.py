@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook
 
-from pipeline.webhooks import retry_after_s
+from pipeline.outputs.webhooks import retry_after_s
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()

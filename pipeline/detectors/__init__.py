@@ -1,7 +1,9 @@
-"""Detector stages. Each is a `pipeline.stage.Stage`; `build_stages` makes the enabled ones."""
+"""Detector stages. Each is a `pipeline.core.stage.Stage`; `build_stages` makes the enabled ones."""
 
 from __future__ import annotations
 
+from pipeline.core.settings import Settings, policy_path
+from pipeline.core.stage import Stage
 from pipeline.detectors.batch_registration import BatchRegistrationStage
 from pipeline.detectors.churn import ChurnStage
 from pipeline.detectors.duplicate_content import DuplicateContentStage
@@ -13,10 +15,8 @@ from pipeline.detectors.hoarded_accounts import HoardedAccountsStage, HoardedWat
 from pipeline.detectors.lockstep_group import LockstepGroupStage
 from pipeline.detectors.lockstep_ring import LockstepBucketStage, LockstepRingStage
 from pipeline.detectors.silent_followers import FollowerActivityStage, SilentFollowersStage
-from pipeline.enforcement import FINDING_STREAM, EnforcementStage
-from pipeline.policy import load_policy
-from pipeline.settings import Settings, policy_path
-from pipeline.stage import Stage
+from pipeline.enforcement.policy import load_policy
+from pipeline.enforcement.stage import FINDING_STREAM, EnforcementStage
 
 
 def build_stages(settings: Settings) -> list[Stage]:

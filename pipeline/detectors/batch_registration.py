@@ -38,12 +38,12 @@ import msgspec
 from models.network import network_of
 from models.prior_baseline import PriorCountBaseline
 from models.registration_burst import devices_per_registration, source_of
-from pipeline.derived import Derived
+from pipeline.contract.findings import Finding, make_finding, severity_of
+from pipeline.core.derived import Derived
+from pipeline.core.settings import BatchRegistrationSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
+from pipeline.core.window_runner import Models, OneModel, events_of
 from pipeline.detectors.hoarded_accounts import MEMBER_STREAM, member_record
-from pipeline.findings import Finding, make_finding, severity_of
-from pipeline.settings import BatchRegistrationSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
-from pipeline.window_runner import Models, OneModel, events_of
 
 _order = attrgetter("ts", "event_id")
 

@@ -11,7 +11,7 @@ drops a couple of accounts stays far below `min_undos`; a popular account losing
 followers after a scandal is many actors with one undo each, nothing for any of them.
 
 Cost: follows are about a tenth of all events, unfollows a fiftieth, and quick undos
-far fewer. It is a whole-window stage (`pipeline.window_runner`): windows are
+far fewer. It is a whole-window stage (`pipeline.core.window_runner`): windows are
 `undo_within_ms` plus one hop long and slide by `hop_ms`, so each unfollow of the newest
 pane meets every follow it may undo, and is judged exactly once. Per window the stage
 finds the newest pane at the tail of the window's events by a binary search (runners
@@ -33,11 +33,11 @@ from operator import attrgetter
 from typing import Any
 
 from models.churn import ChurnHistory, quick_undos, surprise
-from pipeline.events import Follow, Unfollow
-from pipeline.findings import Finding, make_finding, severity_of
-from pipeline.settings import ChurnSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
-from pipeline.window_runner import Models, OneModel, events_of
+from pipeline.contract.events import Follow, Unfollow
+from pipeline.contract.findings import Finding, make_finding, severity_of
+from pipeline.core.settings import ChurnSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
+from pipeline.core.window_runner import Models, OneModel, events_of
 
 _actor = attrgetter("actor")
 _ts = attrgetter("ts")

@@ -54,12 +54,12 @@ from models.near_duplicate import (
     normalise,
     normalise_long,
 )
-from pipeline.bot_evidence import bot_evidence, learn_window, member_bots, rank_members
-from pipeline.event_columns import group_hashes, sorted_unique
-from pipeline.findings import Finding, make_finding, severity_of, stable_id
-from pipeline.settings import DuplicateContentSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
-from pipeline.window_runner import Models, OneModel, events_of
+from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
+from pipeline.core.event_columns import group_hashes, sorted_unique
+from pipeline.core.settings import DuplicateContentSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
+from pipeline.core.window_runner import Models, OneModel, events_of
+from pipeline.detectors.bot_evidence import bot_evidence, learn_window, member_bots, rank_members
 
 KEY = "texts"  # the stage's one key
 _order = attrgetter("ts", "event_id")

@@ -37,10 +37,10 @@ from typing import Any, NamedTuple
 from models.edge_burst import EdgeBurst
 from models.follower_composition import PLATFORM_FLOWS, Follower, FollowerComposition
 from models.network import network_of
-from pipeline.events import Follow
-from pipeline.findings import Finding, fabricated, make_finding, severity_of
-from pipeline.settings import EdgeBurstSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
+from pipeline.contract.events import Follow
+from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
+from pipeline.core.settings import EdgeBurstSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
 
 _CANONICAL = attrgetter("ts", "event_id")  # the order a tick's follows are listed in
 _target = attrgetter("target")

@@ -13,7 +13,7 @@ and networks must be concentrated. A missing device or address counts as the act
 unknown one, so clients that send neither do not look like one shared phone.
 
 Cost: this stage sees most events, on a long tail of items that get a click or two a
-window. It is a whole-window stage (`pipeline.window_runner`): a window's events are
+window. It is a whole-window stage (`pipeline.core.window_runner`): a window's events are
 counted per item and per owner in C, an item gets a model only from its first window with
 `min_events`, and sources are looked at only for the few items and owners whose volume is
 abnormal (the first `sample_events` of them by event time and id, so arrival order
@@ -32,17 +32,17 @@ import numpy as np
 
 from models.engagement import EngagementBaseline, sources_per_extra_event
 from models.network import network_of
-from pipeline.event_columns import (
+from pipeline.contract.findings import Finding, SubjectType, fabricated, make_finding, severity_of
+from pipeline.core.event_columns import (
     EventColumns,
     Groups,
     count_lookup,
     group_hashes,
     isin_hashes,
 )
-from pipeline.findings import Finding, SubjectType, fabricated, make_finding, severity_of
-from pipeline.settings import EngagementInflationSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
-from pipeline.window_runner import Models, OneModel, events_of
+from pipeline.core.settings import EngagementInflationSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
+from pipeline.core.window_runner import Models, OneModel, events_of
 
 UNKNOWN = "\x00"  # a missing device or address counts as UNKNOWN + actor: the actor's own
 SIGNALS = ("accounts", "devices", "networks")

@@ -28,12 +28,12 @@ from models.count_baseline import CountBaseline
 from models.follow_support import FollowSupport
 from models.follower_composition import PLATFORM_FLOWS, FollowerComposition
 from models.network import network_of
-from pipeline.derived import Derived
+from pipeline.contract.events import Follow
+from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
+from pipeline.core.derived import Derived
+from pipeline.core.settings import FollowerJumpSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
 from pipeline.detectors.silent_followers import JUMP_STREAM, jump_record
-from pipeline.events import Follow
-from pipeline.findings import Finding, fabricated, make_finding, severity_of
-from pipeline.settings import FollowerJumpSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
 
 
 class FollowPane:

@@ -27,10 +27,10 @@ from operator import attrgetter
 from typing import Any
 
 from models.prior_baseline import PriorCountBaseline
-from pipeline.findings import Finding, fabricated, make_finding, severity_of
-from pipeline.settings import ForcedFollowSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
-from pipeline.window_runner import Models, OneModel
+from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
+from pipeline.core.settings import ForcedFollowSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
+from pipeline.core.window_runner import Models, OneModel
 
 PaneState = tuple[int, int, dict[str, int], set[str]]
 _target = attrgetter("target")

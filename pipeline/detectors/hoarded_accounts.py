@@ -2,7 +2,7 @@
 
 Whether a batch's accounts act later is a question about each account's own events,
 which no stage keyed by network sees. Two stages after `batch_registration` answer it
-through derived streams (`pipeline.derived`):
+through derived streams (`pipeline.core.derived`):
 
     batch_registration (by network/device) --batch_member, by account-->
     hoarded_watch (by shard of accounts) --dormant_member, by source-->
@@ -30,11 +30,11 @@ import zlib
 from typing import Any
 
 from models.dormancy import DormancyWatch, Watched
-from pipeline.derived import Derived
-from pipeline.findings import Finding, make_finding, severity_of
-from pipeline.settings import HoardedAccountsSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
-from pipeline.window_runner import Models, OneModel, events_of
+from pipeline.contract.findings import Finding, make_finding, severity_of
+from pipeline.core.derived import Derived
+from pipeline.core.settings import HoardedAccountsSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
+from pipeline.core.window_runner import Models, OneModel, events_of
 
 MEMBER_STREAM = "batch_member"
 DORMANT_STREAM = "dormant_member"

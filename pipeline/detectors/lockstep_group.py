@@ -31,7 +31,7 @@ of its items has `start_actions` actions: the long tail of accounts whose posts 
 repost now and then costs no memory (all in all: the actions of the last `horizon_ms` on
 accounts that had such a window, at most `max_actions` each).
 
-Cost: a whole-window stage (`pipeline.window_runner`): a window's actions are sorted out by
+Cost: a whole-window stage (`pipeline.core.window_runner`): a window's actions are sorted out by
 account and item once, with a C-level map and a dict step each; per account, work beyond
 storing them is done only when one of its items has `min_round_actors` actions.
 """
@@ -46,11 +46,11 @@ from typing import Any
 import msgspec
 
 from models.lockstep import Group, Round, lockstep_groups, round_signature, rounds
-from pipeline.derived import Derived
-from pipeline.findings import Finding, make_finding, severity_of, stable_id
-from pipeline.settings import LockstepGroupSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
-from pipeline.window_runner import Models, OneModel, events_of
+from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
+from pipeline.core.derived import Derived
+from pipeline.core.settings import LockstepGroupSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
+from pipeline.core.window_runner import Models, OneModel, events_of
 
 MAX_LISTED_ROUNDS = 20  # rounds described in a finding's evidence
 ROUND_STREAM = "lockstep_round"  # closed rounds, to lockstep_ring

@@ -39,11 +39,11 @@ from typing import Any
 import msgspec
 
 from models.lockstep import Round, round_signature
-from pipeline.derived import Derived
+from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
+from pipeline.core.derived import Derived
+from pipeline.core.settings import LockstepGroupSettings, SeveritySettings
+from pipeline.core.stage import Stage, WindowSpec
 from pipeline.detectors.lockstep_group import ROUND_STREAM, group_rounds
-from pipeline.findings import Finding, make_finding, severity_of, stable_id
-from pipeline.settings import LockstepGroupSettings, SeveritySettings
-from pipeline.stage import Stage, WindowSpec
 
 MAX_LISTED_ROUNDS = 20
 CANDIDATE_STREAM = "ring_candidate"

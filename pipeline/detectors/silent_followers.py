@@ -6,7 +6,7 @@ follower jump made of established accounts from many networks and devices (a slo
 of aged, bought accounts) looks like real people follow by follow; what gives it away is
 that its followers were not active anywhere lately. Whether a follower was is a question
 about the follower's own events, which no stage keyed by the followed account sees, so
-two stages beside `follower_jump` answer it through derived streams (`pipeline.derived`):
+two stages beside `follower_jump` answer it through derived streams (`pipeline.core.derived`):
 
     follower_activity (by shard of accounts): who clicked, reposted or commented lately
         (`models.activity.RecentActivity`), and which of a window's new followers did not
@@ -36,11 +36,11 @@ from typing import Any
 
 from models.activity import RecentActivity
 from models.follower_composition import PLATFORM_FLOWS
-from pipeline.derived import Derived
-from pipeline.findings import Finding, fabricated, make_finding, severity_of
-from pipeline.settings import SeveritySettings, SilentFollowersSettings
-from pipeline.stage import Stage, WindowSpec
-from pipeline.window_runner import Models
+from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
+from pipeline.core.derived import Derived
+from pipeline.core.settings import SeveritySettings, SilentFollowersSettings
+from pipeline.core.stage import Stage, WindowSpec
+from pipeline.core.window_runner import Models
 
 SILENT_STREAM = "silent_follow"
 FOLLOW = "follow"

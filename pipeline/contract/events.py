@@ -1,0 +1,120 @@
+"""The event contract (docs/contract.md §1) as typed msgspec structs.
+
+One struct per event type, decoded as a tagged union on `type`: msgspec then checks, in C,
+the required fields of each type, their types and lengths, so the hot path pays for a
+decode and a couple of comparisons, not for a Python validator. Unknown fields are ignored.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+Id = Annotated[str, Meta(min_length=1, max_length=128)]
+Ref = Annotated[str, Meta(min_length=1, max_length=1024)]
+Text = Annotated[str, Meta(max_length=10_000)]
+EpochMs = Annotated[int, Meta(ge=0)]
+Timestamp = EpochMs | Annotated[datetime, Meta(tz=True)]
+Origin = Literal["user", "recommendation", "onboarding_default", "api", "import"]
+
+
+class Event(Struct, tag_field="type", kw_only=True, gc=False):
+    """Fields every event carries. `type` is a class constant, the union's tag."""
+
+    type: ClassVar[str]
+    event_id: Id
+    ts: Timestamp
+    actor: Id
+    ip: str | None = None
+    device_id: str | None = None
+    actor_created_at: EpochMs | None = None
+
+
+class Follow(Event, tag="follow", kw_only=True, gc=False):
+    type: ClassVar[str] = "follow"
+    target: Ref
+    origin: Origin | None = None
+    consent: bool | None = None
+
+
+class Unfollow(Event, tag="unfollow", kw_only=True, gc=False):
+    type: ClassVar[str] = "unfollow"
+    target: Ref
+
+
+class Click(Event, tag="click", kw_only=True, gc=False):
+    type: ClassVar[str] = "click"
+    target: Ref
+    content_id: Ref
+
+
+class Repost(Event, tag="repost", kw_only=True, gc=False):
+    type: ClassVar[str] = "repost"
+    target: Ref
+    content_id: Ref
+    text: Text | None = None
+
+
+class Comment(Event, tag="comment", kw_only=True, gc=False):
+    type: ClassVar[str] = "comment"
+    target: Ref
+    content_id: Ref
+    text: Text
+
+
+class Register(Event, tag="register", kw_only=True, gc=False):
+    type: ClassVar[str] = "register"
+
+
+class Login(Event, tag="login", kw_only=True, gc=False):
+    type: ClassVar[str] = "login"
+
+
+class Impression(Event, tag="impression", kw_only=True, gc=False):
+    type: ClassVar[str] = "impression"
+    target: Ref | None = None
+    content_id: Ref | None = None
+
+
+NO_TIME = -(2**62)  # "no event time yet": below any real timestamp
+
+AnyEvent = Follow | Unfollow | Click | Repost | Comment | Register | Login | Impression
+EVENT_TYPES: tuple[str, ...] = (
+    "follow",
+    "unfollow",
+    "click",
+    "repost",
+    "comment",
+    "register",
+    "login",
+    "impression",
+)
+
+decoder = msgspec.json.Decoder(AnyEvent)
+encoder = msgspec.json.Encoder()
+
+
+def to_epoch_ms(ts: int | datetime) -> int:
+    """Event time as integer epoch milliseconds (RFC 3339 strings arrive as datetimes)."""
+    if ts.__class__ is int:
+        return ts  # type: ignore[return-value]
+    return int(ts.timestamp() * 1000)  # type: ignore[union-attr]
+
+
+def classify(error: msgspec.DecodeError) -> str:
+    """Map a msgspec error to a dead-letter reason, a stable label for metrics and triage."""
+    if not isinstance(error, msgspec.ValidationError):
+        return "invalid_json"
+    message = str(error)
+    if message.startswith("Object missing required field"):
+        return "missing_field"
+    if " - at `$.type`" in message and message.startswith("Invalid value"):
+        return "unknown_type"
+    if message.startswith("Expected `object`, got") and " - at " not in message:
+        return "not_object"
+    if message.startswith("Expected `") and "`, got `" in message:
+        return "wrong_type"
+    return "invalid_value"

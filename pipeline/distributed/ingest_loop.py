@@ -1,0 +1,227 @@
+"""The worker's ingest side: input topics read in batches, gated, and packed for the stages.
+
+Faust hands an agent one record at a time, which costs far more than validating it does
+(see benchmarks/RESULTS.md). Ingest has no table and needs no per-record stream, so it
+reads the input topics with its own consumer group (`<prefix>-ingest`) in batches of up
+to `kafka.batch_size` records, and sends a few packed records per stage partition. The
+stage agents stay on Faust, with their tables and changelogs.
+
+Order of effects: a batch's dead letters and stage records are sent, and every send is
+acknowledged by the broker before the input offsets are committed (once per
+`commit_interval_s`, and when partitions are revoked), so a crash re-reads batches (the
+stages drop what they already counted) and never loses one. The next batch is read
+while the last one's sends are in flight. The watermarks of the input
+partitions travel on the last record to each stage partition; when no input arrives, an
+empty batch still reports them every `batch_wait_s`, so stage windows close on an idle
+stream too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+
+from pipeline.core.engine import Stats
+from pipeline.core.settings import KafkaSettings
+from pipeline.distributed.runtime import Ingest
+from pipeline.distributed.topics import Topics
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _name(tp: TopicPartition) -> str:
+    return f"{tp.topic}:{tp.partition}"
+
+
+class IngestLoop:
+    """One worker's share of the input partitions, read and forwarded batch by batch."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        ingest: Ingest,
+        topics: Topics,
+        stats: Stats,
+        stats_lock: threading.Lock,
+        observe_latency: Callable[[float], None] = lambda seconds: None,
+        group: str | None = None,
+    ) -> None:
+        self.kafka = kafka
+        self.group = group or f"{kafka.topic_prefix}-ingest"
+        self.ingest = ingest
+        self.topics = topics
+        self.stats = stats
+        self.stats_lock = stats_lock  # the metrics collector reads stats from its thread
+        self.observe_latency = observe_latency
+        self.lag: dict[str, int] = {}
+        self._next_offset: dict[TopicPartition, int] = {}  # processed up to, per partition
+        self._idle_since: dict[str, float] = {}
+        self._started = time.monotonic()
+        self._data_since: float | None = None  # when this worker first read an input record
+        self._committed_at = 0.0
+        self._in_flight: list[asyncio.Future] = []  # sends not yet known to be delivered
+        self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        kafka = self.kafka
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka.broker,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 << 20,
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=kafka.broker, acks="all", linger_ms=5, max_request_size=4 << 20
+        )
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
+        try:
+            while not self.stopping.is_set():
+                records = await self._next_batch()
+                async with self._lock:
+                    await self._handle(records)
+                    if time.monotonic() - self._committed_at >= kafka.commit_interval_s:
+                        await self._commit(list(self._next_offset))
+        finally:
+            async with self._lock:
+                with contextlib.suppress(Exception):
+                    await self._commit(list(self._next_offset))
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._consumer.stop()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self._producer.stop()
+
+    async def _next_batch(self) -> dict[TopicPartition, list]:
+        """Up to `batch_size` records, or what arrived within `batch_wait_s`: one fetch
+        often holds only a few hundred, and each batch costs a round trip to the broker."""
+        assert self._consumer is not None
+        size, wait = self.kafka.batch_size, self.kafka.batch_wait_s
+        deadline = time.monotonic() + wait
+        records: dict[TopicPartition, list] = {}
+        count = 0
+        while count < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            got = await self._consumer.getmany(
+                timeout_ms=max(int(left * 1000), 1), max_records=size - count
+            )
+            if not got:
+                break
+            for tp, batch in got.items():
+                records.setdefault(tp, []).extend(batch)
+                count += len(batch)
+        return records
+
+    async def _handle(self, records: dict[TopicPartition, list]) -> None:
+        started = time.perf_counter()
+        assert self._consumer is not None and self._producer is not None
+        owned = self._consumer.assignment()
+        admitted = []
+        inputs = 0
+        for tp, batch in records.items():
+            if tp not in owned or not batch:
+                continue  # revoked while in flight: its new owner reads it again
+            inputs += len(batch)
+            if self._data_since is None:
+                self._data_since = time.monotonic()
+            raws = [r.value or b"" for r in batch]
+            offsets = [r.offset for r in batch]
+            admitted.append(self.ingest.admit(_name(tp), raws, offsets))
+            self._next_offset[tp] = offsets[-1] + 1
+        with self.stats_lock:
+            self.stats.inputs += inputs
+            for a in admitted:
+                self.stats.add_admitted(a)
+        send = self._producer.send
+        dead_topic = self.topics.dead_letters
+        in_flight = self._in_flight
+        for a in admitted:
+            for d in a.dead_letters:
+                in_flight.append(await send(dead_topic, _encode(d)))
+        progress = await self._progress(owned)
+        record_events = self.kafka.stage_record_events
+        for topic, partition, record in self.ingest.pack(admitted, progress, record_events):
+            in_flight.append(await send(topic, record, partition=partition))
+        if inputs:
+            self.observe_latency(time.perf_counter() - started)
+
+    async def _progress(self, owned: set[TopicPartition]) -> dict[str, bool]:
+        """Each input partition this worker owns, and whether it is idle: caught up, and
+        for `kafka.idle_after_s` already. A partition that is only momentarily caught up
+        (a producer replaying history faster than real time) still holds the stage
+        watermarks back; one with nothing to say for a while no longer does."""
+        assert self._consumer is not None
+        now = time.monotonic()
+        idle: dict[str, bool] = {}
+        wait = self.kafka.idle_after_s
+        # Nothing is idle before data has flowed here for a while: at start, every partition
+        # is caught up, and one reported idle then would let another worker's first
+        # reports carry the stage watermarks past this one's backlog, about to arrive. A
+        # worker that never reads anything (it owns only silent partitions) says so after
+        # `IDLE_PATIENCE` idle periods.
+        flowing = self._data_since is not None and now - self._data_since >= wait
+        may_idle = flowing or now - self._started >= IDLE_PATIENCE * wait
+        lag: Counter[str] = Counter()
+        for tp in owned:
+            name = _name(tp)
+            position = self._next_offset.get(tp)
+            if position is None:
+                position = await self._consumer.position(tp)
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None and position >= highwater:
+                since = self._idle_since.setdefault(name, now)
+                idle[name] = may_idle and now - since >= wait
+            else:
+                self._idle_since.pop(name, None)
+                idle[name] = False
+            if highwater is not None:
+                lag[tp.topic] += max(highwater - position, 0)
+        self.lag = dict(lag)
+        return idle
+
+    async def _commit(self, tps: list[TopicPartition]) -> None:
+        """Commit after every send so far is delivered (a failed send raises here)."""
+        assert self._consumer is not None
+        in_flight, self._in_flight = self._in_flight, []
+        await asyncio.gather(*in_flight)
+        offsets = {tp: self._next_offset[tp] for tp in tps if tp in self._next_offset}
+        if offsets:
+            await self._consumer.commit(offsets)
+        self._committed_at = time.monotonic()
+
+    async def revoked(self, tps: set[TopicPartition]) -> None:
+        """Commit what was processed of the partitions leaving, and forget their gates."""
+        async with self._lock:
+            with contextlib.suppress(Exception):  # the group may already have moved on
+                await self._commit([tp for tp in tps if tp in self._next_offset])
+            for tp in tps:
+                self._next_offset.pop(tp, None)
+                self._idle_since.pop(_name(tp), None)
+                self.ingest.gates.pop(_name(tp), None)
+
+
+IDLE_PATIENCE = 12  # idle periods a worker that has read nothing waits before any idleness
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, loop: IngestLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.loop.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        return None

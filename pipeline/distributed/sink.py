@@ -1,0 +1,140 @@
+"""`lockstep sink`: the distributed deployment's findings and actions to the audit trail,
+the webhook outbox and an actions file.
+
+Workers write findings and actions to their topics; one sink process (its own consumer
+group, `<prefix>-sink`) reads both and, batch by batch, appends them to the audit trail
+(PostgreSQL in production), queues the actions in the webhook outbox (delivered by a
+background thread), and appends them to `OUT/actions.jsonl` for the throttling hook and
+the review API to follow; then it commits the offsets. A record that is not a finding or
+an action is written to `OUT/dead_letter.jsonl` with its reason, topic, partition and
+offset, and the sink goes on. A crash re-reads a batch: the
+trail and the outbox take each id once, and readers of the actions file drop repeated
+action_ids (the throttle table does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.contract.deadletter import DeadLetter, dead_letter
+from pipeline.contract.findings import Action, Finding
+from pipeline.core.settings import Settings
+from pipeline.distributed.kafka_io import partitions_of
+from pipeline.distributed.produce import ensure_topics
+from pipeline.distributed.topics import Topics
+from pipeline.outputs.fanout import BackgroundDelivery, ResultSinks
+
+_finding = msgspec.json.Decoder(Finding).decode
+_action = msgspec.json.Decoder(Action).decode
+
+
+class _Batch:
+    """What `ResultSinks.write` takes: a batch's findings, actions and refused records."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.actions: list[Action] = []
+        self.dead_letters: list[DeadLetter] = []
+
+    def take(self, record: Any, is_finding: bool, keep_bytes: int) -> None:
+        """A record's finding or action; one that is not (another writer's mistake, a
+        corrupt record) becomes a dead letter naming its topic, partition and offset."""
+        try:
+            if is_finding:
+                self.findings.append(_finding(record.value))
+            else:
+                self.actions.append(_action(record.value))
+        except (msgspec.DecodeError, TypeError) as exc:
+            where = f"{record.topic}:{record.partition}"
+            detail = str(exc) or "no value"
+            reason = (
+                "invalid_json"
+                if not isinstance(exc, msgspec.ValidationError)
+                else "missing_field"
+                if "missing required field" in detail
+                else "wrong_type"
+            )
+            self.dead_letters.append(
+                dead_letter(reason, detail, where, record.offset, record.value or b"", keep_bytes)
+            )
+
+
+async def run_sink(settings: Settings, out: Path, audit: str | None, stop: asyncio.Event) -> int:
+    """Consume until `stop` is set; returns how many records were taken in."""
+    topics = Topics.from_settings(settings.kafka)
+    sinks = ResultSinks(out, settings, audit, append=True, publish=False)
+    delivery = BackgroundDelivery(settings, sinks.outbox_path) if sinks.hooks else None
+    wanted = [topics.findings, topics.actions]
+    keep = settings.input.dead_letter_raw_bytes
+    await ensure_topics(settings.kafka.broker, wanted, settings.kafka.partitions)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.broker,
+        group_id=f"{settings.kafka.topic_prefix}-sink",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    await _assign_all(consumer, wanted)
+    taken = 0
+    try:
+        while not stop.is_set():
+            got = await consumer.getmany(timeout_ms=500, max_records=5000)
+            if not got:
+                continue
+            batch = _Batch()
+            for tp, records in got.items():
+                for record in records:
+                    batch.take(record, tp.topic == topics.findings, keep)
+            batch.findings.sort(key=lambda f: (f.ts, f.finding_id))
+            batch.actions.sort(key=lambda a: (a.ts, a.action_id))
+            sinks.write(batch)  # findings before the actions on them
+            sinks.flush()
+            await consumer.commit()
+            taken += len(batch.findings) + len(batch.actions)
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):  # aiokafka cancels its idle task
+            await consumer.stop()
+        if delivery is not None:
+            delivery.stop()
+        sinks.close()
+    return taken
+
+
+async def _assign_all(consumer: AIOKafkaConsumer, topics: list[str]) -> None:
+    """Take every partition of `topics` and start each at the group's committed offset
+    (the beginning if none). One sink reads everything, so there is nothing to balance:
+    a group subscription formed while a new topic's metadata was still missing would
+    leave that topic unread until the next rebalance."""
+    partitions: list[TopicPartition] = []
+    for topic in topics:
+        found = await partitions_of(consumer, topic, wait_s=30)
+        if not found:
+            raise RuntimeError(f"topic {topic} has no partitions on the broker")
+        partitions += [TopicPartition(topic, p) for p in found]
+    consumer.assign(partitions)
+    for tp in partitions:
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+
+
+def main(settings: Settings, out: Path, audit: str | None) -> None:
+    """Run until SIGINT or SIGTERM."""
+    import signal
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_sink(settings, out, audit, stop)
+
+    asyncio.run(go())

@@ -1,0 +1,56 @@
+"""Topic names of the distributed runtime, and the partitioner every stage agrees on.
+
+{prefix}.events.{type}    input, one topic per event type (contract JSON, key event_id)
+{prefix}.events.unrouted  input whose type could not be read; the gate dead-letters it
+{prefix}.stage.{detector} repartitioned, validated events for one stage, by its key
+{prefix}.findings         contract findings (key: subject_id)
+{prefix}.actions          contract actions (key: action_id, so compaction keeps one each)
+{prefix}.dead-letters     rejected inputs with their reason (key: none)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiokafka.partitioner import murmur2
+
+from pipeline.contract.events import EVENT_TYPES
+from pipeline.core.settings import KafkaSettings
+
+UNROUTED = "unrouted"
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    partitions: int
+
+    @classmethod
+    def from_settings(cls, kafka: KafkaSettings) -> Topics:
+        return cls(kafka.topic_prefix, kafka.partitions)
+
+    def input(self, event_type: str) -> str:
+        return f"{self.prefix}.events.{event_type}"
+
+    @property
+    def inputs(self) -> list[str]:
+        return [self.input(t) for t in (*EVENT_TYPES, UNROUTED)]
+
+    def stage(self, detector: str) -> str:
+        return f"{self.prefix}.stage.{detector}"
+
+    @property
+    def findings(self) -> str:
+        return f"{self.prefix}.findings"
+
+    @property
+    def actions(self) -> str:
+        return f"{self.prefix}.actions"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.prefix}.dead-letters"
+
+    def partition_of(self, key: str) -> int:
+        """Kafka's default partition for a key (murmur2), so any client agrees with us."""
+        return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions

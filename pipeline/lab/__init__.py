@@ -1,0 +1,1 @@
+"""The lab: simulated worlds with ground truth, and the scoring of findings against it."""
