@@ -1,15 +1,14 @@
-"""`lockstep sink`: the distributed deployment's findings and actions to the audit trail,
-the webhook outbox and an actions file.
+"""`lockstep sink`: the distributed deployment's findings and actions, read from Kafka,
+to the other outputs `replay` writes (`pipeline.outputs.fanout`).
 
 Workers write findings and actions to their topics; one sink process (its own consumer
-group, `<prefix>-sink`) reads both and, batch by batch, appends them to the audit trail
-(PostgreSQL in production), queues the actions in the webhook outbox (delivered by a
-background thread), and appends them to `OUT/actions.jsonl` for the throttling hook and
-the review API to follow; then it commits the offsets. A record that is not a finding or
-an action is written to `OUT/dead_letter.jsonl` with its reason, topic, partition and
-offset, and the sink goes on. A crash re-reads a batch: the
-trail and the outbox take each id once, and readers of the actions file drop repeated
-action_ids (the throttle table does).
+group, `<prefix>-sink`) reads both and, batch by batch, appends them to OUT's JSON lines
+files (the throttling hook and the review API follow OUT/actions.jsonl), the audit trail
+(PostgreSQL in production) and the webhook outbox (delivered by a background thread);
+then it commits the offsets. A record that is not a finding or an action is written to
+`OUT/dead_letter.jsonl` with its reason, topic, partition and offset, and the sink goes
+on. A crash re-reads a batch: the trail and the outbox take each id once, and readers of
+the actions file drop repeated action_ids (the throttle table does).
 """
 
 from __future__ import annotations
@@ -28,14 +27,15 @@ from pipeline.core.settings import Settings
 from pipeline.distributed.kafka_io import partitions_of
 from pipeline.distributed.produce import ensure_topics
 from pipeline.distributed.topics import Topics
-from pipeline.outputs.fanout import BackgroundDelivery, ResultSinks
+from pipeline.outputs.fanout import Fanout
 
 _finding = msgspec.json.Decoder(Finding).decode
 _action = msgspec.json.Decoder(Action).decode
 
 
 class _Batch:
-    """What `ResultSinks.write` takes: a batch's findings, actions and refused records."""
+    """A batch as a `Sink` takes it (`Results`): its findings, actions and the records
+    refused."""
 
     def __init__(self) -> None:
         self.findings: list[Finding] = []
@@ -68,8 +68,9 @@ class _Batch:
 async def run_sink(settings: Settings, out: Path, audit: str | None, stop: asyncio.Event) -> int:
     """Consume until `stop` is set; returns how many records were taken in."""
     topics = Topics.from_settings(settings.kafka)
-    sinks = ResultSinks(out, settings, audit, append=True, publish=False)
-    delivery = BackgroundDelivery(settings, sinks.outbox_path) if sinks.hooks else None
+    outputs = Fanout.from_settings(settings, out, audit=audit, append=True, publish=False)
+    if outputs.webhooks is not None:
+        outputs.webhooks.deliver_in_background()
     wanted = [topics.findings, topics.actions]
     keep = settings.input.dead_letter_raw_bytes
     await ensure_topics(settings.kafka.broker, wanted, settings.kafka.partitions)
@@ -93,16 +94,14 @@ async def run_sink(settings: Settings, out: Path, audit: str | None, stop: async
                     batch.take(record, tp.topic == topics.findings, keep)
             batch.findings.sort(key=lambda f: (f.ts, f.finding_id))
             batch.actions.sort(key=lambda a: (a.ts, a.action_id))
-            sinks.write(batch)  # findings before the actions on them
-            sinks.flush()
+            outputs.write(batch)  # findings before the actions on them
+            outputs.flush()
             await consumer.commit()
             taken += len(batch.findings) + len(batch.actions)
     finally:
         with contextlib.suppress(asyncio.CancelledError):  # aiokafka cancels its idle task
             await consumer.stop()
-        if delivery is not None:
-            delivery.stop()
-        sinks.close()
+        outputs.close()
     return taken
 
 

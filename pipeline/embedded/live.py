@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.core.collector import collecting
 from pipeline.core.engine import BatchResult, Engine
 from pipeline.core.settings import Settings
-from pipeline.outputs.fanout import BackgroundDelivery, ResultSinks
+from pipeline.outputs.fanout import Fanout
 from pipeline.outputs.metrics import Metrics
 
 _END = None  # queue marker: the source is exhausted
@@ -87,10 +87,9 @@ def run_live(
         metrics.serve(metrics_port)
     else:
         metrics = None
-    outputs = ResultSinks(out, settings)
-    delivery = (
-        BackgroundDelivery(settings, outputs.outbox_path) if outputs.hooks is not None else None
-    )
+    outputs = Fanout.from_settings(settings, Path(out))
+    if outputs.webhooks is not None:
+        outputs.webhooks.deliver_in_background()
     q: queue.Queue[bytes | None] = queue.Queue(maxsize=settings.run.batch_size * 8)
     threading.Thread(target=_pump, args=(lines, q), daemon=True, name="lockstep-reader").start()
     batch_size, wait_s = settings.run.batch_size, settings.run.max_batch_wait_s
@@ -123,15 +122,14 @@ def run_live(
                     metrics.latency.observe(time.perf_counter() - started)
             _emit(engine.finish(), outputs, on_result)
         finally:
-            if delivery is not None:
-                delivery.stop()
-            outputs.deliver(settings.webhooks.wait_s)  # what is still due, before leaving
+            if outputs.webhooks is not None:  # what is still due, before leaving
+                outputs.webhooks.deliver(settings.webhooks.wait_s)
             outputs.close()
     return engine
 
 
 def _emit(
-    result: BatchResult, outputs: ResultSinks, on_result: Callable[[BatchResult], None] | None
+    result: BatchResult, outputs: Fanout, on_result: Callable[[BatchResult], None] | None
 ) -> None:
     outputs.write(result)
     outputs.flush()

@@ -13,7 +13,7 @@ from pipeline.core.collector import collecting
 from pipeline.core.engine import Engine
 from pipeline.core.settings import Settings
 from pipeline.embedded.sources import LineSource
-from pipeline.outputs.fanout import ResultSinks
+from pipeline.outputs.fanout import Fanout
 
 
 def replay(
@@ -30,7 +30,7 @@ def replay(
     """
     source = LineSource(events)
     engine = Engine(settings)
-    sinks = ResultSinks(out, settings, audit, fresh=True)
+    outputs = Fanout.from_settings(settings, Path(out), audit=audit, fresh=True)
     extra: dict[str, Any] = {}
     started = time.perf_counter()
     line = 1
@@ -38,20 +38,19 @@ def replay(
     try:
         with collecting(settings.run.gc_young, settings.run.gc_full_every_s) as collector:
             for lines in source:
-                sinks.write(engine.process(lines, source.name, first_position=line))
+                outputs.write(engine.process(lines, source.name, first_position=line))
                 line += len(lines)
                 collector.tick()
                 if bar is not None:
                     bar[0].update(bar[1], completed=source.position())
-            sinks.write(engine.finish())
-            delivered = sinks.deliver(settings.webhooks.wait_s)
-            if delivered is not None:
-                extra["webhook_deliveries"] = delivered
+            outputs.write(engine.finish())
+            if outputs.webhooks is not None:
+                extra["webhook_deliveries"] = outputs.webhooks.deliver(settings.webhooks.wait_s)
     finally:
         if bar is not None:
             bar[0].stop()
         source.close()
-        sinks.close()
+        outputs.close()
         elapsed = time.perf_counter() - started
         summary = _write_summary(engine, elapsed, source.name, Path(out), extra)
     return summary

@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 
 from pipeline.contract.findings import Action, Finding
+from pipeline.core.settings import Settings
+from pipeline.outputs.sink import Results, Sink
 
 _encode = msgspec.json.Encoder().encode
 
@@ -28,7 +30,10 @@ class PublishError(Exception):
     """The broker did not take the results: one line, for the CLI to print."""
 
 
-class KafkaPublisher:
+class KafkaPublisher(Sink):
+    """Actions, and findings when a findings topic is set, on the topics workers write:
+    keyed by action id and by subject, as the workers key them."""
+
     def __init__(
         self,
         broker: str,
@@ -39,7 +44,6 @@ class KafkaPublisher:
     ) -> None:
         self.broker, self.timeout_s = broker, timeout_s
         self.actions_topic, self.findings_topic = actions_topic, findings_topic
-        self.sent = 0
         # aiokafka would print each failed connection attempt: the error raised says it once
         logging.getLogger("aiokafka").addHandler(logging.NullHandler())
         self._loop = asyncio.new_event_loop()
@@ -87,13 +91,12 @@ class KafkaPublisher:
         except Exception as exc:  # aiokafka's other errors
             raise PublishError(f"cannot publish to Kafka at {self.broker}: {exc}") from None
 
-    def publish(self, findings: list[Finding], actions: list[Action]) -> None:
+    def write(self, results: Results) -> None:
         """Send a batch's findings (when a findings topic is set) and actions, and wait
         until the broker has them."""
-        findings = findings if self.findings_topic else []
-        if findings or actions:
-            self._call(self._send(findings, actions))
-            self.sent += len(findings) + len(actions)
+        findings = results.findings if self.findings_topic else []
+        if findings or results.actions:
+            self._call(self._send(findings, results.actions))
 
     async def _send(self, findings: list[Finding], actions: list[Action]) -> None:
         send = self._producer.send
@@ -117,13 +120,14 @@ class KafkaPublisher:
         self._loop.close()
 
 
-def from_settings(settings: Any) -> KafkaPublisher | None:
-    """The publisher `publish` configures, or None when `publish.broker` is empty."""
-    from pipeline.distributed.topics import Topics
-
+def from_settings(settings: Settings) -> KafkaPublisher | None:
+    """The publisher `publish` configures, or None when `publish.broker` is empty (and
+    then aiokafka is not imported)."""
     cfg = settings.publish
     if not cfg.broker:
         return None
+    from pipeline.distributed.topics import Topics
+
     topics = Topics.from_settings(settings.kafka)
     return KafkaPublisher(
         cfg.broker,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Protocol
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -19,6 +20,8 @@ from prometheus_client.registry import Collector
 
 from pipeline.contract.events import NO_TIME
 from pipeline.core.engine import Stats
+
+_Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -51,90 +54,139 @@ class Observed(Protocol):
     def state_size(self) -> dict[str, int]: ...
 
 
+@dataclass(frozen=True)
+class _Totals:
+    """One consistent reading of an engine's totals, taken under its lock."""
+
+    inputs: int
+    duplicates: int
+    events_by_type: dict[str, int]
+    staged_by_stage: dict[str, int]
+    dead_letters_by_reason: dict[str, int]
+    findings_by_kind: dict[tuple[str, str, str], int]
+    actions_by_type: dict[tuple[str, str], int]
+    watermark: int
+    state_keys: dict[str, int]
+    consumer_lag: dict[str, int] | None  # a distributed worker's, by input topic
+
+    @classmethod
+    def read(cls, engine: Observed) -> _Totals:
+        with engine.lock:
+            st = engine.stats
+            return cls(
+                inputs=st.inputs,
+                duplicates=st.duplicates,
+                events_by_type=dict(st.events_by_type),
+                staged_by_stage=dict(st.staged_by_stage),
+                dead_letters_by_reason=dict(st.dead_letters_by_reason),
+                findings_by_kind=dict(st.findings_by_kind),
+                actions_by_type=dict(st.actions_by_type),
+                watermark=st.watermark,
+                state_keys=engine.state_size(),
+                consumer_lag=engine.consumer_lag() if hasattr(engine, "consumer_lag") else None,
+            )
+
+
 class EngineCollector(Collector):
+    """An engine's totals as metric families, read when Prometheus scrapes."""
+
     def __init__(self, engine: Observed) -> None:
         self.engine = engine
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        engine = self.engine
-        with engine.lock:
-            st = engine.stats
-            inputs, duplicates = st.inputs, st.duplicates
-            by_type = dict(st.events_by_type)
-            staged = dict(st.staged_by_stage)
-            dead = dict(st.dead_letters_by_reason)
-            findings = dict(st.findings_by_kind)
-            actions = dict(st.actions_by_type)
-            watermark = st.watermark
-            sizes = engine.state_size()
-            lag = engine.consumer_lag() if hasattr(engine, "consumer_lag") else None
-        yield _counter("lockstep_inputs", "Raw inputs read (lines or records).", inputs)
-        events = CounterMetricFamily(
-            "lockstep_events", "Valid events processed, by type.", labels=["type"]
-        )
-        for event_type, n in sorted(by_type.items()):
-            events.add_metric([event_type], n)
-        yield events
-        stage_events = CounterMetricFamily(
+        totals = _Totals.read(self.engine)
+        yield from _event_counters(totals)
+        yield from _result_counters(totals)
+        yield from _watermark_gauges(totals.watermark)
+        yield from _state_gauges(totals)
+
+
+def _event_counters(totals: _Totals) -> Iterator[CounterMetricFamily]:
+    """What came in: inputs, events by type and stage, dead letters, repeats, late ones."""
+    yield CounterMetricFamily(
+        "lockstep_inputs", "Raw inputs read (lines or records).", value=totals.inputs
+    )
+    yield _labelled(
+        CounterMetricFamily("lockstep_events", "Valid events processed, by type.", labels=["type"]),
+        totals.events_by_type,
+    )
+    yield _labelled(
+        CounterMetricFamily(
             "lockstep_stage_events", "Events delivered to each stage.", labels=["stage"]
-        )
-        for stage, n in sorted(staged.items()):
-            stage_events.add_metric([stage], n)
-        yield stage_events
-        dl = CounterMetricFamily(
+        ),
+        totals.staged_by_stage,
+    )
+    yield _labelled(
+        CounterMetricFamily(
             "lockstep_dead_letters", "Rejected inputs, by reason.", labels=["reason"]
-        )
-        for reason, n in sorted(dead.items()):
-            dl.add_metric([reason], n)
-        yield dl
-        yield _counter("lockstep_duplicate_events", "Redelivered events dropped.", duplicates)
-        yield _counter(
-            "lockstep_late_events",
-            "Events behind the watermark (dead-lettered).",
-            dead.get("late", 0),
-        )
-        found = CounterMetricFamily(
+        ),
+        totals.dead_letters_by_reason,
+    )
+    yield CounterMetricFamily(
+        "lockstep_duplicate_events", "Redelivered events dropped.", value=totals.duplicates
+    )
+    yield CounterMetricFamily(
+        "lockstep_late_events",
+        "Events behind the watermark (dead-lettered).",
+        value=totals.dead_letters_by_reason.get("late", 0),
+    )
+
+
+def _result_counters(totals: _Totals) -> Iterator[CounterMetricFamily]:
+    """What went out: findings by detector, article and severity; actions by type, mode."""
+    yield _labelled(
+        CounterMetricFamily(
             "lockstep_findings", "Findings emitted.", labels=["detector", "article", "severity"]
+        ),
+        totals.findings_by_kind,
+    )
+    yield _labelled(
+        CounterMetricFamily("lockstep_actions", "Actions emitted.", labels=["action", "mode"]),
+        totals.actions_by_type,
+    )
+
+
+def _watermark_gauges(watermark: int) -> Iterator[GaugeMetricFamily]:
+    """The event-time watermark and how far wall clock is ahead of it; none before the
+    first event has set it."""
+    if watermark > NO_TIME // 2:
+        yield GaugeMetricFamily(
+            "lockstep_watermark_timestamp_seconds",
+            "Event-time watermark.",
+            value=watermark / 1000,
         )
-        for kind, n in sorted(findings.items()):
-            found.add_metric(list(kind), n)
-        yield found
-        acts = CounterMetricFamily(
-            "lockstep_actions", "Actions emitted.", labels=["action", "mode"]
+        yield GaugeMetricFamily(
+            "lockstep_watermark_lag_seconds",
+            "Wall clock minus the event-time watermark.",
+            value=time.time() - watermark / 1000,
         )
-        for kind, n in sorted(actions.items()):
-            acts.add_metric(list(kind), n)
-        yield acts
-        if watermark > NO_TIME // 2:
-            yield GaugeMetricFamily(
-                "lockstep_watermark_timestamp_seconds",
-                "Event-time watermark.",
-                value=watermark / 1000,
-            )
-            yield GaugeMetricFamily(
-                "lockstep_watermark_lag_seconds",
-                "Wall clock minus the event-time watermark.",
-                value=time.time() - watermark / 1000,
-            )
-        keys = GaugeMetricFamily(
+
+
+def _state_gauges(totals: _Totals) -> Iterator[GaugeMetricFamily]:
+    """Keys held in memory by stage, and a distributed worker's consumer lag."""
+    yield _labelled(
+        GaugeMetricFamily(
             "lockstep_state_keys", "Keys held in memory, by stage.", labels=["stage"]
-        )
-        for stage, n in sorted(sizes.items()):
-            keys.add_metric([stage], n)
-        yield keys
-        if lag is not None:
-            behind = GaugeMetricFamily(
+        ),
+        totals.state_keys,
+    )
+    if totals.consumer_lag is not None:
+        yield _labelled(
+            GaugeMetricFamily(
                 "lockstep_consumer_lag_records",
                 "Records not yet consumed, by input topic.",
                 labels=["topic"],
-            )
-            for topic, n in sorted(lag.items()):
-                behind.add_metric([topic], n)
-            yield behind
+            ),
+            totals.consumer_lag,
+        )
 
 
-def _counter(name: str, doc: str, value: int) -> CounterMetricFamily:
-    return CounterMetricFamily(name, doc, value=value)
+def _labelled(family: _Family, counts: Mapping[Any, int]) -> _Family:
+    """`family` with one sample per key of `counts` (a label value, or a tuple of them),
+    in key order, so a scrape lists them the same way every time."""
+    for key, n in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], n)
+    return family
 
 
 class Metrics:

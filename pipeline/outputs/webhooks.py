@@ -90,7 +90,8 @@ class Outbox:
     """The durable queue of deliveries, one SQLite file."""
 
     def __init__(self, path: str | Path) -> None:
-        self.db = sqlite3.connect(Path(path))
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path)
         self.db.executescript(_SCHEMA)
 
     def enqueue(self, actions: list[Action], endpoints: list[Endpoint], now: float) -> int:
