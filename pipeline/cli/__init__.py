@@ -6,6 +6,6 @@
 
 def main() -> None:
     """The console script's entry point."""
-    from pipeline.cli.app import main as run
+    from pipeline.cli.app import app
 
-    run()
+    app()

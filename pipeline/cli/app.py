@@ -1,22 +1,43 @@
-"""The `lockstep` command."""
+"""The `lockstep` commands.
+
+Each command imports what it needs when it runs, so `lockstep --help`, or a command that
+fails on its arguments, starts without the detectors, Kafka or HTTP clients. A failure is
+reported by `pipeline.cli.errors`: a command body is just its work.
+"""
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from pipeline.core.engine import BatchResult
-from pipeline.core.settings import ConfigError, Settings, load_settings, policy_path
-from pipeline.embedded.sources import InputError
-from pipeline.outputs.kafka_publish import PublishError
+from pipeline.cli.errors import (
+    BAD_ARGUMENT,
+    BAD_FILE,
+    CANNOT_READ,
+    CANNOT_WRITE,
+    INTERRUPTED,
+    OS_ERROR,
+    CommandError,
+    ReportingGroup,
+    cannot_consume_from,
+    cannot_produce_to,
+    cannot_write_to,
+    metrics_port_taken,
+    reporting,
+)
+
+if TYPE_CHECKING:
+    from pipeline.core.engine import BatchResult
+    from pipeline.core.settings import Settings
+    from pipeline.enforcement.audit import AuditTrail
 
 app = typer.Typer(
+    cls=ReportingGroup,
     add_completion=False,
     no_args_is_help=True,
     help="Lockstep: streaming detection of fake traffic and follower jumps.",
@@ -28,21 +49,14 @@ ConfigOpt = Annotated[
 ]
 
 
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"lockstep: {message}", markup=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
 def _settings(config: Path | None, policy: Path | None = None) -> Settings:
     """Settings, with the enforcement policy checked (and replaced by `policy` if given)."""
-    from pipeline.enforcement.policy import PolicyError, load_policy
+    from pipeline.core.settings import load_settings, policy_path
+    from pipeline.enforcement.policy import load_policy
 
     overrides = {"enforcement": {"policy": str(policy.resolve())}} if policy else None
-    try:
-        settings = load_settings(config, overrides)
-        load_policy(policy_path(settings))
-    except (ConfigError, PolicyError) as exc:
-        raise _fail(str(exc)) from None
+    settings = load_settings(config, overrides)
+    load_policy(policy_path(settings))
     return settings
 
 
@@ -62,17 +76,10 @@ def replay(
 ) -> None:
     """Replay a log of events through every enabled detector and the policy."""
     from pipeline.embedded.replay import replay as run_replay
-    from pipeline.enforcement.audit import AuditError
 
     settings = _settings(config, policy)
-    try:
+    with reporting(cannot_write_to(out)):
         summary = run_replay(events, out, settings, progress=err.is_terminal, audit=audit)
-    except (AuditError, ConfigError) as exc:
-        raise _fail(str(exc)) from None
-    except (InputError, PublishError) as exc:
-        raise _fail(str(exc), 1) from None
-    except OSError as exc:
-        raise _fail(f"cannot write to {out}: {exc.strerror or exc}", 1) from None
     err.print(
         f"read {summary['inputs']:,} inputs: {summary['events']:,} events, "
         f"{summary['dead_letters']:,} dead letters, {summary['duplicates']:,} duplicates; "
@@ -103,7 +110,6 @@ def run(
 ) -> None:
     """Run the embedded pipeline on a live stream, serving Prometheus metrics."""
     from pipeline.embedded.live import file_lines, run_live, stdin_lines
-    from pipeline.enforcement.audit import AuditError
 
     settings = _settings(config)
     signal.signal(signal.SIGTERM, _stop)
@@ -122,20 +128,13 @@ def run(
         lines, name = stdin_lines(), "stdin"
     else:
         if not follow and not Path(source).is_file():
-            raise _fail(f"cannot read {source}: no such file")
+            raise CommandError(f"cannot read {source}: no such file")
         lines, name = file_lines(source, follow), source
     try:
-        engine = run_live(lines, name, settings, out, metrics_port=port, on_result=_print_findings)
-    except (ConfigError, AuditError) as exc:
-        raise _fail(str(exc)) from None
-    except PublishError as exc:
-        raise _fail(str(exc), 1) from None
-    except OSError as exc:
-        if port and "address" in str(exc).lower():
-            raise _fail(f"cannot serve metrics on port {port}: {exc.strerror or exc}") from None
-        raise _fail(str(exc), 1) from None
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+        with reporting(metrics_port_taken(port), OS_ERROR, INTERRUPTED):
+            engine = run_live(
+                lines, name, settings, out, metrics_port=port, on_result=_print_findings
+            )
     except _Stopped:
         err.print(f"stopped; outputs so far are in {out}", markup=False)
         return
@@ -195,12 +194,8 @@ def produce(
     from pipeline.distributed.produce import produce as run_produce
 
     settings = _settings(config)
-    try:
+    with reporting(cannot_produce_to(settings.kafka.broker)):
         sent = asyncio.run(run_produce(events, settings))
-    except InputError as exc:
-        raise _fail(str(exc), 1) from None
-    except Exception as exc:  # the broker is down or refuses: say so in one line
-        raise _fail(f"cannot produce to {settings.kafka.broker}: {exc}", 1) from None
     total = sum(sent.values())
     err.print(
         f"produced {total:,} records to {settings.kafka.topic_prefix}.events.*: "
@@ -226,14 +221,10 @@ def simulate(
     """Simulate a platform: organic traffic, hard negatives and labelled campaigns."""
     from pipeline.lab.simulation import simulate as run_simulate
 
-    try:
+    with reporting(BAD_ARGUMENT, CANNOT_WRITE):
         result = run_simulate(
             minutes=minutes, seed=seed, scenarios=scenario, out=out, labels_out=labels, scale=scale
         )
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _fail(f"cannot write: {exc.strerror or exc}", 1) from None
     err.print(
         f"simulated {minutes} min (seed {seed}): {len(result.campaigns)} campaigns, "
         f"{len(result.hard_negatives)} hard negatives -> {out}, {labels}",
@@ -262,14 +253,10 @@ def evaluate(
     from pipeline.lab.labels import read_labels
 
     if plot is not None and events is None:
-        raise _fail("--plot needs --events (the activity it draws)")
-    try:
+        raise CommandError("--plot needs --events (the activity it draws)")
+    with reporting(CANNOT_READ, BAD_FILE):
         truth = read_labels(labels)
         found = read_findings(findings)
-    except OSError as exc:
-        raise _fail(f"cannot read {exc.filename}: {exc.strerror}", 1) from None
-    except ValueError as exc:
-        raise _fail(str(exc), 1) from None
     report = run_evaluate(truth, found)
     render_table(report, Console(highlight=False))
     if json_out is not None:
@@ -281,14 +268,12 @@ def evaluate(
 @app.command("config")
 def show_config(config: ConfigOpt = None) -> None:
     """Print the effective settings (defaults plus any overlay) as JSON."""
+    import json
+
     import msgspec
 
     settings = _settings(config)
     sys.stdout.write(json.dumps(msgspec.to_builtins(settings), indent=2) + "\n")
-
-
-def main() -> None:
-    app()
 
 
 policy_app = typer.Typer(no_args_is_help=True, help="Enforcement policies (config/policy.yaml).")
@@ -300,12 +285,9 @@ def policy_check(
     file: Annotated[Path, typer.Argument(help="The policy YAML to check.")],
 ) -> None:
     """Validate a policy: one clear line and exit status 2 when it cannot be used."""
-    from pipeline.enforcement.policy import PolicyError, load_policy
+    from pipeline.enforcement.policy import load_policy
 
-    try:
-        policy = load_policy(file)
-    except PolicyError as exc:
-        raise _fail(str(exc)) from None
+    policy = load_policy(file)
     levels = ", ".join(sorted(policy.credit.levels))
     print(f"{file}: ok, {len(policy.rules)} rules, credit levels {levels}")
 
@@ -314,15 +296,12 @@ audit_app = typer.Typer(no_args_is_help=True, help="The audit trail (Article 19:
 app.add_typer(audit_app, name="audit")
 
 
-def _open_audit(target: str) -> Any:
-    from pipeline.enforcement.audit import AuditError, open_audit
+def _open_audit(target: str) -> AuditTrail:
+    from pipeline.enforcement.audit import open_audit
 
     if "://" not in target and not Path(target).exists():
-        raise _fail(f"no audit store at {target}")
-    try:
-        return open_audit(target)
-    except AuditError as exc:
-        raise _fail(str(exc)) from None
+        raise CommandError(f"no audit store at {target}")
+    return open_audit(target)
 
 
 @audit_app.command("verify")
@@ -336,7 +315,7 @@ def audit_verify(
     count, problem = audit.verify()
     audit.close()
     if problem is not None:
-        raise _fail(f"{trail}: {problem} ({count} records before it hold)", 1)
+        raise CommandError(f"{trail}: {problem} ({count} records before it hold)", 1)
     print(f"{trail}: ok, {count} records, chain intact")
 
 
@@ -346,7 +325,9 @@ def _epoch_ms(text: str) -> int:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise _fail(f"not a date or time: {text!r} (e.g. 2026-11-01 or 2026-11-01T08:00)") from None
+        raise CommandError(
+            f"not a date or time: {text!r} (e.g. 2026-11-01 or 2026-11-01T08:00)"
+        ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(when.timestamp() * 1000)
@@ -394,14 +375,11 @@ def webhooks_deliver(
     from pipeline.outputs import webhooks
 
     if not outbox.exists():
-        raise _fail(f"no outbox at {outbox}")
+        raise CommandError(f"no outbox at {outbox}")
     settings = _settings(config)
-    try:
-        hooks = webhooks.from_settings(settings.webhooks, outbox)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    hooks = webhooks.from_settings(settings.webhooks, outbox)
     if hooks is None:
-        raise _fail("no webhook endpoints configured (webhooks.endpoints)")
+        raise CommandError("no webhook endpoints configured (webhooks.endpoints)")
     box, sender = hooks
     counts = sender.run(wait_s)
     for webhook_id, url, attempts, error in box.dead():
@@ -428,7 +406,7 @@ def throttle_serve(
     from pipeline.serve.throttle import serve
 
     if not actions.parent.is_dir():
-        raise _fail(f"no directory {actions.parent} for the actions file")
+        raise CommandError(f"no directory {actions.parent} for the actions file")
     if not actions.exists():
         print(f"no actions file at {actions} yet: every check is allowed until it appears",
               file=sys.stderr)  # fmt: skip
@@ -462,14 +440,11 @@ def review_serve(
     if token.startswith("env:"):
         token = os.environ.get(token[4:], "")
     if not token:
-        raise _fail(f"no review token: set {settings.review.token[4:] or 'review.token'}")
+        raise CommandError(f"no review token: set {settings.review.token[4:] or 'review.token'}")
     target = audit or str(out / "audit.sqlite")
     if "://" not in target and not Path(target).exists():
-        raise _fail(f"no audit store at {target}")
-    try:
-        serve(out, target, settings, token, host, port, kafka)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+        raise CommandError(f"no audit store at {target}")
+    serve(out, target, settings, token, host, port, kafka)
 
 
 @app.command()
@@ -481,21 +456,8 @@ def sink(
     config: ConfigOpt = None,
 ) -> None:
     """Kafka's findings and actions to the audit trail, webhooks and OUT/actions.jsonl."""
-    from aiokafka.errors import KafkaConnectionError, KafkaError
-
     from pipeline.distributed.sink import main as run_sink
-    from pipeline.enforcement.audit import AuditError
 
     settings = _settings(config)
-    try:
+    with reporting(*cannot_consume_from(settings.kafka.broker)):
         run_sink(settings, out, audit)
-    except (AuditError, ConfigError) as exc:
-        raise _fail(str(exc)) from None
-    except KafkaConnectionError:
-        raise _fail(f"cannot reach Kafka at {settings.kafka.broker}", 1) from None
-    except (KafkaError, RuntimeError) as exc:  # the broker refused, or no such topics
-        raise _fail(f"cannot read Kafka at {settings.kafka.broker}: {exc}", 1) from None
-
-
-if __name__ == "__main__":
-    main()

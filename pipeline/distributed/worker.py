@@ -10,6 +10,9 @@ table (RocksDB by default, changelogged, so a restarted worker recovers it) and 
 very `Stage` object the embedded runtime runs. Actions are emitted at most once per
 action_id: a worker reads the ids already on the actions topic whenever partitions are
 assigned to it, before it emits anything.
+
+Faust and the Kafka clients are imported by the functions that start them, so reading this
+module (for `declared_topics`, say) starts nothing.
 """
 
 from __future__ import annotations
@@ -18,19 +21,18 @@ import asyncio
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, MutableMapping
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-import faust
 import msgspec
 
-from pipeline.contract.findings import Action
+from pipeline.contract.deadletter import DeadLetter
+from pipeline.contract.findings import Action, Finding
 from pipeline.core.derived import Derived, split_outputs
 from pipeline.core.engine import Stats
-from pipeline.core.settings import Settings
+from pipeline.core.settings import KafkaSettings, Settings
+from pipeline.core.stage import Stage
 from pipeline.detectors import build_topology
-from pipeline.distributed.ingest_loop import IngestLoop
-from pipeline.distributed.kafka_io import read_to_end
-from pipeline.distributed.produce import ensure_topics
 from pipeline.distributed.runtime import (
     Ingest,
     StagePartition,
@@ -42,7 +44,18 @@ from pipeline.distributed.runtime import (
 from pipeline.distributed.topics import Topics
 from pipeline.enforcement.stage import FINDING_STREAM, finding_records
 
+if TYPE_CHECKING:
+    import faust
+
 _encode = msgspec.json.Encoder().encode
+
+# Every topic the worker declares carries bytes both ways: the records are msgspec's.
+RAW_BYTES: dict[str, Any] = {
+    "key_type": bytes,
+    "value_type": bytes,
+    "key_serializer": "raw",
+    "value_serializer": "raw",
+}
 
 
 class WorkerState:
@@ -96,6 +109,10 @@ class EmittedActions:
         self.ids: set[str] = set()
         self.stale = True
 
+    async def on_partitions_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Faust's signal: another worker may have emitted actions for these partitions."""
+        self.stale = True
+
     async def refresh(self) -> None:
         """Read the actions topic to its end (in a thread with its own event loop, so this
         plain consumer stays out of the way of Faust's)."""
@@ -103,6 +120,8 @@ class EmittedActions:
         self.stale = False
 
     async def _read_all(self) -> None:
+        from pipeline.distributed.kafka_io import read_to_end
+
         records = await read_to_end(self.bootstrap, self.topic, self.partitions)
         self.ids.update(r.key.decode() for r in records if r.key)
 
@@ -112,11 +131,171 @@ class EmittedActions:
         return fresh
 
 
-def build_app(settings: Settings, state: WorkerState) -> faust.App:
-    kafka = settings.kafka
-    topics = Topics.from_settings(kafka)
-    stages = build_topology(settings)
-    app = faust.App(
+class Outputs:
+    """The findings, actions and dead-letter topics every stage agent writes to."""
+
+    def __init__(self, app: faust.App, topics: Topics, partitions: int) -> None:
+        self.findings = app.topic(topics.findings, partitions=partitions, **RAW_BYTES)
+        self.actions = app.topic(topics.actions, partitions=partitions, **RAW_BYTES)
+        self.dead_letters = app.topic(topics.dead_letters, partitions=partitions, **RAW_BYTES)
+
+    async def send(
+        self, findings: list[Finding], actions: list[Action], dead: list[DeadLetter]
+    ) -> None:
+        for f in findings:
+            await self.findings.send(key=f.subject_id.encode(), value=_encode(f))
+        for a in actions:
+            await self.actions.send(key=a.action_id.encode(), value=_encode(a))
+        for d in dead:
+            await self.dead_letters.send(value=_encode(d))
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the stage agents of one worker share."""
+
+    app: faust.App
+    settings: Settings
+    stages: list[Stage]
+    topics: Topics
+    outputs: Outputs
+    emitted: EmittedActions
+    state: WorkerState
+
+
+@dataclass
+class Round:
+    """What one round of stage records gave: outputs, and the partitions it touched."""
+
+    found: list[Finding] = field(default_factory=list)
+    decided: list[Action] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    touched: dict[int, StagePartition] = field(default_factory=dict)
+    derived: dict[int, list[Derived]] = field(default_factory=dict)  # by stage partition
+    staged: int = 0  # events
+
+
+class StageAgent:
+    """One stage as a Faust agent on its stage topic: a `StagePartition` per partition
+    this worker owns (dropped when partitions are revoked), its per-key state in a Faust
+    table, and its outputs written a round of several records at a time: one producer
+    flush and one table write-back per round instead of per record."""
+
+    def __init__(self, wiring: Wiring, stage: Stage) -> None:
+        self.wiring = wiring
+        self.stage = stage
+        app, kafka, topics = wiring.app, wiring.settings.kafka, wiring.topics
+        self.table = app.Table(
+            f"state-{stage.detector}",
+            partitions=kafka.partitions,
+            key_type=str,
+            value_type=bytes,
+        )
+        inputs = {f"{t}:{p}" for t in topics.inputs for p in range(kafka.partitions)}
+        self.upstream = inputs | upstream_sources(stage, wiring.stages, topics)
+        self.owned: dict[int, StagePartition] = {}
+        app.on_partitions_revoked.connect(self.on_partitions_revoked)
+        app.agent(
+            app.topic(topics.stage(stage.detector), partitions=kafka.partitions, **RAW_BYTES),
+            name=f"stage-{stage.detector}",
+        )(self.consume)
+
+    async def on_partitions_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """Faust's signal: revoked partitions may come back after another worker wrote
+        their state, so none of the cached ones is kept."""
+        self.owned.clear()
+
+    async def consume(self, stream: Any) -> None:
+        kafka = self.wiring.settings.kafka
+        async for events in stream.take_events(
+            kafka.stage_take_records, within=kafka.stage_round_s
+        ):
+            await self.run_round(events)
+
+    async def run_round(self, events: list[Any]) -> None:
+        emitted = self.wiring.emitted
+        if emitted.stale:
+            await emitted.refresh()
+        done = self.apply(events)
+        if self.stage.emits:
+            await self.hand_on(done)
+        actions = emitted.new(done.decided)
+        await self.wiring.outputs.send(done.found, actions, done.dead)
+        await self.persist(done)
+        self.count(done, actions)
+
+    def partition(self, partition: int) -> StagePartition:
+        """This stage's partition `partition`, over its slice of the table."""
+        part = self.owned.get(partition)
+        if part is None:
+            topics = self.wiring.topics
+            cache = TableCache(
+                PartitionTable(self.table, partition),
+                lambda k, p=partition: topics.partition_of(k) == p,
+            )
+            part = self.owned[partition] = StagePartition(
+                self.stage,
+                cache,
+                self.upstream,
+                self.wiring.settings.input.dead_letter_raw_bytes,
+            )
+        return part
+
+    def apply(self, events: list[Any]) -> Round:
+        """Run the stage on each record's batch, in its partition."""
+        done = Round()
+        for event in events:
+            partition = event.message.partition
+            part = done.touched[partition] = self.partition(partition)
+            batch = decode_batch(event.value)
+            source = f"{event.message.topic}:{partition}:{event.message.offset}"
+            outputs, dead = part.apply(batch, source)
+            found, handed_on, decided = split_outputs(outputs)
+            done.found.extend(found)
+            done.decided.extend(decided)
+            if FINDING_STREAM in self.stage.emits:  # to the enforcement stage
+                handed_on.extend(finding_records(found))
+            done.derived.setdefault(partition, []).extend(handed_on)
+            done.dead.extend(dead)
+            done.staged += len(batch.events)
+        return done
+
+    async def hand_on(self, done: Round) -> None:
+        """Derived records, and this stage's watermarks, to the stages downstream."""
+        w = self.wiring
+        for partition, part in done.touched.items():
+            here = f"{w.topics.stage(self.stage.detector)}:{partition}"
+            derived = done.derived.get(partition, [])
+            records = pack_derived(derived, self.stage, here, part.watermark, w.stages, w.topics)
+            for topic, p, record in records:
+                await w.app.producer.send(topic, None, record, p, None, None)
+
+    async def persist(self, done: Round) -> None:
+        """Outputs are durable before the state that says "window closed" is written, and
+        that state before these records are acknowledged: a crash at any point re-derives
+        (never loses) a finding."""
+        producer = self.wiring.app.producer
+        await producer.flush()
+        for part in done.touched.values():
+            part.runner.store.flush()
+        await producer.flush()
+
+    def count(self, done: Round, actions: list[Action]) -> None:
+        """The round in this worker's totals, for the metrics."""
+        state, detector = self.wiring.state, self.stage.detector
+        with state.lock:
+            state.stats.add_outputs(done.found, actions, done.dead)
+            state.stats.staged_by_stage[detector] += done.staged
+            for part in done.touched.values():
+                state.stats.watermark = max(state.stats.watermark, part.watermark)
+        state.keys[detector] = sum(len(p.runner.store.cache) for p in self.owned.values())
+
+
+def faust_app(kafka: KafkaSettings) -> faust.App:
+    """The Faust app: acks from every replica, offsets from the earliest, no web server."""
+    import faust
+
+    return faust.App(
         kafka.topic_prefix,
         broker=f"kafka://{kafka.broker}",
         store="rocksdb://" if kafka.store == "rocksdb" else "memory://",
@@ -130,123 +309,29 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
         producer_acks=-1,
         stream_wait_empty=False,
     )
-    raw = {
-        "key_type": bytes,
-        "value_type": bytes,
-        "key_serializer": "raw",
-        "value_serializer": "raw",
-    }
-    findings_topic = app.topic(topics.findings, partitions=kafka.partitions, **raw)
-    actions_topic = app.topic(topics.actions, partitions=kafka.partitions, **raw)
-    dead_topic = app.topic(topics.dead_letters, partitions=kafka.partitions, **raw)
+
+
+def build_app(settings: Settings, state: WorkerState) -> faust.App:
+    """The worker: the ingest loop as a Faust task, and an agent per stage."""
+    from pipeline.distributed.ingest_loop import IngestLoop
+
+    kafka = settings.kafka
+    topics = Topics.from_settings(kafka)
+    stages = build_topology(settings)
+    app = faust_app(kafka)
+    outputs = Outputs(app, topics, kafka.partitions)
     ingest = Ingest(settings, stages, topics)
     emitted = EmittedActions(kafka.broker, topics.actions, kafka.partitions)
-    input_tps = {f"{t}:{p}" for t in topics.inputs for p in range(kafka.partitions)}
-
-    @app.on_partitions_assigned.connect
-    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        emitted.stale = True
-
-    async def send_dead(dead: list) -> None:
-        for d in dead:
-            await dead_topic.send(value=_encode(d))
-
+    app.on_partitions_assigned.connect(emitted.on_partitions_assigned)
+    # state.observe_latency is looked up at each call: run_worker sets it after this
     ingest_loop = IngestLoop(
         kafka, ingest, topics, state.stats, state.lock, lambda s: state.observe_latency(s)
     )
     state.consumer_lag = lambda: dict(ingest_loop.lag)
-
-    @app.task
-    async def ingest_inputs() -> None:
-        await ingest_loop.run()
-
-    def stage_agent(stage: Any) -> None:
-        table = app.Table(
-            f"state-{stage.detector}",
-            partitions=kafka.partitions,
-            key_type=str,
-            value_type=bytes,
-        )
-        owned: dict[int, StagePartition] = {}
-
-        @app.on_partitions_revoked.connect
-        async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-            owned.clear()
-
-        def partition_state(partition: int) -> StagePartition:
-            part = owned.get(partition)
-            if part is None:
-                cache = TableCache(
-                    PartitionTable(table, partition),
-                    lambda k, p=partition: topics.partition_of(k) == p,
-                )
-                part = owned[partition] = StagePartition(
-                    stage,
-                    cache,
-                    input_tps | upstream_sources(stage, stages, topics),
-                    settings.input.dead_letter_raw_bytes,
-                )
-            return part
-
-        async def handle(stream: Any) -> None:
-            # Several stage records per round: one producer flush and one table write-back
-            # per round instead of per record.
-            async for events in stream.take_events(
-                kafka.stage_take_records, within=kafka.stage_round_s
-            ):
-                if emitted.stale:
-                    await emitted.refresh()
-                found, decided, dead, touched, staged = [], [], [], {}, 0
-                derived: dict[int, list[Derived]] = {}
-                for event in events:
-                    partition = event.message.partition
-                    part = touched[partition] = partition_state(partition)
-                    batch = decode_batch(event.value)
-                    source = f"{event.message.topic}:{partition}:{event.message.offset}"
-                    outputs, d = part.apply(batch, source)
-                    f, handed_on, a = split_outputs(outputs)
-                    found.extend(f)
-                    decided.extend(a)
-                    if FINDING_STREAM in stage.emits:  # to the enforcement stage
-                        handed_on.extend(finding_records(f))
-                    derived.setdefault(partition, []).extend(handed_on)
-                    dead.extend(d)
-                    staged += len(batch.events)
-                if stage.emits:  # derived records, and this stage's watermarks, downstream
-                    for partition, part in touched.items():
-                        here = f"{topics.stage(stage.detector)}:{partition}"
-                        for topic, p, record in pack_derived(
-                            derived.get(partition, []), stage, here, part.watermark, stages, topics
-                        ):
-                            await app.producer.send(topic, None, record, p, None, None)
-                actions = emitted.new(decided)
-                for f in found:
-                    await findings_topic.send(key=f.subject_id.encode(), value=_encode(f))
-                for a in actions:
-                    await actions_topic.send(key=a.action_id.encode(), value=_encode(a))
-                await send_dead(dead)
-                # Outputs are durable before the state that says "window closed" is
-                # written, and that state before these records are acknowledged: a crash
-                # at any point re-derives (never loses) a finding.
-                await app.producer.flush()
-                for part in touched.values():
-                    part.runner.store.flush()
-                await app.producer.flush()
-                with state.lock:
-                    state.stats.add_outputs(found, actions, dead)
-                    state.stats.staged_by_stage[stage.detector] += staged
-                    for part in touched.values():
-                        state.stats.watermark = max(state.stats.watermark, part.watermark)
-                state.keys[stage.detector] = sum(len(p.runner.store.cache) for p in owned.values())
-
-        app.agent(
-            app.topic(topics.stage(stage.detector), partitions=kafka.partitions, **raw),
-            name=f"stage-{stage.detector}",
-        )(handle)
-
+    app.task(ingest_loop.run)
+    wiring = Wiring(app, settings, stages, topics, outputs, emitted, state)
     for stage in stages:
-        stage_agent(stage)
-
+        StageAgent(wiring, stage)
     return app
 
 
@@ -258,6 +343,9 @@ def declared_topics(settings: Settings) -> list[str]:
 
 
 def run_worker(settings: Settings, metrics_port: int) -> None:
+    import faust
+
+    from pipeline.distributed.produce import ensure_topics
     from pipeline.outputs.metrics import Metrics
 
     asyncio.run(
