@@ -11,10 +11,10 @@ last two generations are kept: memory is bounded by the accounts active lately, 
 the length of the stream.
 
     >>> seen = RecentActivity(generation_ms=3_600_000)
-    >>> seen.saw(["reader", "writer"], 0)
+    >>> seen.learn(["reader", "writer"], 0)
     >>> seen.active("reader", 10), seen.active("lurker", 10)
     (True, False)
-    >>> seen.saw(["writer"], 3_600_000)  # the next hour: "reader" is in the one before
+    >>> seen.learn(["writer"], 3_600_000)  # the next hour: "reader" is in the one before
     >>> seen.active("reader", 3_600_000)
     True
     >>> seen.active("reader", 7_200_000), seen.active("writer", 7_200_000)  # an hour on
@@ -35,7 +35,7 @@ class RecentActivity:
         self.generation_ms = generation_ms
         self.generations: dict[int, set[str]] = {}  # the last two: number -> its accounts
 
-    def saw(self, accounts: Iterable[str], ts: int) -> None:
+    def learn(self, accounts: Iterable[str], ts: int) -> None:
         """These accounts were active at `ts`."""
         generation = ts // self.generation_ms
         current = self.generations.get(generation)

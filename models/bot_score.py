@@ -55,13 +55,14 @@ follows round the clock:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from river.anomaly import HalfSpaceTrees
-from sklearn.ensemble import IsolationForest
 
 from models.actor_features import N_FEATURES
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 
 class BotScorer:
@@ -87,6 +88,8 @@ class BotScorer:
     ) -> None:
         if min(n_features, learn_cap, reservoir_size, refit_every, min_fit) < 1:
             raise ValueError("sizes and periods must be positive")
+        from river.anomaly import HalfSpaceTrees  # (river takes seconds to import)
+
         self.n_features = n_features
         self.seed = seed
         self.learn_cap = learn_cap
@@ -234,6 +237,8 @@ class BotScorer:
         self._fit_window = self.windows
 
     def _fit(self, rows: np.ndarray, seed: int) -> IsolationForest:
+        from sklearn.ensemble import IsolationForest  # (as river: only a scorer needs it)
+
         return IsolationForest(
             n_estimators=self.forest_trees, max_samples=min(256, len(rows)), random_state=seed
         ).fit(rows)

@@ -15,7 +15,7 @@ becomes its normal).
     [('a', 't1', 0, 60000)]
     >>> h = ChurnHistory()
     >>> for i in range(12):
-    ...     h.add(60_000 * i, f"t{i}", horizon_ms=3_600_000, cap=100)
+    ...     h.learn(60_000 * i, f"t{i}", horizon_ms=3_600_000, cap=100)
     >>> h.count, h.targets(), h.rounds(gap_ms=600_000)
     (12, 12, 1)
     >>> surprise(h.count, prior=0.2) > 4.0
@@ -29,7 +29,7 @@ from itertools import pairwise
 
 import msgspec
 
-from models.count_baseline import anscombe
+from models.scales import anscombe
 
 Pair = tuple[str, str, int]  # (actor, target, ts)
 
@@ -67,7 +67,7 @@ class ChurnHistory(msgspec.Struct, gc=False):
     undos: list[tuple[int, str]] = []
     flagged_at: int | None = None
 
-    def add(self, ts: int, target: str, horizon_ms: int, cap: int) -> None:
+    def learn(self, ts: int, target: str, horizon_ms: int, cap: int) -> None:
         """Remember a quick undo at `ts`; forget those older than `horizon_ms` before the
         newest, and the oldest beyond `cap`."""
         undos = self.undos

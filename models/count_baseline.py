@@ -18,15 +18,7 @@ from __future__ import annotations
 
 import math
 
-_Y0 = 2.0 * math.sqrt(3.0 / 8.0)  # transformed value of a zero count
-
-
-def anscombe(count: float) -> float:
-    return 2.0 * math.sqrt(max(count, 0.0) + 0.375)
-
-
-def inverse_anscombe(y: float) -> float:
-    return max((y / 2.0) ** 2 - 0.375, 0.0)
+from models.scales import ANSCOMBE_ZERO, anscombe, decay_alpha, inverse_anscombe, saturating
 
 
 class CountBaseline:
@@ -72,13 +64,13 @@ class CountBaseline:
     @classmethod
     def for_half_life(cls, half_life_windows: float, **kwargs: float) -> CountBaseline:
         """A baseline whose memory halves every `half_life_windows` windows."""
-        return cls(alpha=1.0 - 0.5 ** (1.0 / half_life_windows), **kwargs)  # type: ignore[arg-type]
+        return cls(alpha=decay_alpha(1.0, half_life_windows), **kwargs)  # type: ignore[arg-type]
 
     def _skip_zero_windows(self, k: int) -> None:
         """Learn k consecutive zero counts at once (closed form of k EWMA steps)."""
         r_k = (1.0 - self.alpha) ** k
-        gap = _Y0 - self.mean
-        self.mean = _Y0 - gap * r_k
+        gap = ANSCOMBE_ZERO - self.mean
+        self.mean = ANSCOMBE_ZERO - gap * r_k
         self.var = r_k * (self.var + gap * gap * (1.0 - r_k))
         self.n += k
 
@@ -105,4 +97,4 @@ class CountBaseline:
         self._learn(min(y, self.mean + self.clip_z * sd))
         if self.n <= self.warmup or self.z <= 0.0:
             return 0.0
-        return 1.0 - 0.5 ** (self.z / self.z_scale)
+        return saturating(self.z, self.z_scale)

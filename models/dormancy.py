@@ -10,7 +10,7 @@ verdict on its batch) counts too: the watch remembers who acted within `lookback
     >>> watch = DormancyWatch()
     >>> watch.watch("a", Watched("batch-1", "net:203.0.113", 1_000, 3, 0.9, 10_000))
     >>> watch.watch("b", Watched("batch-1", "net:203.0.113", 1_000, 3, 0.9, 10_000))
-    >>> watch.saw("b", 5_000)
+    >>> watch.learn("b", 5_000)
     >>> [account for account, _ in watch.due(10_000, lookback_ms=60_000)]
     ['a']
 """
@@ -48,7 +48,7 @@ class DormancyWatch(msgspec.Struct, gc=False):
             return
         self.watched[account] = why
 
-    def saw(self, account: str, ts: int) -> None:
+    def learn(self, account: str, ts: int) -> None:
         """An account acted at `ts`: not dormant, if it had registered by then."""
         why = self.watched.get(account)
         if why is not None and ts >= why.registered:

@@ -68,6 +68,13 @@ def _rows_params(seed: int, rows: int) -> tuple[tuple[int, ...], tuple[int, ...]
     return tuple(mults), tuple(adds)
 
 
+def _name_key(base: Any, name: str) -> int:
+    """A name's 64-bit key: `base`, a keyed blake2b, copied and fed the name."""
+    h = base.copy()
+    h.update(name.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(h.digest(), "little")
+
+
 class EdgeBurst:
     """Burst score for each (source, destination, tick) event of an edge stream.
 
@@ -252,22 +259,14 @@ class EdgeBurst:
         of the squared upward deviation z^2 (0 while warming up)."""
         self._enter(int(t))
         base, cur, sy, syy = self._tools()
-        h = base.copy()
-        h.update(source.encode("utf-8", "surrogatepass"))
-        hs = int.from_bytes(h.digest(), "little")
-        h = base.copy()
-        h.update(destination.encode("utf-8", "surrogatepass"))
-        hd = int.from_bytes(h.digest(), "little")
-        keys = ((hs * _EDGE_MIX + hd) & _MASK64, hs, hd)
-        rows, buckets, mults, adds = self.rows, self.buckets, self._mults, self._adds
+        hs, hd = _name_key(base, source), _name_key(base, destination)
+        keys = ((hs * _EDGE_MIX + hd) & _MASK64, hs, hd)  # edge, source, destination
         scoring = self._ticks_seen >= self.warmup and self._weight > 0.0
         inv_w, inflate = self._scale() if scoring else (0.0, 1.0)
         parts = [0.0, 0.0, 0.0]
         for f in range(3):
-            key = keys[f]
             a = m = v = math.inf
-            for i in range(f * rows, f * rows + rows):
-                j = i * buckets + (((((mults[i] * key + adds[i]) & _MASK64) >> 32) * buckets) >> 32)
+            for j in self._cells(f, keys[f]):
                 c = cur[j] + 1.0
                 cur[j] = c
                 if c < a:
@@ -303,19 +302,11 @@ class EdgeBurst:
         out = np.zeros(n)
         if n == 0:
             return out
-        hs = self._hash_many(sources)
-        hd = self._hash_many(destinations)
-        keys = np.stack([hs * np.uint64(_EDGE_MIX) + hd, hs, hd])  # wraps mod 2**64
-        mults = np.array(self._mults, dtype=np.uint64).reshape(3, self.rows, 1)
-        adds = np.array(self._adds, dtype=np.uint64).reshape(3, self.rows, 1)
-        hashed = (mults * keys[:, None, :] + adds) >> np.uint64(32)
-        hashed *= np.uint64(self.buckets)
-        hashed >>= np.uint64(32)
-        local = hashed.reshape(3 * self.rows, n)  # bucket within each (family, row)
+        families = range(len(_FAMILIES))
+        local = self._buckets_many(self._keys_many(sources, destinations), families)
+        flat = self._flat(local, families)
         if self.buckets <= 1 << 16:  # numpy sorts 16-bit integers by radix: ~10x faster
             local = local.astype(np.uint16)
-        offsets = np.arange(3 * self.rows, dtype=np.int64).reshape(-1, 1) * self.buckets
-        flat = hashed.reshape(3 * self.rows, n).astype(np.int64) + offsets
         ticks = np.asarray(ts, dtype=np.int64)
         if self._tick is not None:
             ticks = np.maximum(ticks, self._tick)
@@ -337,8 +328,7 @@ class EdgeBurst:
             raise ValueError("sources and destinations must have the same length")
         self._enter(int(t))
         if len(sources):
-            hs, hd = self._hash_many(sources), self._hash_many(destinations)
-            self._count(np.stack([hs * np.uint64(_EDGE_MIX) + hd, hs, hd]), range(3))
+            self._count(self._keys_many(sources, destinations), range(len(_FAMILIES)))
 
     def count_destinations(self, destinations: Sequence[str], t: int) -> None:
         """`count_many` for a caller that only reads `destination_burst`: only the
@@ -352,17 +342,7 @@ class EdgeBurst:
     def _count(self, keys: np.ndarray, families: range) -> None:
         """Add one to the current tick's bucket of each key (shape: families x events) in
         every row of its family."""
-        rows = self.rows
-        span = slice(families.start * rows, families.stop * rows)
-        mults = np.array(self._mults[span], dtype=np.uint64).reshape(len(families), rows, 1)
-        adds = np.array(self._adds[span], dtype=np.uint64).reshape(len(families), rows, 1)
-        hashed = (mults * keys[:, None, :] + adds) >> np.uint64(32)  # wraps mod 2**64
-        hashed *= np.uint64(self.buckets)
-        hashed >>= np.uint64(32)
-        first_row = families.start * rows
-        offsets = np.arange(first_row, first_row + len(families) * rows, dtype=np.int64)
-        flat = hashed.reshape(len(families) * rows, -1).astype(np.int64)
-        flat += offsets.reshape(-1, 1) * self.buckets
+        flat = self._flat(self._buckets_many(keys, families), families)
         self._cur += np.bincount(flat.ravel(), minlength=self._cur.size)
 
     def destination_burst(self, destination: str) -> tuple[float, float, float]:
@@ -378,16 +358,11 @@ class EdgeBurst:
         count-min estimates: collisions only inflate them.
         """
         base, cur, sy, syy = self._tools()
-        h = base.copy()
-        h.update(destination.encode("utf-8", "surrogatepass"))
-        key = int.from_bytes(h.digest(), "little")
-        rows, buckets, mults, adds = self.rows, self.buckets, self._mults, self._adds
-        family = _FAMILIES.index("destination")
+        key = _name_key(base, destination)
         a = m = v = math.inf
         weighted = self._weight > 0.0
         inv_w, inflate = self._scale() if weighted else (0.0, 1.0)
-        for i in range(family * rows, family * rows + rows):
-            j = i * buckets + (((((mults[i] * key + adds[i]) & _MASK64) >> 32) * buckets) >> 32)
+        for j in self._cells(_FAMILIES.index("destination"), key):
             a = min(a, cur[j])
             mean = sy[j] * inv_w
             m = min(m, mean)
@@ -401,14 +376,45 @@ class EdgeBurst:
             raw = d * d / (max(v, 1.0) * inflate)
         return a, expected, raw
 
+    # -- hashing: the same keys and buckets per event and per batch ----------------------
+
+    def _cells(self, family: int, key: int) -> list[int]:
+        """The flat sketch index of `key`'s bucket in each row of `family` (multiply-shift:
+        the top 32 bits of the row's hash, scaled to `buckets`)."""
+        rows, buckets, mults, adds = self.rows, self.buckets, self._mults, self._adds
+        return [
+            i * buckets + (((((mults[i] * key + adds[i]) & _MASK64) >> 32) * buckets) >> 32)
+            for i in range(family * rows, family * rows + rows)
+        ]
+
     def _hash_many(self, names: Sequence[str]) -> np.ndarray:
+        """`_name_key` of each name, each distinct name hashed once."""
         base = self._tools()[0]
-        table: dict[str, int] = {}
-        for s in dict.fromkeys(names):
-            h = base.copy()
-            h.update(s.encode("utf-8", "surrogatepass"))
-            table[s] = int.from_bytes(h.digest(), "little")
+        table = {name: _name_key(base, name) for name in dict.fromkeys(names)}
         return np.fromiter(map(table.__getitem__, names), dtype=np.uint64, count=len(names))
+
+    def _keys_many(self, sources: Sequence[str], destinations: Sequence[str]) -> np.ndarray:
+        """The keys of a batch's events, one row per family: edge, source, destination."""
+        hs, hd = self._hash_many(sources), self._hash_many(destinations)
+        return np.stack([hs * np.uint64(_EDGE_MIX) + hd, hs, hd])  # wraps mod 2**64
+
+    def _buckets_many(self, keys: np.ndarray, families: range) -> np.ndarray:
+        """`_cells` for a batch, as buckets within their rows: of each key (shape:
+        families x events), in every row of its family (shape: family rows x events)."""
+        rows = self.rows
+        span = slice(families.start * rows, families.stop * rows)
+        mults = np.array(self._mults[span], dtype=np.uint64).reshape(len(families), rows, 1)
+        adds = np.array(self._adds[span], dtype=np.uint64).reshape(len(families), rows, 1)
+        hashed = (mults * keys[:, None, :] + adds) >> np.uint64(32)  # wraps mod 2**64
+        hashed *= np.uint64(self.buckets)
+        hashed >>= np.uint64(32)
+        return hashed.reshape(len(families) * rows, -1)
+
+    def _flat(self, buckets: np.ndarray, families: range) -> np.ndarray:
+        """`_buckets_many`'s buckets as flat sketch indexes."""
+        first_row = families.start * self.rows
+        rows = np.arange(first_row, first_row + len(buckets), dtype=np.int64)
+        return buckets.astype(np.int64) + rows.reshape(-1, 1) * self.buckets
 
     def _score_segment(self, flat: np.ndarray, local: np.ndarray) -> np.ndarray:
         """Raw scores of consecutive events within one tick. `flat` holds each event's flat

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-from models.count_baseline import anscombe, inverse_anscombe
+from models.scales import anscombe, inverse_anscombe
 
 
 class FollowSupport:

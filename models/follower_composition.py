@@ -3,8 +3,8 @@
 A burst of follows alone does not say "bought": a viral post brings thousands of
 established accounts, each on its own phone and home line. Bought followers are mostly
 freshly created accounts, or many of them share a few networks (/24, /48) or devices. This
-is the judgement `follower_jump` makes on a window's followers, as a pure helper on plain
-values so any stage can make the same one.
+is the judgement `follower_jump` and `edge_burst` make on a burst's followers, as a pure
+helper on plain values so any stage can make the same one.
 
     >>> bots = [(f"b{i}", True, "198.51.100", f"farm{i % 3}") for i in range(30)]
     >>> fans = [(f"f{i}", False, f"10.0.{i}", f"d{i}") for i in range(30)]
@@ -12,6 +12,9 @@ values so any stage can make the same one.
     True
     >>> FollowerComposition(fans, shared_min=3).suspicious(young_share=0.8, crowding_share=0.5)
     False
+    >>> unknown = [(f"u{i}", None, "", "") for i in range(30)]
+    >>> FollowerComposition(unknown, shared_min=3).looks_bought(young_share=0.8, crowding_share=0.5)
+    True
     >>> mixed = FollowerComposition(bots[:10] + fans, shared_min=3)
     >>> round(mixed.young_share, 2), mixed.suspects() == sorted(a for a, *_ in bots[:10])
     (0.25, True)
@@ -85,6 +88,11 @@ class FollowerComposition:
     def suspicious(self, young_share: float, crowding_share: float) -> bool:
         """Mostly fresh accounts, or mostly crowded onto a few networks or devices."""
         return self.young_share >= young_share or self.crowding >= crowding_share
+
+    def looks_bought(self, young_share: float, crowding_share: float) -> bool:
+        """Suspicious, or not described at all: followers nothing tells apart are no
+        sign of an organic crowd, so nothing clears the burst."""
+        return self.suspicious(young_share, crowding_share) or not self.described
 
     def suspects(self) -> list[str]:
         """Followers that are individually suspicious (fresh, or in a crowd), sorted. When

@@ -33,6 +33,8 @@ from operator import itemgetter
 
 import numpy as np
 
+from models.scales import decay_factor
+
 SHINGLE = 3  # characters per shingle
 _DIGITS = re.compile(r"\d+")
 _NOT_WORD = re.compile(r"[\W_]+")
@@ -248,7 +250,7 @@ class Commonness:
         found = self.shares.get(key)
         if found is None:
             return 0.0
-        return found[0] * 0.5 ** ((t - found[1]) / self.half_life)
+        return found[0] * decay_factor(t - found[1], self.half_life)
 
     def share(self, keys: list[int], t: int) -> float:
         """The bucket share of a text with these band keys: the median over its bands (one
@@ -263,7 +265,7 @@ class Commonness:
             if found is None:
                 table[key] = (0.0, t, share, t)
                 continue
-            level = found[0] * 0.5 ** ((t - found[1]) / self.half_life)
+            level = found[0] * decay_factor(t - found[1], self.half_life)
             sustained = max(share, found[2]) if t - found[3] <= self.habit else 0.0
             if sustained >= level:
                 table[key] = (sustained, t, share, t)

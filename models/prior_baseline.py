@@ -31,7 +31,8 @@ from typing import Any, Self
 
 import msgspec
 
-from models.count_baseline import CountBaseline, anscombe
+from models.count_baseline import CountBaseline
+from models.scales import anscombe
 
 
 class PriorCountBaseline(msgspec.Struct, gc=False):

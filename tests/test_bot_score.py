@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import doctest
 import math
+import pickle
 import statistics
+import subprocess
+import sys
 from collections import Counter
 from itertools import pairwise
 
@@ -222,6 +225,26 @@ def test_forest_is_refit_every_n_windows_on_the_reservoir() -> None:
 def test_rows_must_have_the_feature_count() -> None:
     with pytest.raises(ValueError, match=r"\(n, 5\)"):
         BotScorer().learn_many(np.zeros((3, 4)))
+
+
+def test_a_loaded_scorer_scores_as_the_one_saved() -> None:
+    rng = np.random.default_rng(6)
+    scorer = BotScorer(seed=2, refit_every=2, min_fit=200)
+    for _ in range(3):
+        scorer.learn_many(rng.random((300, N_FEATURES)))
+    loaded = pickle.loads(pickle.dumps(scorer))  # the forest is refit from its rows
+    probe = rng.random((40, N_FEATURES))
+    assert loaded.refits == scorer.refits == 2
+    assert np.array_equal(loaded.score_many(probe), scorer.score_many(probe))
+
+
+def test_importing_the_models_loads_no_heavy_library() -> None:
+    """river and scikit-learn (and scipy under both) cost seconds to import: a model
+    imports them where it uses them, not when the CLI starts."""
+    heavy = ("river", "sklearn", "scipy")
+    code = f"import sys, models; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ---- member evidence from events ---------------------------------------------------------

@@ -128,12 +128,12 @@ def test_quick_undos_pair_the_same_actor_and_target_in_order() -> None:
 def test_history_forgets_beyond_its_horizon_and_cap() -> None:
     h = ChurnHistory()
     for i in range(30):
-        h.add(i * MINUTE, f"t{i % 7}", horizon_ms=20 * MINUTE, cap=100)
+        h.learn(i * MINUTE, f"t{i % 7}", horizon_ms=20 * MINUTE, cap=100)
     assert h.count == 20 and h.targets() == 7
-    h.add(10 * MINUTE, "late", horizon_ms=20 * MINUTE, cap=100)  # out of order: kept sorted
+    h.learn(10 * MINUTE, "late", horizon_ms=20 * MINUTE, cap=100)  # out of order: kept sorted
     assert [ts for ts, _ in h.undos] == sorted(ts for ts, _ in h.undos)
     for i in range(50):
-        h.add(30 * MINUTE + i, f"u{i}", horizon_ms=HOUR, cap=25)
+        h.learn(30 * MINUTE + i, f"u{i}", horizon_ms=HOUR, cap=25)
     assert h.count == 25
     assert h.rounds(gap_ms=5 * MINUTE) == 1 and ChurnHistory().rounds(5 * MINUTE) == 0
     assert surprise(0, prior=0.2) == 0.0 < surprise(5, prior=0.2) < surprise(50, prior=0.2)

@@ -1,6 +1,7 @@
 """The enforcement stage: findings decided per subject by the policy in both runtimes
-alike (escalating with a subject's incidents), and `lockstep replay --policy` to
-backtest another policy on the same log."""
+alike (escalating with a subject's incidents), the throttling hook blocking whom they
+gave a measure that blocks, and `lockstep replay --policy` to backtest another policy on
+the same log."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
 from pipeline.detectors import build_topology
 from pipeline.distributed.topics import Topics
+from pipeline.enforcement.measures import BLOCKING
+from pipeline.serve.throttle import ThrottleTable
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.stage_partitions import run_partitioned
 from tests.test_engagement_inflation import _background, _farm, _organic
@@ -51,6 +54,23 @@ def test_both_runtimes_decide_the_same_escalating_actions() -> None:
     run = run_partitioned(SETTINGS, build_topology(SETTINGS), lines, Topics("t", 2), chunk=3000)
     assert set(run.actions) == {a.action_id for a in actions}
     assert all(run.actions[a.action_id].params == a.params for a in actions)
+
+
+def test_the_hook_blocks_the_accounts_the_policy_gave_a_measure_that_blocks() -> None:
+    engine = Engine(SETTINGS)
+    actions = engine.process([x.encode() for x in _lines()], "t").actions
+    actions += engine.finish().actions
+    now = max(a.ts for a in actions) / 1000
+    blocked = {
+        a.subject_id
+        for a in actions
+        if a.action in BLOCKING and a.mode == "enforce" and (a.expires_at or 0) / 1000 > now
+    }
+    assert "repeat" in blocked
+    hook = ThrottleTable()
+    hook.apply(actions)
+    accounts = {a.subject_id for a in actions}
+    assert {s for s in accounts if hook.check(s, "comment", now) is not None} == blocked
 
 
 def test_replay_backtests_another_policy(tmp_path: Path) -> None:

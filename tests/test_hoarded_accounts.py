@@ -108,10 +108,10 @@ def test_stage_partitions_find_what_the_engine_finds() -> None:
 def test_the_watch() -> None:
     why = Watched("g", "net:x", 1_000, 2, 0.9, 50_000)
     watch = DormancyWatch()
-    watch.saw("early", 2_000)  # acted after registering, before being watched
+    watch.learn("early", 2_000)  # acted after registering, before being watched
     watch.watch("early", why)
     watch.watch("b", why)
-    watch.saw("b", 500)  # before its registration: not a sign of life of this account
+    watch.learn("b", 500)  # before its registration: not a sign of life of this account
     watch.watch("c", why, max_watched=1)  # full: refused, and counted
     assert set(watch.watched) == {"b"} and watch.dropped == 1
     assert watch.due(49_999, lookback_ms=10_000) == []

@@ -1,18 +1,22 @@
 """Enforcement policy as data: the Article 19 ladder by Article 13 credit level,
 escalating with a subject's history and easing as its credit recovers; idempotent action
-ids, cooldowns, expiries, throttle descriptors; `lockstep policy check` with one-line
-errors."""
+ids, cooldowns, expiries, throttle descriptors; the measures a ladder may name, their
+parameters and expiries as the measures table defines them; `lockstep policy check` with
+one-line errors."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
+import msgspec
 import pytest
 
 from models.credit import DAY, Credit, level_of
 from pipeline.contract.findings import Finding, make_finding
+from pipeline.enforcement.measures import MEASURES, PARAMETERS, POLICY_MEASURES, UNIT_S, Step, Unit
 from pipeline.enforcement.policy import DEFAULT_POLICY, Enforcer, PolicyError, load_policy
 
 HOUR = 3_600_000
@@ -131,6 +135,17 @@ def test_credit_recovers_and_never_exceeds_the_top() -> None:
         (("version: 1", "version: 2"), "version 2 is not supported"),
         (("[forced_follow]", "[forced_folow]"), "unknown detector 'forced_folow'"),
         (("cooldown_s: 3600", "cooldown_s: soon"), "Expected `int`"),
+        (("unit: hour", "unit: fortnight"), "Invalid enum value 'fortnight'"),
+        (("A: [discount_engagement, warn]", "A: [revert]"), "unknown action 'revert'"),
+        (
+            ("{action: close_account}", "{action: close_account, for_s: 60}"),
+            "close_account does not expire: it takes no for_s",
+        ),
+        (
+            ("{action: restrict_functions, for_s: 604800}", "{action: stop_ads, limits: [follow]}"),
+            "stop_ads takes no limits",
+        ),
+        (("- human_review\n", "- revert\n"), "cooldown_exempt: unknown action revert"),
     ],
 )
 def test_policy_check_says_what_is_wrong_in_one_line(
@@ -153,13 +168,13 @@ def test_policy_check_says_what_is_wrong_in_one_line(
 
 
 def test_every_detector_a_policy_may_name_is_a_stage_that_finds() -> None:
-    from pipeline.contract.findings import DETECTORS
     from pipeline.core.settings import load_settings
-    from pipeline.detectors import build_stages
+    from pipeline.detectors import REGISTRY, build_stages
 
     stages = {s.detector for s in build_stages(load_settings())}
-    assert set(DETECTORS) <= stages
-    assert stages - set(DETECTORS) == {"follower_activity", "lockstep_buckets", "hoarded_watch"}
+    names = set(REGISTRY.finding_detectors)
+    assert names <= stages
+    assert stages - names == {"follower_activity", "lockstep_buckets", "hoarded_watch"}
 
 
 def test_the_default_policy_checks_out() -> None:
@@ -196,3 +211,64 @@ def test_a_burst_seen_by_two_detectors_is_discounted_once() -> None:
     ]
     again = enforcer.decide(whole, record)  # the same estimate again: nothing left to take off
     assert "discount_engagement" not in [a.action for a in again]
+
+
+def _one_step_policy(tmp_path: Path, step: str) -> Path:
+    """The default policy whose every rung is `step` alone."""
+    policy = msgspec.to_builtins(POLICY)
+    for rule in policy["rules"]:
+        rule["ladder"] = {level: [step] for level in rule["ladder"]}
+    path = tmp_path / "one-step.yaml"
+    path.write_bytes(msgspec.json.encode(policy))  # JSON is YAML
+    return path
+
+
+def test_a_ladder_names_the_measures_of_the_table_with_their_parameters(tmp_path: Path) -> None:
+    """Every measure a policy issues loads (with its parameters, and for_s when it is
+    time-bound) and the refusal names them all, in the table's order; revert does not."""
+    assert POLICY_MEASURES == (
+        "warn", "throttle", "restrict_functions", "suspend_updates", "stop_ads", "close_account",
+        "blacklist", "ban_reregistration", "discount_engagement", "report_regulator",
+        "human_review",
+    )  # fmt: skip
+    given = {"requests_per_unit": 5, "unit": "minute", "limits": ["follow"]}
+    for name, measure in MEASURES.items():
+        step = {"action": name, **{p: given[p] for p in measure.params}}
+        if measure.time_bound:
+            step["for_s"] = 60
+        if measure.by_policy:
+            loaded = load_policy(_one_step_policy(tmp_path, step)).rules[0].ladder["A"][0]
+            assert loaded == Step(**step)
+        else:
+            with pytest.raises(PolicyError) as refused:
+                load_policy(_one_step_policy(tmp_path, step))
+            assert str(refused.value).endswith(
+                f"ladder.A[0]: unknown action {name!r} (one of {', '.join(POLICY_MEASURES)})"
+            )
+    missing = _one_step_policy(tmp_path, {"action": "throttle", "unit": "hour"})
+    with pytest.raises(PolicyError, match=r"throttle needs requests_per_unit, unit, limits$"):
+        load_policy(missing)
+
+
+def test_a_steps_parameters_are_the_measures_and_its_units_the_unit_table() -> None:
+    fields = [f.name for f in msgspec.structs.fields(Step)]
+    assert fields == ["action", "for_s", *PARAMETERS]
+    assert get_args(Unit) == tuple(UNIT_S) == ("second", "minute", "hour", "day")
+    assert UNIT_S["day"] * 1000 == DAY
+
+
+def test_time_bound_measures_expire_and_the_others_take_no_for_s(tmp_path: Path) -> None:
+    time_bound = {name for name, measure in MEASURES.items() if measure.time_bound}
+    assert time_bound == {
+        "throttle", "restrict_functions", "suspend_updates", "stop_ads", "blacklist",
+        "ban_reregistration",
+    }  # fmt: skip
+    for name in set(POLICY_MEASURES) - {"throttle"}:
+        step = {"action": name, "for_s": 60}
+        if name in time_bound:
+            enforcer = Enforcer(load_policy(_one_step_policy(tmp_path, step)))
+            (action,) = enforcer.decide(_finding(HOUR), enforcer.new_record())
+            assert action.expires_at == HOUR + 60_000, name
+        else:
+            with pytest.raises(PolicyError, match=f"{name} does not expire: it takes no for_s"):
+                load_policy(_one_step_policy(tmp_path, step))

@@ -1,7 +1,8 @@
 """Review and appeals (Article 20) end to end: replay -> actions in review -> the review
 API (a real server, closed without the bearer token) approves one, which is issued in
 enforce mode; an appeal is filed; a reversal issues a `revert` delivered, signed, to the
-webhook receiver; every step is in the audit trail, whose chain still holds."""
+webhook receiver; every step is in the audit trail, whose chain still holds. The desk lists
+the measures that await a person, and its revert lifts a block at the throttling hook."""
 
 from __future__ import annotations
 
@@ -167,4 +168,51 @@ def test_a_decision_whose_actions_could_not_be_published_is_issued_again_on_repe
     assert repeated.status_code == 409  # recorded the first time
     assert {a.action_id for a in published} == {repeated.json()["issued"][0]["action_id"]}
     assert published[0].action == "revert" and published[0].params["reverts"] == "a1"
+    trail.close()
+
+
+def test_the_desk_lists_what_awaits_a_person_and_its_revert_lifts_the_block(
+    tmp_path: Path,
+) -> None:
+    from pipeline.contract.findings import Action, stable_id
+    from pipeline.enforcement.audit import open_audit
+    from pipeline.enforcement.measures import AWAITING_REVIEW
+    from pipeline.serve.review_api import Reviews
+    from pipeline.serve.throttle import ThrottleTable
+
+    def action(action_id: str, measure: str, mode: str) -> Action:
+        return Action(action_id=action_id, action=measure, subject_type="account",
+                      subject_id="u1", basis=["18", "19"], finding_ids=["f1"], mode=mode,
+                      ts=T0, params={"rule": "r"})  # fmt: skip
+
+    trail = open_audit(str(tmp_path / "audit.sqlite"))
+    trail.append("action", [action("a1", "warn", "enforce"), action("a2", "human_review",
+                 "enforce"), action("a3", "close_account", "review")], "action_id")  # fmt: skip
+    emitted: list[Action] = []
+
+    def emit(actions: list[Action]) -> None:  # to the trail, as the desk's sinks do
+        emitted.extend(actions)
+        trail.append("action", actions, "action_id")
+
+    reviews = Reviews(trail, emit)
+    assert {"human_review"} == AWAITING_REVIEW
+    assert [a["action_id"] for a in reviews.pending()] == ["a2", "a3"]
+
+    assert reviews.decide("a2", "approve", "li", "")["issued"] == []  # enforced already
+    reviews.decide("a3", "approve", "li", "closed")
+    (approved,) = emitted
+    assert approved.action_id == stable_id("approved", "a3") and approved.mode == "enforce"
+    assert approved.params == {"rule": "r", "approves": "a3", "reviewer": "li"}
+    assert reviews.pending() == []
+
+    hook = ThrottleTable()
+    hook.apply(emitted)
+    assert hook.check("u1", "follow", T0 / 1000)[0].kind == "close_account"
+    reviews.reverse(approved.action_id, "wang", "appeal upheld")
+    revert = emitted[-1]
+    assert revert.action == "revert" and revert.basis == ["18", "19", "20"]
+    assert revert.params == {"reverts": approved.action_id, "reverted": "close_account",
+                             "reviewer": "wang", "reason": "appeal upheld"}  # fmt: skip
+    hook.apply([revert])
+    assert hook.check("u1", "follow", T0 / 1000) is None
     trail.close()

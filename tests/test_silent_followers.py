@@ -127,21 +127,21 @@ def test_both_runtimes_name_the_same_silent_followers() -> None:
 
 def test_recent_activity_forgets_by_generation_and_does_not_depend_on_sharding() -> None:
     seen = RecentActivity(generation_ms=10)
-    seen.saw(["a"], 5)
-    seen.saw(["b"], 12)
+    seen.learn(["a"], 5)
+    seen.learn(["b"], 12)
     assert seen.active("a", 12) and seen.active("b", 12) and not seen.active("c", 12)
-    seen.saw(["c"], 25)  # a new generation: "a" (two back) is swept out
+    seen.learn(["c"], 25)  # a new generation: "a" (two back) is swept out
     assert not seen.active("a", 25) and seen.active("b", 25) and seen.active("c", 25)
     assert all("a" not in accounts for accounts in seen.generations.values())
     assert not seen.active("b", 60) and not seen.active("c", 60)  # a long silence
     halves = [RecentActivity(10), RecentActivity(10)]  # the same, split in two
     for account, ts in [("a", 5), ("b", 12), ("c", 25)]:
-        halves[account == "b"].saw([account], ts)
+        halves[account == "b"].learn([account], ts)
     for account in "abcd":
         for ts in (12, 25, 31, 60):
             whole = RecentActivity(10)
             for acct, at in [("a", 5), ("b", 12), ("c", 25)]:
-                whole.saw([acct], at)
+                whole.learn([acct], at)
             assert whole.active(account, ts) == halves[account == "b"].active(account, ts)
     for ts in (12, 25, 31, 60):  # `inactive` asks `active` of many accounts at once
         assert seen.inactive("abcd", ts) == {a for a in "abcd" if not seen.active(a, ts)}

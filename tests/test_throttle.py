@@ -1,7 +1,8 @@
-"""The throttling hook: throttles count requests per unit and answer 429 with Retry-After
-beyond; blocking measures limit every action until they expire; shadow and review
-actions limit nobody; a revert lifts; a real server answers over HTTP, Envoy style too,
-and takes in actions appended while it runs."""
+"""The throttling hook: throttles count requests per unit (of the units table) and answer
+429 with Retry-After beyond; the measures that block (as the measures table says, and no
+other) limit every action until they expire; shadow and review actions limit nobody; a
+revert lifts; a real server answers over HTTP, Envoy style too, and takes in actions
+appended while it runs."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import msgspec
 
 from pipeline.contract.findings import Action
+from pipeline.enforcement.measures import BLOCKING, MEASURES, UNIT_S
 from pipeline.serve.throttle import ThrottleTable
 
 NOW = 1_767_229_200.0  # seconds; 2026-01-01T01:00:00Z
@@ -37,7 +39,7 @@ def _action(action: str, account: str, mode: str = "enforce", **kw) -> Action:
     )
 
 
-def _throttle(account: str, per_hour: int = 3, mode: str = "enforce") -> Action:
+def _throttle(account: str, per_unit: int = 3, mode: str = "enforce", unit: str = "hour") -> Action:
     return _action(
         "throttle",
         account,
@@ -48,8 +50,8 @@ def _throttle(account: str, per_hour: int = 3, mode: str = "enforce") -> Action:
                 {"key": "account_id", "value": account},
                 {"key": "action", "value": "follow"},
             ],
-            "requests_per_unit": per_hour,
-            "unit": "hour",
+            "requests_per_unit": per_unit,
+            "unit": unit,
         },
     )
 
@@ -83,6 +85,26 @@ def test_blocking_measures_limit_everything_until_they_expire_or_are_reverted() 
     assert table.check("b", "follow", NOW) is None
 
 
+def test_every_measure_that_blocks_limits_every_action_and_no_other_measure_does() -> None:
+    table = ThrottleTable()
+    table.apply([_action(name, name) for name in MEASURES if name not in ("throttle", "revert")])
+    limited = {name for name in MEASURES if table.check(name, "comment", NOW) is not None}
+    assert limited == BLOCKING == {
+        "restrict_functions", "suspend_updates", "close_account", "blacklist", "ban_reregistration"
+    }  # fmt: skip
+    assert all(table.check(name, "follow", NOW)[0].kind == name for name in BLOCKING)
+
+
+def test_a_throttle_counts_in_the_unit_it_names() -> None:
+    for unit, seconds in UNIT_S.items():
+        table = ThrottleTable()
+        table.apply([_throttle("bot1", per_unit=1, unit=unit)])
+        start = NOW // seconds * seconds  # the start of the unit NOW is in
+        assert table.check("bot1", "follow", start) is None
+        assert table.check("bot1", "follow", start)[1] == seconds, unit
+        assert table.check("bot1", "follow", start + seconds) is None, unit
+
+
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,7 +113,7 @@ def _port() -> int:
 
 def test_the_server_answers_over_http_and_follows_new_actions(tmp_path: Path) -> None:
     actions = tmp_path / "actions.jsonl"
-    actions.write_bytes(msgspec.json.encode(_throttle("bot1", per_hour=2)) + b"\n")
+    actions.write_bytes(msgspec.json.encode(_throttle("bot1", per_unit=2)) + b"\n")
     port = _port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "throttle", "serve", "--actions", str(actions),

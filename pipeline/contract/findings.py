@@ -60,29 +60,13 @@ def severity_of(score: float, cuts: SeveritySettings) -> str | None:
     return None
 
 
-# The detectors whose findings a policy can name (docs/contract.md §2); stages that only
-# hand records on to others (follower_activity, lockstep_buckets, hoarded_watch) find nothing.
-DETECTORS: tuple[str, ...] = (
-    "follower_jump",
-    "silent_followers",
-    "engagement_inflation",
-    "forced_follow",
-    "edge_burst",
-    "lockstep_group",
-    "lockstep_ring",
-    "duplicate_content",
-    "churn",
-    "batch_registration",
-    "hoarded_accounts",
-)
-
-
 def fabricated(**counts: float) -> dict[str, int]:
     """Evidence for Article 12 findings: how many of each kind of engagement (follow,
     click, repost, comment) in the window look fabricated, the count above what the
     subject's own normal explains. `discount_engagement` actions carry it, so a platform
-    knows what to take off the public counts."""
-    return {kind: round(n) for kind, n in counts.items() if n >= 0.5}
+    knows what to take off the public counts. Kinds in name order: a window's kinds come
+    in the order its events did, which is not the same from one process to the next."""
+    return {kind: round(n) for kind, n in sorted(counts.items()) if n >= 0.5}
 
 
 def make_finding(

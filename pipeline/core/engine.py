@@ -22,7 +22,7 @@ from pipeline.core.derived import check_stream_order, split_outputs
 from pipeline.core.gate import Admitted, Gate
 from pipeline.core.settings import Settings
 from pipeline.core.stage import KeyedRunner, Stage
-from pipeline.core.window_runner import WindowRunner
+from pipeline.core.window_runner import WholeWindowStage, WindowRunner
 from pipeline.detectors import build_topology
 from pipeline.enforcement.stage import FINDING_STREAM, finding_records
 
@@ -79,7 +79,7 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.runners: list[KeyedRunner | WindowRunner] = [
-            WindowRunner(s) if s.whole_window else KeyedRunner(s)
+            WindowRunner(s) if isinstance(s, WholeWindowStage) else KeyedRunner(s)
             for s in (build_topology(settings) if stages is None else stages)
         ]
         check_stream_order([r.stage for r in self.runners])

@@ -1,21 +1,21 @@
 """Settings loaded from `config/lockstep.yaml`, optionally overlaid by a user file.
 
-The YAML file is the single source of every default; the structs below are only its schema,
+The YAML file is the single source of every default; the structs below, and each
+detector's own (declared by its module, `pipeline.detectors.registry`), are only its schema,
 so a typo or a wrong type in a user file fails with one clear line instead of being ignored.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import msgspec
 import yaml
-
-from pipeline.contract.events import EVENT_TYPES, Origin
 
 # The defaults ship as package data (config/ is installed as `lockstep_config`).
 CONFIG_DIR = Path(str(resources.files("lockstep_config")))
@@ -41,225 +41,6 @@ class EventTimeSettings(_Strict):
 class DedupSettings(_Strict):
     horizon_ms: int
     max_ids: int
-
-
-class FollowerJumpSettings(_Strict):
-    enabled: bool
-    article: str
-    window_ms: int
-    hop_ms: int
-    half_life_ms: int
-    warmup_windows: int
-    z_threshold: float
-    min_net_follows: int
-    min_ratio: float
-    clip_z: float
-    max_members: int
-    idle_ttl_ms: int
-    young_account_ms: int
-    young_share: float
-    shared_min: int
-    crowding_share: float
-    support_half_life_ms: int
-    support_warmup_windows: int
-    level_min_ratio: float
-    level_allowance: float
-    level_cap: float
-    level_threshold: float
-    level_min_net: int
-    level_window_z: float
-    attention_z: float
-
-
-class EngagementInflationSettings(_Strict):
-    enabled: bool
-    article: str
-    window_ms: int
-    hop_ms: int
-    half_life_ms: int
-    prior_events: float
-    warmup_windows: int
-    owner_warmup_windows: int
-    z_threshold: float
-    min_events: int
-    min_ratio: float
-    clip_z: float
-    max_accounts_per_event: float
-    max_devices_per_event: float
-    max_networks_per_event: float
-    min_signals: int
-    sample_events: int
-    relearn_sources_windows: int
-    min_member_events: int
-    max_members: int
-    idle_ttl_ms: int
-
-
-class ForcedFollowSettings(_Strict):
-    enabled: bool
-    article: str
-    window_ms: int
-    hop_ms: int
-    half_life_ms: int
-    prior_forced: float
-    warmup_windows: int
-    z_threshold: float
-    min_forced: int
-    min_victims: int
-    min_forced_share: float
-    min_ratio: float
-    clip_z: float
-    forcing_origins: tuple[Origin, ...]
-    max_tracked_victims: int
-    max_listed_victims: int
-    idle_ttl_ms: int
-
-
-class EdgeBurstSettings(_Strict):
-    enabled: bool
-    article: str
-    tick_ms: int
-    shards: int
-    rows: int
-    buckets: int
-    decay: float
-    warmup_ticks: int
-    seed: int
-    z_threshold: float
-    clip_z: float
-    threshold: float
-    min_follows: int
-    min_ratio: float
-    young_account_ms: int
-    young_share: float
-    shared_min: int
-    crowding_share: float
-    max_members: int
-    idle_ttl_ms: int
-
-
-class LockstepGroupSettings(_Strict):
-    enabled: bool
-    article: str
-    actions: tuple[Literal["repost", "click", "comment"], ...]
-    window_ms: int
-    horizon_ms: int
-    start_actions: int
-    round_gap_ms: int
-    max_round_ms: int
-    min_round_actors: int
-    min_items: int
-    min_shared: int
-    link_share: float
-    member_share: float
-    min_members: int
-    regrow_share: float
-    max_actions: int
-    max_members: int
-    idle_ttl_ms: int
-    across_accounts: bool
-    ring_bands: int
-    ring_max_rounds: int
-    ring_max_actors: int
-
-
-class ChurnSettings(_Strict):
-    enabled: bool
-    article: str
-    hop_ms: int
-    undo_within_ms: int
-    horizon_ms: int
-    prior_undos: float
-    z_threshold: float
-    min_undos: int
-    min_targets: int
-    round_gap_ms: int
-    renotify_ms: int
-    max_undos: int
-    idle_ttl_ms: int
-
-
-class BatchRegistrationSettings(_Strict):
-    enabled: bool
-    article: str
-    window_ms: int
-    hop_ms: int
-    half_life_ms: int
-    prior_registrations: float
-    z_threshold: float
-    clip_z: float
-    min_registrations: int
-    min_ratio: float
-    max_devices_per_registration: float
-    max_members: int
-    idle_ttl_ms: int
-
-
-class HoardedAccountsSettings(_Strict):
-    enabled: bool
-    article: str
-    dormancy_ms: int
-    check_every_ms: int
-    lookback_ms: int
-    activity_types: list[str]
-    shards: int
-    max_watched: int
-    min_dormant: int
-    min_dormant_share: float
-    idle_ttl_ms: int
-
-
-class SilentFollowersSettings(_Strict):
-    enabled: bool
-    article: str
-    activity_types: list[str]
-    shards: int
-    window_ms: int
-    generation_ms: int
-    warmup_ms: int
-    follow_up_ms: int
-    memory_ms: int
-    min_silent: int
-    min_silent_share: float
-    max_members: int
-    idle_ttl_ms: int
-
-
-class DuplicateContentSettings(_Strict):
-    enabled: bool
-    article: str
-    window_ms: int
-    hop_ms: int
-    permutations: int
-    bands: int
-    seed: int
-    wide_weight: float
-    min_information: float
-    min_similarity: float
-    min_accounts: int
-    min_ratio: float
-    half_life_ms: int
-    habit_ms: int
-    warmup_ms: int
-    max_buckets: int
-    max_members: int
-    sample_texts: int
-    bot_reservoir: int
-    bot_learn_actors: int
-    idle_ttl_ms: int
-
-
-class DetectorSettings(_Strict):
-    follower_jump: FollowerJumpSettings
-    engagement_inflation: EngagementInflationSettings
-    forced_follow: ForcedFollowSettings
-    edge_burst: EdgeBurstSettings
-    lockstep_group: LockstepGroupSettings
-    churn: ChurnSettings
-    batch_registration: BatchRegistrationSettings
-    hoarded_accounts: HoardedAccountsSettings
-    silent_followers: SilentFollowersSettings
-    duplicate_content: DuplicateContentSettings
 
 
 class SeveritySettings(_Strict):
@@ -326,7 +107,8 @@ class Settings(_Strict):
     input: InputSettings
     event_time: EventTimeSettings
     dedup: DedupSettings
-    detectors: DetectorSettings
+    # a block per detector, decoded into its settings struct: `DetectorBlocks.schema`
+    detectors: Any
     severity: SeveritySettings
     enforcement: EnforcementSettings
     webhooks: WebhookSettings
@@ -372,31 +154,6 @@ def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 
 def _check(settings: Settings) -> None:
     """Relations between values that the types alone cannot express."""
-    fj = settings.detectors.follower_jump
-    if fj.hop_ms <= 0 or fj.window_ms <= 0 or fj.window_ms % fj.hop_ms:
-        raise ConfigError(
-            "detectors.follower_jump: window_ms must be a positive multiple of hop_ms"
-        )
-    for name in ("engagement_inflation", "forced_follow", "duplicate_content"):
-        stage = getattr(settings.detectors, name)
-        if stage.hop_ms <= 0 or stage.window_ms <= 0 or stage.window_ms % stage.hop_ms:
-            raise ConfigError(f"detectors.{name}: window_ms must be a positive multiple of hop_ms")
-    ei = settings.detectors.engagement_inflation
-    if ei.sample_events < ei.min_events:
-        raise ConfigError("detectors.engagement_inflation: sample_events must be >= min_events")
-    if not 1 <= ei.min_signals <= 3:
-        raise ConfigError("detectors.engagement_inflation: min_signals must be 1, 2 or 3")
-    if ei.relearn_sources_windows < 1:
-        raise ConfigError("detectors.engagement_inflation: relearn_sources_windows must be >= 1")
-    if not 0.0 <= settings.detectors.forced_follow.min_forced_share <= 1.0:
-        raise ConfigError("detectors.forced_follow: min_forced_share must be in [0, 1]")
-    _check_edge_burst(settings.detectors.edge_burst)
-    _check_lockstep_group(settings.detectors.lockstep_group)
-    _check_churn(settings.detectors.churn)
-    _check_batch_registration(settings.detectors.batch_registration)
-    _check_hoarded_accounts(settings.detectors.hoarded_accounts)
-    _check_silent_followers(settings.detectors.silent_followers, settings.detectors.follower_jump)
-    _check_duplicate_content(settings.detectors.duplicate_content)
     if settings.event_time.allowed_lateness_ms < 0:
         raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
     if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:
@@ -427,156 +184,6 @@ def _check(settings: Settings) -> None:
 # A shard's sketch (9 float64 arrays' worth of rows * buckets) and its open ticks are
 # pickled into one changelog record by the distributed runtime.
 SKETCH_MAX_BYTES = 768 * 1024
-
-
-def _check_edge_burst(eb: EdgeBurstSettings) -> None:
-    where = "detectors.edge_burst"
-    if eb.tick_ms <= 0:
-        raise ConfigError(f"{where}: tick_ms must be > 0")
-    if eb.shards < 1:
-        raise ConfigError(f"{where}: shards must be >= 1")
-    if eb.rows < 1 or eb.buckets < 1:
-        raise ConfigError(f"{where}: rows and buckets must be >= 1")
-    if 9 * 8 * eb.rows * eb.buckets > SKETCH_MAX_BYTES:
-        raise ConfigError(
-            f"{where}: rows * buckets must be <= {SKETCH_MAX_BYTES // 72} (a shard's state is "
-            "one table changelog record; Kafka's default record limit is 1 MiB)"
-        )
-    if not 0.0 < eb.decay < 1.0:
-        raise ConfigError(f"{where}: decay must be in (0, 1)")
-    if eb.z_threshold <= 0.0 or eb.clip_z <= 0.0 or eb.warmup_ticks < 0:
-        raise ConfigError(f"{where}: z_threshold and clip_z must be > 0, warmup_ticks >= 0")
-    if not 0.0 <= eb.threshold < 1.0:
-        raise ConfigError(f"{where}: threshold must be in [0, 1)")
-    if not (0.0 <= eb.young_share <= 1.0 and 0.0 <= eb.crowding_share <= 1.0):
-        raise ConfigError(f"{where}: young_share and crowding_share must be in [0, 1]")
-    if min(eb.min_follows, eb.shared_min, eb.max_members) < 1:
-        raise ConfigError(f"{where}: min_follows, shared_min and max_members must be >= 1")
-
-
-def _check_lockstep_group(lg: LockstepGroupSettings) -> None:
-    where = "detectors.lockstep_group"
-    if not lg.actions:
-        raise ConfigError(f"{where}: actions must name at least one event type")
-    if min(lg.window_ms, lg.round_gap_ms, lg.max_round_ms) <= 0:
-        raise ConfigError(f"{where}: window_ms, round_gap_ms and max_round_ms must be > 0")
-    if lg.horizon_ms < lg.max_round_ms or lg.idle_ttl_ms < lg.horizon_ms:
-        raise ConfigError(f"{where}: need max_round_ms <= horizon_ms <= idle_ttl_ms")
-    if not 1 <= lg.start_actions <= lg.min_round_actors:
-        raise ConfigError(f"{where}: start_actions must be in [1, min_round_actors]")
-    if lg.min_items < 2 or lg.min_round_actors < 2 or lg.min_shared < 2:
-        raise ConfigError(f"{where}: min_items, min_round_actors and min_shared must be >= 2")
-    if min(lg.min_members, lg.max_members, lg.max_actions) < 1:
-        raise ConfigError(f"{where}: min_members, max_members and max_actions must be >= 1")
-    if not (0.0 < lg.link_share <= 1.0 and 0.0 < lg.member_share <= 1.0):
-        raise ConfigError(f"{where}: link_share and member_share must be in (0, 1]")
-    if lg.regrow_share < 0.0:
-        raise ConfigError(f"{where}: regrow_share must be >= 0")
-    if min(lg.ring_bands, lg.ring_max_rounds) < 1 or lg.ring_max_actors < lg.min_round_actors:
-        raise ConfigError(
-            f"{where}: ring_bands and ring_max_rounds must be >= 1, "
-            "ring_max_actors >= min_round_actors"
-        )
-
-
-def _check_churn(ch: ChurnSettings) -> None:
-    where = "detectors.churn"
-    if min(ch.hop_ms, ch.undo_within_ms, ch.round_gap_ms) <= 0:
-        raise ConfigError(f"{where}: hop_ms, undo_within_ms and round_gap_ms must be > 0")
-    if ch.horizon_ms < ch.hop_ms or ch.idle_ttl_ms < ch.horizon_ms:
-        raise ConfigError(f"{where}: need hop_ms <= horizon_ms <= idle_ttl_ms")
-    if ch.prior_undos < 0.0 or ch.z_threshold <= 0.0:
-        raise ConfigError(f"{where}: prior_undos must be >= 0 and z_threshold > 0")
-    if min(ch.min_undos, ch.min_targets, ch.max_undos) < 1 or ch.max_undos < ch.min_undos:
-        raise ConfigError(f"{where}: need 1 <= min_undos <= max_undos and min_targets >= 1")
-    if ch.renotify_ms < 0:
-        raise ConfigError(f"{where}: renotify_ms must be >= 0")
-
-
-def _check_hoarded_accounts(ha: HoardedAccountsSettings) -> None:
-    where = "detectors.hoarded_accounts"
-    if ha.check_every_ms <= 0 or ha.dormancy_ms < ha.check_every_ms:
-        raise ConfigError(f"{where}: need 0 < check_every_ms <= dormancy_ms")
-    if ha.lookback_ms < ha.check_every_ms or ha.idle_ttl_ms < ha.dormancy_ms:
-        raise ConfigError(
-            f"{where}: need lookback_ms >= check_every_ms and idle_ttl_ms >= dormancy_ms"
-        )
-    unknown = set(ha.activity_types) - set(EVENT_TYPES)
-    if not ha.activity_types or unknown:
-        raise ConfigError(f"{where}: activity_types must name event types, not {sorted(unknown)}")
-    if ha.shards < 1 or ha.max_watched < 1 or ha.min_dormant < 1:
-        raise ConfigError(f"{where}: shards, max_watched and min_dormant must be >= 1")
-    if not 0.0 < ha.min_dormant_share <= 1.0:
-        raise ConfigError(f"{where}: min_dormant_share must be in (0, 1]")
-
-
-def _check_silent_followers(sf: SilentFollowersSettings, fj: FollowerJumpSettings) -> None:
-    where = "detectors.silent_followers"
-    unknown = set(sf.activity_types) - set(EVENT_TYPES)
-    if not sf.activity_types or unknown or "follow" in sf.activity_types:
-        raise ConfigError(
-            f"{where}: activity_types must name event types other than follow, "
-            f"not {sorted(unknown | ({'follow'} & set(sf.activity_types)))}"
-        )
-    if min(sf.shards, sf.min_silent, sf.max_members) < 1:
-        raise ConfigError(f"{where}: shards, min_silent and max_members must be >= 1")
-    if sf.window_ms <= 0 or sf.generation_ms < sf.window_ms or sf.warmup_ms < 0:
-        raise ConfigError(f"{where}: need 0 < window_ms <= generation_ms and warmup_ms >= 0")
-    if sf.memory_ms < fj.window_ms or sf.idle_ttl_ms < sf.window_ms:
-        raise ConfigError(
-            f"{where}: memory_ms must cover follower_jump.window_ms and idle_ttl_ms window_ms"
-        )
-    if not 0.0 < sf.min_silent_share <= 1.0:
-        raise ConfigError(f"{where}: min_silent_share must be in (0, 1]")
-    if sf.follow_up_ms < 0:
-        raise ConfigError(f"{where}: follow_up_ms must be >= 0")
-
-
-def _check_batch_registration(br: BatchRegistrationSettings) -> None:
-    where = "detectors.batch_registration"
-    if br.hop_ms <= 0 or br.window_ms <= 0 or br.window_ms % br.hop_ms:
-        raise ConfigError(f"{where}: window_ms must be a positive multiple of hop_ms")
-    if br.half_life_ms <= 0 or br.idle_ttl_ms < br.window_ms:
-        raise ConfigError(f"{where}: half_life_ms must be > 0 and idle_ttl_ms >= window_ms")
-    if br.prior_registrations < 0.0 or br.z_threshold <= 0.0 or br.clip_z <= 0.0:
-        raise ConfigError(f"{where}: prior_registrations >= 0, z_threshold and clip_z > 0")
-    if br.min_registrations < 2 or br.max_members < 1:
-        raise ConfigError(f"{where}: min_registrations must be >= 2 and max_members >= 1")
-    if not 0.0 < br.max_devices_per_registration <= 1.0:
-        raise ConfigError(f"{where}: max_devices_per_registration must be in (0, 1]")
-
-
-BUCKET_BYTES = 48  # a remembered bucket of `duplicate_content`, pickled (about 41 measured)
-
-
-def _check_duplicate_content(dc: DuplicateContentSettings) -> None:
-    where = "detectors.duplicate_content"
-    if dc.bands < 1 or dc.permutations < dc.bands or dc.permutations % dc.bands:
-        raise ConfigError(f"{where}: permutations must be a positive multiple of bands")
-    if dc.seed < 0:
-        raise ConfigError(f"{where}: seed must be >= 0")
-    if dc.wide_weight < 1.0 or dc.min_information < 0.0:
-        raise ConfigError(f"{where}: wide_weight must be >= 1 and min_information >= 0")
-    if not 0.0 < dc.min_similarity <= 1.0:
-        raise ConfigError(f"{where}: min_similarity must be in (0, 1]")
-    if dc.max_buckets * BUCKET_BYTES > SKETCH_MAX_BYTES:
-        raise ConfigError(
-            f"{where}: max_buckets must be <= {SKETCH_MAX_BYTES // BUCKET_BYTES} (the memory "
-            "of common texts is one table changelog record; Kafka's default limit is 1 MiB)"
-        )
-    if min(dc.min_accounts, dc.max_buckets, dc.max_members) < 1 or dc.sample_texts < 0:
-        raise ConfigError(
-            f"{where}: min_accounts, max_buckets and max_members must be >= 1, sample_texts >= 0"
-        )
-    if dc.min_ratio < 1.0 or dc.half_life_ms <= 0 or dc.warmup_ms < 0:
-        raise ConfigError(f"{where}: min_ratio must be >= 1, half_life_ms > 0, warmup_ms >= 0")
-    if dc.habit_ms < dc.hop_ms:
-        raise ConfigError(f"{where}: habit_ms must be >= hop_ms")
-    if not 256 <= dc.bot_reservoir <= 2000 or dc.bot_learn_actors < 1:
-        raise ConfigError(
-            f"{where}: bot_reservoir must be in [256, 2000] (rows kept twice in the one "
-            "key's state), bot_learn_actors >= 1"
-        )
 
 
 # Environment variables that override a setting (containers are configured this way).
@@ -613,6 +220,23 @@ def policy_path(settings: Settings) -> Path:
     return CONFIG_DIR / given
 
 
+class DetectorBlocks(Protocol):
+    """The schema and the checks of the `detectors:` block, which only the detectors know."""
+
+    @property
+    def schema(self) -> type[msgspec.Struct]: ...
+
+    def check(self, detectors: Any) -> None: ...
+
+
+def _detector_blocks() -> DetectorBlocks:
+    """The detectors' registry, which declares every detector's settings block. Imported
+    when settings are loaded, not at the top: the detectors import this module."""
+    from pipeline.detectors import REGISTRY
+
+    return REGISTRY
+
+
 def load_settings(
     path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
@@ -625,9 +249,19 @@ def load_settings(
     data = _merge(data, _from_environment(os.environ if environ is None else environ))
     if overrides:
         data = _merge(data, overrides)
+    detectors = _detector_blocks()
     try:
-        settings = msgspec.convert(data, Settings)
+        settings = msgspec.convert(data, _with_detectors(detectors.schema))
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid config: {exc}") from exc
+    detectors.check(settings.detectors)
     _check(settings)
     return settings
+
+
+@functools.cache
+def _with_detectors(detectors: type[msgspec.Struct]) -> type[Settings]:
+    """Settings whose `detectors` block decodes as `detectors`."""
+    return msgspec.defstruct(
+        "Settings", [("detectors", detectors)], bases=(Settings,), module=__name__
+    )

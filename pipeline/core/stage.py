@@ -57,20 +57,13 @@ class KeyState:
 
 
 class Stage(ABC):
-    """A detector's per-key logic. Subclasses set the class attributes and four methods."""
+    """A detector's per-key logic. Subclasses set the class attributes and four methods
+    (or derive from `pipeline.core.window_runner.WholeWindowStage`, for a stage that
+    judges a window's events of every key at once)."""
 
     detector: ClassVar[str]
     key_field: ClassVar[str]
     event_types: ClassVar[frozenset[str]]
-    # True for a stage that judges a window's events all at once (its panes are lists of
-    # events, `evaluate` groups them itself): the embedded runtime then keeps one list of
-    # events per pane for all keys (`pipeline.core.window_runner`) instead of a pane per key.
-    whole_window: ClassVar[bool] = False
-    # True for a whole-window stage that reduces each batch of a pane as it comes (`fold`),
-    # while its events are still in the CPU's caches: the embedded runtime then keeps a
-    # fold per pane, not the events, and `judge` gets a window's folds. (Reading a field of every
-    # event at a window's close, minutes after decoding, costs a cache miss per event.)
-    folds: ClassVar[bool] = False
     # Event types the stage only counts per key and pane (`add_count`): the embedded
     # runtime tallies them in C, a pane update per key and batch, not a call per event.
     # `add` must still take them (the distributed runtime adds event by event).
@@ -114,16 +107,6 @@ class Stage(ABC):
     def add_count(self, pane: Any, events: int) -> None:
         """Fold `events` events of a counted type into a pane, as `add` would one by one."""
         raise NotImplementedError(f"{self.detector} counts no event type")
-
-    def fold(self, events: list[Any], kind: str | None = None, into: Any = None) -> Any:
-        """A batch of a pane's events, reduced to what `judge` needs (`folds` stages) and
-        folded into `into`, the pane's fold so far, if given (so a pane holds one fold,
-        however many batches it took); `kind`: the type of every event of the batch,
-        when the caller knows it has one."""
-        if into is None:
-            return list(events)  # a copy: the batch's lists are shared between stages
-        into.extend(events)
-        return into
 
     def wake_at(self, model: Any) -> int | None:
         """When a key's model next needs a window closed even if no event comes (a

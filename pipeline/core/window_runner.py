@@ -1,13 +1,13 @@
-"""The embedded runtime's runner for whole-window stages: one event list per pane.
+"""Whole-window stages, and the embedded runtime's runner for them: one event list per pane.
 
 A stage that sees most events (every click, on a long tail of items and owners) pays,
 under `KeyedRunner`, a key lookup, a pane lookup and a call per event. A whole-window
-stage (`Stage.whole_window`) instead keeps, per pane, the batches of events as they came
-(an append per batch, no work per event), and judges each closed window's events at once
-with `judge`, where counting and grouping run in C (`collections.Counter`,
-`itertools.compress`) and per-key work is left for the few keys that need a look. The
-per-key models live in the same kind of store as `KeyedRunner`'s (`KeyState` by key,
-without panes), so eviction and introspection are the same.
+stage (`WholeWindowStage`) instead has the embedded runtime keep, per pane, the batches of
+events as they came (an append per batch, no work per event), and judges each closed
+window's events at once with `judge`, where counting and grouping run in C
+(`collections.Counter`, `itertools.compress`) and per-key work is left for the few keys
+that need a look. The per-key models live in the same kind of store as `KeyedRunner`'s
+(`KeyState` by key, without panes), so eviction and introspection are the same.
 
 The distributed runtime runs the same stage under `TableRunner`, a pane per key (its
 state must go to a table per key); `evaluate` then judges one key's events with the same
@@ -16,11 +16,13 @@ state must go to a table per key); `evaluate` then judges one key's events with 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, MutableMapping
+from abc import abstractmethod
+from collections.abc import Iterable, MutableMapping, Sequence
 from itertools import chain
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pipeline.contract.findings import Finding
+from pipeline.core.derived import Derived
 from pipeline.core.stage import KeyState, Stage, split_by_pane, wake_pane, wakes
 
 
@@ -71,12 +73,58 @@ def events_of(panes: list[list[Any]]) -> list[Any]:
     return panes[0] if len(panes) == 1 else list(chain.from_iterable(panes))
 
 
+class WholeWindowStage(Stage):
+    """A stage that judges a window's events all at once (`judge`), for every key in the
+    embedded runtime (`WindowRunner`), for one key in the distributed one (`evaluate`).
+
+    Its panes are lists of events, unless it `folds`: then each batch of a pane is reduced
+    as it comes (`fold`), while its events are still in the CPU's caches, and `judge` gets
+    a window's folds. (Reading a field of every event at a window's close, minutes after
+    decoding, costs a cache miss per event.) A folding stage's `new_pane` and `add` make
+    and grow one key's fold, the distributed runtime's pane.
+    """
+
+    folds: ClassVar[bool] = False  # True: a pane is one fold (`fold`), not a list of events
+
+    def new_pane(self) -> list[Any]:
+        return []
+
+    def add(self, pane: list[Any], event: Any) -> None:
+        pane.append(event)  # a pane per key: the distributed runtime's `TableRunner`
+
+    def fold(self, events: list[Any], kind: str | None = None, into: Any = None) -> Any:
+        """A batch of a pane's events, reduced to what `judge` needs (`folds` stages) and
+        folded into `into`, the pane's fold so far, if given (so a pane holds one fold,
+        however many batches it took); `kind`: the type of every event of the batch,
+        when the caller knows it has one."""
+        raise NotImplementedError(f"{self.detector} does not fold")
+
+    def window_of(self, panes: list[Any]) -> list[Any]:
+        """What `judge` gets of a window's panes: their folds, or their events in order."""
+        return panes if self.folds else events_of(panes)
+
+    def evaluate(
+        self, key: str, model: Any, panes: list[Any], start: int, end: int
+    ) -> Sequence[Finding | Derived]:
+        """One key's window (the distributed runtime), judged as the embedded runtime
+        judges every key's at once."""
+        return self.judge(self.window_of(panes), OneModel(key, model), start, end)
+
+    @abstractmethod
+    def judge(
+        self, window: list[Any], models: Models, start: int, end: int
+    ) -> Sequence[Finding | Derived]:
+        """Judge the closed window [start, end): its events (or folds) of every key whose
+        model `models` offers, updating those models; the findings and derived records."""
+
+
 class WindowRunner:
     """`KeyedRunner`'s interface (add_batch, advance, flush, evict_idle) for a
     whole-window stage: panes hold batches of events for every key at once."""
 
-    def __init__(self, stage: Stage, store: MutableMapping[str, KeyState] | None = None) -> None:
-        assert stage.whole_window, f"{stage.detector} is not a whole-window stage"
+    def __init__(
+        self, stage: WholeWindowStage, store: MutableMapping[str, KeyState] | None = None
+    ) -> None:
         self.stage = stage
         self.store: MutableMapping[str, KeyState] = {} if store is None else store
         self.panes: dict[int, list[list[Any]]] = {}  # pane start -> batches of its events
@@ -93,7 +141,7 @@ class WindowRunner:
         kind: str | None = None,
     ) -> None:
         """Keep a batch's events (or their folds) in their panes; `kind`: the one type of
-        every event of the batch, when the caller knows it (see `Stage.fold`)."""
+        every event of the batch, when the caller knows it (see `WholeWindowStage.fold`)."""
         events = events if isinstance(events, list) else list(events)
         if not events:
             return
@@ -124,11 +172,11 @@ class WindowRunner:
             self._due.discard(end)
             start = end - size
             batches = [b for p in sorted(self.panes) if start <= p < end for b in self.panes[p]]
-            events = batches if self.stage.folds else events_of(batches)
+            window = self.stage.window_of(batches)
             woken = self._wakes.pop(end, None)
-            if events or woken:
+            if window or woken:
                 models = StoreModels(self.store, self.stage.new_model, end)
-                findings.extend(self.stage.judge(events, models, start, end))  # type: ignore[attr-defined]
+                findings.extend(self.stage.judge(window, models, start, end))
                 if wakes(self.stage):
                     findings.extend(self._wake(end))
             for p in [p for p in self.panes if p < end + hop - size]:

@@ -38,14 +38,44 @@ import msgspec
 from models.network import network_of
 from models.prior_baseline import PriorCountBaseline
 from models.registration_burst import devices_per_registration, source_of
+from models.scales import decay_alpha, saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of
 from pipeline.core.derived import Derived
-from pipeline.core.settings import BatchRegistrationSettings, SeveritySettings
+from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
-from pipeline.core.window_runner import Models, OneModel, events_of
+from pipeline.core.window_runner import Models, WholeWindowStage
 from pipeline.detectors.hoarded_accounts import MEMBER_STREAM, member_record
+from pipeline.detectors.registry import Build, Detector, DetectorSettings, check_hops
 
 _order = attrgetter("ts", "event_id")
+
+
+class BatchRegistrationSettings(DetectorSettings):
+    """`detectors.batch_registration` in config/lockstep.yaml, which explains each field."""
+
+    window_ms: int
+    hop_ms: int
+    half_life_ms: int
+    prior_registrations: float
+    z_threshold: float
+    clip_z: float
+    min_registrations: int
+    min_ratio: float
+    max_devices_per_registration: float
+    max_members: int
+    idle_ttl_ms: int
+
+    def check(self) -> None:
+        where = "detectors.batch_registration"
+        check_hops(where, self.window_ms, self.hop_ms)
+        if self.half_life_ms <= 0 or self.idle_ttl_ms < self.window_ms:
+            raise ConfigError(f"{where}: half_life_ms must be > 0 and idle_ttl_ms >= window_ms")
+        if self.prior_registrations < 0.0 or self.z_threshold <= 0.0 or self.clip_z <= 0.0:
+            raise ConfigError(f"{where}: prior_registrations >= 0, z_threshold and clip_z > 0")
+        if self.min_registrations < 2 or self.max_members < 1:
+            raise ConfigError(f"{where}: min_registrations must be >= 2 and max_members >= 1")
+        if not 0.0 < self.max_devices_per_registration <= 1.0:
+            raise ConfigError(f"{where}: max_devices_per_registration must be in (0, 1]")
 
 
 class SourceModel(msgspec.Struct, gc=False):
@@ -60,43 +90,35 @@ def _source(event: Any) -> str:
     return source_of(event.ip, event.device_id)
 
 
-class BatchRegistrationStage(Stage):
+class BatchRegistrationStage(WholeWindowStage):
     detector = "batch_registration"
     key_field = "ip"  # with the device as a fallback: `key_of`
     event_types = frozenset({"register"})
-    whole_window = True
 
-    def __init__(self, cfg: BatchRegistrationSettings, severity: SeveritySettings) -> None:
+    def __init__(
+        self,
+        cfg: BatchRegistrationSettings,
+        severity: SeveritySettings,
+        dormancy_ms: int | None = None,
+    ) -> None:
+        """`dormancy_ms`: hand each finding's accounts on to the dormancy watch
+        (`hoarded_accounts`), which waits this long for them to act."""
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
-        self._dormancy_ms: int | None = None  # set when the members are watched
-        alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.half_life_ms)
+        self._dormancy_ms = dormancy_ms
+        if dormancy_ms is not None:
+            self.emits = frozenset({MEMBER_STREAM})
+        alpha = decay_alpha(cfg.hop_ms, cfg.half_life_ms)
         self._fresh = PriorCountBaseline.starting_at(
             cfg.prior_registrations, alpha, 0, cfg.z_threshold, cfg.clip_z
         )
-
-    def watch_members(self, dormancy_ms: int) -> None:
-        """Hand each finding's accounts on to the dormancy watch (`hoarded_accounts`)."""
-        self._dormancy_ms = dormancy_ms
-        self.emits = frozenset({MEMBER_STREAM})
 
     def key_of(self, event: Any) -> str:
         return _source(event)
 
     def new_model(self) -> SourceModel:
         return SourceModel(self._fresh.__copy__())
-
-    def new_pane(self) -> list[Any]:
-        return []
-
-    def add(self, pane: list[Any], event: Any) -> None:
-        pane.append(event)  # a pane per key: the distributed runtime's `TableRunner`
-
-    def evaluate(
-        self, key: str, model: SourceModel, panes: list[list[Any]], start: int, end: int
-    ) -> list[Finding | Derived]:
-        return self.judge(events_of(panes), OneModel(key, model), start, end)
 
     def judge(
         self, events: list[Any], models: Models, start: int, end: int
@@ -153,7 +175,7 @@ class BatchRegistrationStage(Stage):
         if not new:
             return None  # the same burst, already reported by an earlier window
         limit = cfg.max_devices_per_registration
-        strength = 1.0 - 0.5 ** (limit / max(share, 1e-6))  # 0.5 at the limit
+        strength = saturating(limit, max(share, 1e-6))  # 0.5 at the limit
         score = min(score, strength)
         severity = severity_of(score, self.severity)
         if severity is None:
@@ -200,3 +222,17 @@ class BatchRegistrationStage(Stage):
                 ),
             },
         )
+
+
+def _stages(cfg: BatchRegistrationSettings, build: Build) -> list[Stage]:
+    hoarded = build.consumers.get(MEMBER_STREAM)  # hoarded_accounts' settings, if it runs
+    dormancy_ms = None if hoarded is None else hoarded.dormancy_ms
+    return [BatchRegistrationStage(cfg, build.severity, dormancy_ms)]
+
+
+DETECTOR = Detector(
+    name="batch_registration",
+    settings=BatchRegistrationSettings,
+    stages=_stages,
+    feeds=(MEMBER_STREAM,),  # its findings' accounts, to hoarded_accounts
+)

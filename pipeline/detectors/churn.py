@@ -33,21 +33,52 @@ from operator import attrgetter
 from typing import Any
 
 from models.churn import ChurnHistory, quick_undos, surprise
+from models.scales import saturating
 from pipeline.contract.events import Follow, Unfollow
 from pipeline.contract.findings import Finding, make_finding, severity_of
-from pipeline.core.settings import ChurnSettings, SeveritySettings
-from pipeline.core.stage import Stage, WindowSpec
-from pipeline.core.window_runner import Models, OneModel, events_of
+from pipeline.core.settings import ConfigError, SeveritySettings
+from pipeline.core.stage import WindowSpec
+from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.registry import Detector, DetectorSettings
 
 _actor = attrgetter("actor")
 _ts = attrgetter("ts")
 
 
-class ChurnStage(Stage):
+class ChurnSettings(DetectorSettings):
+    """`detectors.churn` in config/lockstep.yaml, which explains each field."""
+
+    hop_ms: int
+    undo_within_ms: int
+    horizon_ms: int
+    prior_undos: float
+    z_threshold: float
+    min_undos: int
+    min_targets: int
+    round_gap_ms: int
+    renotify_ms: int
+    max_undos: int
+    idle_ttl_ms: int
+
+    def check(self) -> None:
+        where = "detectors.churn"
+        if min(self.hop_ms, self.undo_within_ms, self.round_gap_ms) <= 0:
+            raise ConfigError(f"{where}: hop_ms, undo_within_ms and round_gap_ms must be > 0")
+        if self.horizon_ms < self.hop_ms or self.idle_ttl_ms < self.horizon_ms:
+            raise ConfigError(f"{where}: need hop_ms <= horizon_ms <= idle_ttl_ms")
+        if self.prior_undos < 0.0 or self.z_threshold <= 0.0:
+            raise ConfigError(f"{where}: prior_undos must be >= 0 and z_threshold > 0")
+        least = min(self.min_undos, self.min_targets, self.max_undos)
+        if least < 1 or self.max_undos < self.min_undos:
+            raise ConfigError(f"{where}: need 1 <= min_undos <= max_undos and min_targets >= 1")
+        if self.renotify_ms < 0:
+            raise ConfigError(f"{where}: renotify_ms must be >= 0")
+
+
+class ChurnStage(WholeWindowStage):
     detector = "churn"
     key_field = "actor"
     event_types = frozenset({"follow", "unfollow"})
-    whole_window = True
 
     def __init__(self, cfg: ChurnSettings, severity: SeveritySettings) -> None:
         hop = cfg.hop_ms
@@ -58,17 +89,6 @@ class ChurnStage(Stage):
 
     def new_model(self) -> ChurnHistory:
         return ChurnHistory()
-
-    def new_pane(self) -> list[Any]:
-        return []
-
-    def add(self, pane: list[Any], event: Any) -> None:
-        pane.append(event)  # a pane per key: the distributed runtime's `TableRunner`
-
-    def evaluate(
-        self, key: str, model: ChurnHistory, panes: list[list[Any]], start: int, end: int
-    ) -> list[Finding]:
-        return self.judge(events_of(panes), OneModel(key, model), start, end)
 
     def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Finding]:
         """Pair the newest pane's unfollows with the window's follows; judge the actors
@@ -100,7 +120,7 @@ class ChurnStage(Stage):
             model: ChurnHistory = models.get(actor, create=True)
             undos = by_actor[actor]
             for (target, _), undone in sorted(undos.items(), key=lambda kv: (kv[1], kv[0])):
-                model.add(undone, target, cfg.horizon_ms, cfg.max_undos)
+                model.learn(undone, target, cfg.horizon_ms, cfg.max_undos)
             finding = self._judge(actor, model, undos, start, end)
             if finding is not None:
                 findings.append(finding)
@@ -124,7 +144,7 @@ class ChurnStage(Stage):
         z = surprise(count, cfg.prior_undos)
         if targets < cfg.min_targets or z < cfg.z_threshold:
             return None
-        score = 1.0 - 0.5 ** (z / cfg.z_threshold)
+        score = saturating(z, cfg.z_threshold)
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
@@ -162,3 +182,10 @@ class ChurnStage(Stage):
                 ),
             },
         )
+
+
+DETECTOR = Detector(
+    name="churn",
+    settings=ChurnSettings,
+    stages=lambda cfg, build: [ChurnStage(cfg, build.severity)],
+)

@@ -54,15 +54,73 @@ from models.near_duplicate import (
     normalise,
     normalise_long,
 )
+from models.scales import saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.event_columns import group_hashes, sorted_unique
-from pipeline.core.settings import DuplicateContentSettings, SeveritySettings
-from pipeline.core.stage import Stage, WindowSpec
-from pipeline.core.window_runner import Models, OneModel, events_of
+from pipeline.core.settings import SKETCH_MAX_BYTES, ConfigError, SeveritySettings
+from pipeline.core.stage import WindowSpec
+from pipeline.core.window_runner import Models, WholeWindowStage
 from pipeline.detectors.bot_evidence import bot_evidence, learn_window, member_bots, rank_members
+from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
 KEY = "texts"  # the stage's one key
 _order = attrgetter("ts", "event_id")
+BUCKET_BYTES = 48  # a remembered bucket, pickled (about 41 measured)
+
+
+class DuplicateContentSettings(DetectorSettings):
+    """`detectors.duplicate_content` in config/lockstep.yaml, which explains each field."""
+
+    window_ms: int
+    hop_ms: int
+    permutations: int
+    bands: int
+    seed: int
+    wide_weight: float
+    min_information: float
+    min_similarity: float
+    min_accounts: int
+    min_ratio: float
+    half_life_ms: int
+    habit_ms: int
+    warmup_ms: int
+    max_buckets: int
+    max_members: int
+    sample_texts: int
+    bot_reservoir: int
+    bot_learn_actors: int
+    idle_ttl_ms: int
+
+    def check(self) -> None:
+        where = "detectors.duplicate_content"
+        check_hops(where, self.window_ms, self.hop_ms)
+        if self.bands < 1 or self.permutations < self.bands or self.permutations % self.bands:
+            raise ConfigError(f"{where}: permutations must be a positive multiple of bands")
+        if self.seed < 0:
+            raise ConfigError(f"{where}: seed must be >= 0")
+        if self.wide_weight < 1.0 or self.min_information < 0.0:
+            raise ConfigError(f"{where}: wide_weight must be >= 1 and min_information >= 0")
+        if not 0.0 < self.min_similarity <= 1.0:
+            raise ConfigError(f"{where}: min_similarity must be in (0, 1]")
+        if self.max_buckets * BUCKET_BYTES > SKETCH_MAX_BYTES:
+            raise ConfigError(
+                f"{where}: max_buckets must be <= {SKETCH_MAX_BYTES // BUCKET_BYTES} (the memory "
+                "of common texts is one table changelog record; Kafka's default limit is 1 MiB)"
+            )
+        if min(self.min_accounts, self.max_buckets, self.max_members) < 1 or self.sample_texts < 0:
+            raise ConfigError(
+                f"{where}: min_accounts, max_buckets and max_members must be >= 1, "
+                "sample_texts >= 0"
+            )
+        if self.min_ratio < 1.0 or self.half_life_ms <= 0 or self.warmup_ms < 0:
+            raise ConfigError(f"{where}: min_ratio must be >= 1, half_life_ms > 0, warmup_ms >= 0")
+        if self.habit_ms < self.hop_ms:
+            raise ConfigError(f"{where}: habit_ms must be >= hop_ms")
+        if not 256 <= self.bot_reservoir <= 2000 or self.bot_learn_actors < 1:
+            raise ConfigError(
+                f"{where}: bot_reservoir must be in [256, 2000] (rows kept twice in the one "
+                "key's state), bot_learn_actors >= 1"
+            )
 
 
 class TextsModel(msgspec.Struct, gc=False):
@@ -75,11 +133,10 @@ class TextsModel(msgspec.Struct, gc=False):
     bots: BotScorer | None = None
 
 
-class DuplicateContentStage(Stage):
+class DuplicateContentStage(WholeWindowStage):
     detector = "duplicate_content"
     key_field = "actor"  # not used: `key_of` puts every text under KEY
     event_types = frozenset({"comment", "repost"})
-    whole_window = True
 
     def __init__(self, cfg: DuplicateContentSettings, severity: SeveritySettings) -> None:
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
@@ -93,17 +150,6 @@ class DuplicateContentStage(Stage):
 
     def new_model(self) -> TextsModel:
         return TextsModel()
-
-    def new_pane(self) -> list[Any]:
-        return []
-
-    def add(self, pane: list[Any], event: Any) -> None:
-        pane.append(event)
-
-    def evaluate(
-        self, key: str, model: TextsModel, panes: list[list[Any]], start: int, end: int
-    ) -> list[Finding]:
-        return self.judge(events_of(panes), OneModel(key, model), start, end)
 
     def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Finding]:
         """Cluster the window's informative texts, judge the big clusters, learn the rest."""
@@ -229,9 +275,7 @@ class DuplicateContentStage(Stage):
         events = sorted((texts[i] for i in chosen.tolist()), key=_order)
         posts = Counter(e.actor for e in events)
         ratio = accounts / max(expected, 1.0)
-        score = min(
-            1.0 - 0.5 ** (accounts / cfg.min_accounts), 1.0 - 0.5 ** (ratio / cfg.min_ratio)
-        )
+        score = min(saturating(accounts, cfg.min_accounts), saturating(ratio, cfg.min_ratio))
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
@@ -299,3 +343,10 @@ def _bucket_shares(
     flat, share = flat[order], share[order]
     last = np.append(np.flatnonzero(flat[1:] != flat[:-1]), len(flat) - 1)
     return dict(zip(flat[last].tolist(), share[last].tolist(), strict=True))
+
+
+DETECTOR = Detector(
+    name="duplicate_content",
+    settings=DuplicateContentSettings,
+    stages=lambda cfg, build: [DuplicateContentStage(cfg, build.severity)],
+)

@@ -35,16 +35,64 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 from models.edge_burst import EdgeBurst
-from models.follower_composition import PLATFORM_FLOWS, Follower, FollowerComposition
-from models.network import network_of
+from models.follower_composition import PLATFORM_FLOWS
 from pipeline.contract.events import Follow
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
-from pipeline.core.settings import EdgeBurstSettings, SeveritySettings
+from pipeline.core.settings import SKETCH_MAX_BYTES, ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
+from pipeline.detectors.follower_evidence import composition_evidence, composition_of, why_bought
+from pipeline.detectors.registry import Detector, DetectorSettings
 
 _CANONICAL = attrgetter("ts", "event_id")  # the order a tick's follows are listed in
 _target = attrgetter("target")
 _SHARD_MEMO = 100_000
+
+
+class EdgeBurstSettings(DetectorSettings):
+    """`detectors.edge_burst` in config/lockstep.yaml, which explains each field."""
+
+    tick_ms: int
+    shards: int
+    rows: int
+    buckets: int
+    decay: float
+    warmup_ticks: int
+    seed: int
+    z_threshold: float
+    clip_z: float
+    threshold: float
+    min_follows: int
+    min_ratio: float
+    young_account_ms: int
+    young_share: float
+    shared_min: int
+    crowding_share: float
+    max_members: int
+    idle_ttl_ms: int
+
+    def check(self) -> None:
+        where = "detectors.edge_burst"
+        if self.tick_ms <= 0:
+            raise ConfigError(f"{where}: tick_ms must be > 0")
+        if self.shards < 1:
+            raise ConfigError(f"{where}: shards must be >= 1")
+        if self.rows < 1 or self.buckets < 1:
+            raise ConfigError(f"{where}: rows and buckets must be >= 1")
+        if 9 * 8 * self.rows * self.buckets > SKETCH_MAX_BYTES:
+            raise ConfigError(
+                f"{where}: rows * buckets must be <= {SKETCH_MAX_BYTES // 72} (a shard's state is "
+                "one table changelog record; Kafka's default record limit is 1 MiB)"
+            )
+        if not 0.0 < self.decay < 1.0:
+            raise ConfigError(f"{where}: decay must be in (0, 1)")
+        if self.z_threshold <= 0.0 or self.clip_z <= 0.0 or self.warmup_ticks < 0:
+            raise ConfigError(f"{where}: z_threshold and clip_z must be > 0, warmup_ticks >= 0")
+        if not 0.0 <= self.threshold < 1.0:
+            raise ConfigError(f"{where}: threshold must be in [0, 1)")
+        if not (0.0 <= self.young_share <= 1.0 and 0.0 <= self.crowding_share <= 1.0):
+            raise ConfigError(f"{where}: young_share and crowding_share must be in [0, 1]")
+        if min(self.min_follows, self.shared_min, self.max_members) < 1:
+            raise ConfigError(f"{where}: min_follows, shared_min and max_members must be >= 1")
 
 
 class Reading(NamedTuple):
@@ -143,19 +191,8 @@ class EdgeBurstStage(Stage):
     ) -> Finding | None:
         """A bursting target's finding, if its new followers look bought."""
         cfg = self.cfg
-        young_ms = cfg.young_account_ms
-        followers: list[Follower] = [
-            (
-                f.actor,
-                None if f.actor_created_at is None else f.ts - f.actor_created_at < young_ms,
-                network_of(f.ip),
-                f.device_id or "",
-            )
-            for f in follows
-        ]
-        composition = FollowerComposition(followers, cfg.shared_min)
-        suspicious = composition.suspicious(cfg.young_share, cfg.crowding_share)
-        if composition.described and not suspicious:
+        composition = composition_of(follows, cfg.shared_min, cfg.young_account_ms)
+        if not composition.looks_bought(cfg.young_share, cfg.crowding_share):
             return None  # a crowd of established, diverse accounts: organic however large
         severity = severity_of(reading.score, self.severity)
         if severity is None:
@@ -168,10 +205,8 @@ class EdgeBurstStage(Stage):
         )
         if not composition.described:
             why += "; nothing (age, address, device) describes the followers"
-        elif composition.young_share >= cfg.young_share:
-            why += f"; {composition.young_share:.0%} of them are freshly created accounts"
         else:
-            why += "; many of them share a few networks or devices"
+            why += why_bought(composition, cfg.young_share, cfg.crowding_share)
         return make_finding(
             detector=self.detector,
             article=cfg.article,
@@ -189,11 +224,16 @@ class EdgeBurstStage(Stage):
                 "expected": round(expected, 2),
                 "z": round(z, 2),
                 "z_threshold": cfg.z_threshold,
-                "young_share": round(composition.young_share, 3),
-                "network_crowding": round(composition.net_crowding, 3),
-                "device_crowding": round(composition.device_crowding, 3),
+                **composition_evidence(composition),
                 "described": composition.described,
                 "shard": key,
                 "explanation": why,
             },
         )
+
+
+DETECTOR = Detector(
+    name="edge_burst",
+    settings=EdgeBurstSettings,
+    stages=lambda cfg, build: [EdgeBurstStage(cfg, build.severity)],
+)

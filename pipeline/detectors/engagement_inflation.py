@@ -32,6 +32,7 @@ import numpy as np
 
 from models.engagement import EngagementBaseline, sources_per_extra_event
 from models.network import network_of
+from models.scales import decay_alpha, saturating
 from pipeline.contract.findings import Finding, SubjectType, fabricated, make_finding, severity_of
 from pipeline.core.event_columns import (
     EventColumns,
@@ -40,12 +41,47 @@ from pipeline.core.event_columns import (
     group_hashes,
     isin_hashes,
 )
-from pipeline.core.settings import EngagementInflationSettings, SeveritySettings
-from pipeline.core.stage import Stage, WindowSpec
-from pipeline.core.window_runner import Models, OneModel, events_of
+from pipeline.core.settings import ConfigError, SeveritySettings
+from pipeline.core.stage import WindowSpec
+from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
 UNKNOWN = "\x00"  # a missing device or address counts as UNKNOWN + actor: the actor's own
 SIGNALS = ("accounts", "devices", "networks")
+
+
+class EngagementInflationSettings(DetectorSettings):
+    """`detectors.engagement_inflation` in config/lockstep.yaml, which explains each field."""
+
+    window_ms: int
+    hop_ms: int
+    half_life_ms: int
+    prior_events: float
+    warmup_windows: int
+    owner_warmup_windows: int
+    z_threshold: float
+    min_events: int
+    min_ratio: float
+    clip_z: float
+    max_accounts_per_event: float
+    max_devices_per_event: float
+    max_networks_per_event: float
+    min_signals: int
+    sample_events: int
+    relearn_sources_windows: int
+    min_member_events: int
+    max_members: int
+    idle_ttl_ms: int
+
+    def check(self) -> None:
+        where = "detectors.engagement_inflation"
+        check_hops(where, self.window_ms, self.hop_ms)
+        if self.sample_events < self.min_events:
+            raise ConfigError(f"{where}: sample_events must be >= min_events")
+        if not 1 <= self.min_signals <= 3:
+            raise ConfigError(f"{where}: min_signals must be 1, 2 or 3")
+        if self.relearn_sources_windows < 1:
+            raise ConfigError(f"{where}: relearn_sources_windows must be >= 1")
 
 
 class OwnerModel(msgspec.Struct, gc=False):
@@ -90,17 +126,16 @@ def _network(address: str) -> str:
     return address if address.startswith(UNKNOWN) else network_of(address)
 
 
-class EngagementInflationStage(Stage):
+class EngagementInflationStage(WholeWindowStage):
     detector = "engagement_inflation"
     key_field = "target"
     event_types = frozenset({"click", "repost", "comment"})
-    whole_window = True
 
     def __init__(self, cfg: EngagementInflationSettings, severity: SeveritySettings) -> None:
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
-        alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.half_life_ms)
+        alpha = decay_alpha(cfg.hop_ms, cfg.half_life_ms)
         self._fresh_item = EngagementBaseline.starting_at(
             cfg.prior_events, alpha, cfg.warmup_windows, cfg.z_threshold, cfg.clip_z
         )
@@ -116,17 +151,6 @@ class EngagementInflationStage(Stage):
 
     def new_model(self) -> OwnerModel:
         return OwnerModel()
-
-    def new_pane(self) -> list[Any]:
-        return []
-
-    def add(self, pane: list[Any], event: Any) -> None:
-        pane.append(event)  # a pane per key: the distributed runtime's `TableRunner`
-
-    def evaluate(
-        self, key: str, model: OwnerModel, panes: list[list[Any]], start: int, end: int
-    ) -> list[Finding]:
-        return self.judge(events_of(panes), OneModel(key, model), start, end)
 
     def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Finding]:
         """Judge a window's events: items first, then each owner's remaining volume."""
@@ -342,7 +366,7 @@ class EngagementInflationStage(Stage):
             return None
         # The weakest of the signals needed: 0.5 at its limit, towards 1 as it tightens.
         strengths = sorted(
-            (1.0 - 0.5 ** (self._limits[n] / max(shares[n], 1e-6)) for n in concentrated),
+            (saturating(self._limits[n], max(shares[n], 1e-6)) for n in concentrated),
             reverse=True,
         )
         ordered = [n for n in SIGNALS if n in concentrated]
@@ -426,3 +450,10 @@ def _forget_idle_items(models: dict[str, EngagementBaseline], before: int) -> No
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+DETECTOR = Detector(
+    name="engagement_inflation",
+    settings=EngagementInflationSettings,
+    stages=lambda cfg, build: [EngagementInflationStage(cfg, build.severity)],
+)

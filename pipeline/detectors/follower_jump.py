@@ -22,18 +22,51 @@ anyone else's, the subject is named and the members are left empty rather than g
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from models.count_baseline import CountBaseline
 from models.follow_support import FollowSupport
 from models.follower_composition import PLATFORM_FLOWS, FollowerComposition
-from models.network import network_of
+from models.scales import decay_alpha, saturating
 from pipeline.contract.events import Follow
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.core.derived import Derived
-from pipeline.core.settings import FollowerJumpSettings, SeveritySettings
+from pipeline.core.settings import SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
+from pipeline.detectors.follower_evidence import composition_evidence, composition_of, why_bought
+from pipeline.detectors.registry import Build, Detector, DetectorSettings, check_hops
 from pipeline.detectors.silent_followers import JUMP_STREAM, jump_record
+
+
+class FollowerJumpSettings(DetectorSettings):
+    """`detectors.follower_jump` in config/lockstep.yaml, which explains each field."""
+
+    window_ms: int
+    hop_ms: int
+    half_life_ms: int
+    warmup_windows: int
+    z_threshold: float
+    min_net_follows: int
+    min_ratio: float
+    clip_z: float
+    max_members: int
+    idle_ttl_ms: int
+    young_account_ms: int
+    young_share: float
+    shared_min: int
+    crowding_share: float
+    support_half_life_ms: int
+    support_warmup_windows: int
+    level_min_ratio: float
+    level_allowance: float
+    level_cap: float
+    level_threshold: float
+    level_min_net: int
+    level_window_z: float
+    attention_z: float
+
+    def check(self) -> None:
+        check_hops("detectors.follower_jump", self.window_ms, self.hop_ms)
 
 
 class FollowPane:
@@ -103,22 +136,34 @@ class FollowModel:
         self.jump = rest[0] if rest else None
 
 
-def composition_of(panes: list[FollowPane], shared_min: int, young_ms: int) -> FollowerComposition:
-    """Who the window's new followers are; ages counted over all of them (the listed
-    followers are capped at `max_members` per pane). Worked out only for a window that is
-    judged on its followers: most windows are not."""
-    followers = [
-        (
-            f.actor,
-            f.actor_created_at is not None and f.ts - f.actor_created_at < young_ms,
-            network_of(f.ip),
-            f.device_id or "",
+class WindowCounts(NamedTuple):
+    """A window's follows and engagement, summed over its panes."""
+
+    follows: int
+    unfollows: int
+    engagement: int
+    user_follows: int
+
+    @classmethod
+    def of(cls, panes: list[FollowPane]) -> WindowCounts:
+        return cls(
+            sum(p.follows for p in panes),
+            sum(p.unfollows for p in panes),
+            sum(p.engagement for p in panes),
+            sum(p.user_follows for p in panes),
         )
-        for p in panes
-        for f in p.followers
-    ]
-    ages = (sum(p.young for p in panes), sum(p.dated for p in panes))
-    return FollowerComposition(followers, shared_min, ages)
+
+    @property
+    def net(self) -> int:
+        return self.follows - self.unfollows
+
+
+class Learned(NamedTuple):
+    """What an account's models made of a window as they learned it."""
+
+    score: float  # how far its net follows are above the account's normal, in [0, 1]
+    excess: float  # how far its follows exceed what its engagement explains (z)
+    surge: bool  # its content drew far more attention than usual
 
 
 class FollowerJumpStage(Stage):
@@ -127,13 +172,19 @@ class FollowerJumpStage(Stage):
     event_types = frozenset({"follow", "unfollow", "click", "repost", "comment"})
     counted_types = frozenset({"click", "repost", "comment"})  # attention: only counted
 
-    def __init__(self, cfg: FollowerJumpSettings, severity: SeveritySettings) -> None:
+    def __init__(
+        self, cfg: FollowerJumpSettings, severity: SeveritySettings, follow_up_ms: int | None = None
+    ) -> None:
+        """`follow_up_ms`: hand each flagged window, and an account's windows for this long
+        after it, on to `silent_followers`, which names the followers who only follow."""
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
-        self._alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.half_life_ms)
-        self._support_alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.support_half_life_ms)
-        self._follow_up_ms: int | None = None
+        self._alpha = decay_alpha(cfg.hop_ms, cfg.half_life_ms)
+        self._support_alpha = decay_alpha(cfg.hop_ms, cfg.support_half_life_ms)
+        self._follow_up_ms = follow_up_ms
+        if follow_up_ms is not None:
+            self.emits = frozenset({JUMP_STREAM})
 
     def new_model(self) -> FollowModel:
         cfg = self.cfg
@@ -207,69 +258,25 @@ class FollowerJumpStage(Stage):
     def _judge(
         self, key: str, model: FollowModel, panes: list[FollowPane], start: int, end: int
     ) -> Finding | None:
+        """The window's finding, if any: a burst on volume whose followers look bought, or
+        a level shift (follows persistently above what the account's engagement explains)."""
         cfg = self.cfg
-        follows = sum(p.follows for p in panes)
-        unfollows = sum(p.unfollows for p in panes)
-        engagement = sum(p.engagement for p in panes)
-        user_follows = sum(p.user_follows for p in panes)
-        net = follows - unfollows
-        baseline, support = model.follows, model.support
-        t = end // cfg.hop_ms
-        expected_before = baseline.expected if baseline.n else 0.0
-        score = baseline.update(t, max(net, 0))
-        model.attention.update(t, engagement)
-        excess = support.update(user_follows, engagement, floor=expected_before)
-        # the account is having a moment (its content draws far more attention than usual):
-        # extra followers then are plausibly converts, not a drip
-        surge = model.attention.z >= cfg.attention_z
-        if surge:  # nor does their excess count towards a drip afterwards
-            support.cusum = 0.0
-        if net < min(cfg.min_net_follows, cfg.level_min_net):
-            return None
-        loud = (  # a burst on volume; whether it was bought, its followers tell
-            score >= 0.5
-            and net >= cfg.min_net_follows
-            and net >= cfg.min_ratio * max(baseline.expected, 1.0)
-        )
-        drift = (
-            support.cusum >= cfg.level_threshold
-            and excess >= cfg.level_window_z
-            and not surge
-            and min(net, user_follows) >= cfg.level_min_net
-            # and above the account's own recent normal: an explanation by engagement that
-            # lags the daily rhythm is no evidence on its own
-            and net >= cfg.min_ratio * max(baseline.expected, 1.0)
-        )
+        counts = WindowCounts.of(panes)
+        learned = self._learn(model, counts, end // cfg.hop_ms)
+        loud, drift = self._abnormal(model, counts, learned)
         if not (loud or drift):
             return None
-        composition = composition_of(panes, cfg.shared_min, cfg.young_account_ms)
-        suspicious = (
-            composition.suspicious(cfg.young_share, cfg.crowding_share) or not composition.described
-        )
+        composition = self._followers(panes)
+        suspicious = composition.looks_bought(cfg.young_share, cfg.crowding_share)
         burst = loud and suspicious
         if not (burst or drift):
             return None
+        score = learned.score
         if not burst:  # a level shift: score how far the CUSUM is past its threshold
-            score = max(score, 1.0 - 0.5 ** (support.cusum / cfg.level_threshold))
+            score = max(score, saturating(model.support.cusum, cfg.level_threshold))
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
-        kind = "burst" if burst else "level_shift"
-        members = composition.suspects()[: cfg.max_members] if suspicious else []
-        minutes = (end - start) / 60_000
-        predicted = support.predicted
-        why = (
-            f"{net} net new followers in {minutes:g} min where this account's own history "
-            f"expects about {baseline.expected:.1f} (z={baseline.z:.1f})"
-            if burst
-            else f"{net} net new followers in {minutes:g} min, persistently more than the "
-            f"account's engagement explains (about {predicted or 0:.1f}; "
-            f"cumulative excess {support.cusum:.1f})"
-        )
-        if composition.young_share >= cfg.young_share:
-            why += f"; {composition.young_share:.0%} of them are freshly created accounts"
-        elif composition.crowding >= cfg.crowding_share:
-            why += "; many of them share a few networks or devices"
         return make_finding(
             detector=self.detector,
             article=cfg.article,
@@ -279,32 +286,123 @@ class FollowerJumpStage(Stage):
             window_end=end,
             score=score,
             severity=severity,
-            members=members,
+            members=composition.suspects()[: cfg.max_members] if suspicious else [],
             evidence={
-                "kind": kind,
-                "observed": net,
-                "fabricated": fabricated(follow=net - baseline.expected),
-                "follows": follows,
-                "unfollows": unfollows,
-                "expected": round(baseline.expected, 2),
-                "z": round(baseline.z, 2),
-                "z_threshold": cfg.z_threshold,
-                "user_follows": user_follows,
-                "engagement": engagement,
-                "engagement_z": round(model.attention.z, 2),
-                "explained_by_engagement": None if predicted is None else round(predicted, 2),
-                "excess_z": round(excess, 2),
-                "cumulative_excess": round(support.cusum, 2),
-                "young_share": round(composition.young_share, 3),
-                "network_crowding": round(composition.net_crowding, 3),
-                "device_crowding": round(composition.device_crowding, 3),
-                "history_windows": baseline.n - 1,
-                "explanation": why,
+                "kind": "burst" if burst else "level_shift",
+                **self._evidence(model, counts, learned, composition),
+                "explanation": self._explanation(model, counts, composition, burst, end - start),
             },
         )
 
-    def hand_on_jumps(self, follow_up_ms: int) -> None:
-        """Hand each flagged window, and an account's windows for `follow_up_ms` after
-        it, on to `silent_followers`, which names the followers who only follow."""
-        self._follow_up_ms = follow_up_ms
-        self.emits = frozenset({JUMP_STREAM})
+    def _learn(self, model: FollowModel, counts: WindowCounts, t: int) -> Learned:
+        """Teach the account's models its window `t`, scoring it on the way."""
+        baseline, support = model.follows, model.support
+        expected_before = baseline.expected if baseline.n else 0.0
+        score = baseline.update(t, max(counts.net, 0))
+        model.attention.update(t, counts.engagement)
+        excess = support.update(counts.user_follows, counts.engagement, floor=expected_before)
+        # the account is having a moment (its content draws far more attention than usual):
+        # extra followers then are plausibly converts, not a drip
+        surge = model.attention.z >= self.cfg.attention_z
+        if surge:  # nor does their excess count towards a drip afterwards
+            support.cusum = 0.0
+        return Learned(score, excess, surge)
+
+    def _abnormal(
+        self, model: FollowModel, counts: WindowCounts, learned: Learned
+    ) -> tuple[bool, bool]:
+        """(loud, drift): a burst on volume (whether it was bought, its followers tell),
+        and a level shift, each above the account's own recent normal."""
+        cfg = self.cfg
+        net = counts.net
+        # both above the account's own recent normal (a drift too: an explanation by
+        # engagement that lags the daily rhythm is no evidence on its own)
+        above_normal = net >= cfg.min_ratio * max(model.follows.expected, 1.0)
+        loud = learned.score >= 0.5 and net >= cfg.min_net_follows and above_normal
+        drift = (
+            model.support.cusum >= cfg.level_threshold
+            and learned.excess >= cfg.level_window_z
+            and not learned.surge
+            and min(net, counts.user_follows) >= cfg.level_min_net
+            and above_normal
+        )
+        return loud, drift
+
+    def _followers(self, panes: list[FollowPane]) -> FollowerComposition:
+        """Who the window's new followers are; ages counted over all of them (the listed
+        followers are capped at `max_members` per pane). Worked out only for a window that
+        is judged on its followers: most windows are not."""
+        cfg = self.cfg
+        return composition_of(
+            (f for p in panes for f in p.followers),
+            cfg.shared_min,
+            cfg.young_account_ms,
+            ages=(sum(p.young for p in panes), sum(p.dated for p in panes)),
+        )
+
+    def _evidence(
+        self,
+        model: FollowModel,
+        counts: WindowCounts,
+        learned: Learned,
+        composition: FollowerComposition,
+    ) -> dict[str, Any]:
+        """The window's numbers next to the account's history, for a finding."""
+        baseline, support = model.follows, model.support
+        predicted = support.predicted
+        return {
+            "observed": counts.net,
+            "fabricated": fabricated(follow=counts.net - baseline.expected),
+            "follows": counts.follows,
+            "unfollows": counts.unfollows,
+            "expected": round(baseline.expected, 2),
+            "z": round(baseline.z, 2),
+            "z_threshold": self.cfg.z_threshold,
+            "user_follows": counts.user_follows,
+            "engagement": counts.engagement,
+            "engagement_z": round(model.attention.z, 2),
+            "explained_by_engagement": None if predicted is None else round(predicted, 2),
+            "excess_z": round(learned.excess, 2),
+            "cumulative_excess": round(support.cusum, 2),
+            **composition_evidence(composition),
+            "history_windows": baseline.n - 1,
+        }
+
+    def _explanation(
+        self,
+        model: FollowModel,
+        counts: WindowCounts,
+        composition: FollowerComposition,
+        burst: bool,
+        length_ms: int,
+    ) -> str:
+        """A finding's explanation: how far above the account's normal, and why bought."""
+        cfg = self.cfg
+        baseline, support = model.follows, model.support
+        minutes = length_ms / 60_000
+        if burst:
+            why = (
+                f"{counts.net} net new followers in {minutes:g} min where this account's own "
+                f"history expects about {baseline.expected:.1f} (z={baseline.z:.1f})"
+            )
+        else:
+            why = (
+                f"{counts.net} net new followers in {minutes:g} min, persistently more than "
+                f"the account's engagement explains (about {support.predicted or 0:.1f}; "
+                f"cumulative excess {support.cusum:.1f})"
+            )
+        return why + why_bought(composition, cfg.young_share, cfg.crowding_share)
+
+
+def _stages(cfg: FollowerJumpSettings, build: Build) -> list[Stage]:
+    silent = build.consumers.get(JUMP_STREAM)  # silent_followers' settings, if it runs
+    follow_up_ms = None if silent is None else silent.follow_up_ms
+    return [FollowerJumpStage(cfg, build.severity, follow_up_ms)]
+
+
+DETECTOR = Detector(
+    name="follower_jump",
+    settings=FollowerJumpSettings,
+    stages=_stages,
+    feeds=(JUMP_STREAM,),  # its flagged windows, to silent_followers
+)

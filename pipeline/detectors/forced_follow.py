@@ -27,13 +27,42 @@ from operator import attrgetter
 from typing import Any
 
 from models.prior_baseline import PriorCountBaseline
+from models.scales import decay_alpha
+from pipeline.contract.events import Origin
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
-from pipeline.core.settings import ForcedFollowSettings, SeveritySettings
-from pipeline.core.stage import Stage, WindowSpec
-from pipeline.core.window_runner import Models, OneModel
+from pipeline.core.settings import ConfigError, SeveritySettings
+from pipeline.core.stage import WindowSpec
+from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
 PaneState = tuple[int, int, dict[str, int], set[str]]
 _target = attrgetter("target")
+
+
+class ForcedFollowSettings(DetectorSettings):
+    """`detectors.forced_follow` in config/lockstep.yaml, which explains each field."""
+
+    window_ms: int
+    hop_ms: int
+    half_life_ms: int
+    prior_forced: float
+    warmup_windows: int
+    z_threshold: float
+    min_forced: int
+    min_victims: int
+    min_forced_share: float
+    min_ratio: float
+    clip_z: float
+    forcing_origins: tuple[Origin, ...]
+    max_tracked_victims: int
+    max_listed_victims: int
+    idle_ttl_ms: int
+
+    def check(self) -> None:
+        where = "detectors.forced_follow"
+        check_hops(where, self.window_ms, self.hop_ms)
+        if not 0.0 <= self.min_forced_share <= 1.0:
+            raise ConfigError(f"{where}: min_forced_share must be in [0, 1]")
 
 
 class ForcedPane:
@@ -71,18 +100,17 @@ class ForcedFold:
         self.follows, self.forced = state
 
 
-class ForcedFollowStage(Stage):
+class ForcedFollowStage(WholeWindowStage):
     detector = "forced_follow"
     key_field = "target"
     event_types = frozenset({"follow"})
-    whole_window = True
     folds = True
 
     def __init__(self, cfg: ForcedFollowSettings, severity: SeveritySettings) -> None:
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
-        alpha = 1.0 - 0.5 ** (cfg.hop_ms / cfg.half_life_ms)
+        alpha = decay_alpha(cfg.hop_ms, cfg.half_life_ms)
         self._fresh = PriorCountBaseline.starting_at(
             cfg.prior_forced, alpha, cfg.warmup_windows, cfg.z_threshold, cfg.clip_z
         )
@@ -122,12 +150,6 @@ class ForcedFollowStage(Stage):
         pane.origins[name] = pane.origins.get(name, 0) + 1
         if len(pane.victims) < self.cfg.max_tracked_victims:
             pane.victims.add(event.actor)
-
-    def evaluate(
-        self, key: str, model: PriorCountBaseline, panes: list[ForcedFold], start: int, end: int
-    ) -> list[Finding]:
-        """One target's window (the distributed runtime)."""
-        return self.judge(panes, OneModel(key, model), start, end)
 
     def judge(self, folds: list[ForcedFold], models: Models, start: int, end: int) -> list[Finding]:
         """A window's follows: each target that had forced ones, against its own normal.
@@ -222,3 +244,10 @@ class ForcedFollowStage(Stage):
 
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:
     return -item[1], item[0]
+
+
+DETECTOR = Detector(
+    name="forced_follow",
+    settings=ForcedFollowSettings,
+    stages=lambda cfg, build: [ForcedFollowStage(cfg, build.severity)],
+)

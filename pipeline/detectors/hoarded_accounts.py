@@ -30,14 +30,48 @@ import zlib
 from typing import Any
 
 from models.dormancy import DormancyWatch, Watched
+from pipeline.contract.events import EVENT_TYPES
 from pipeline.contract.findings import Finding, make_finding, severity_of
 from pipeline.core.derived import Derived
-from pipeline.core.settings import HoardedAccountsSettings, SeveritySettings
+from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
-from pipeline.core.window_runner import Models, OneModel, events_of
+from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.registry import Detector, DetectorSettings
 
 MEMBER_STREAM = "batch_member"
 DORMANT_STREAM = "dormant_member"
+
+
+class HoardedAccountsSettings(DetectorSettings):
+    """`detectors.hoarded_accounts` in config/lockstep.yaml, which explains each field."""
+
+    dormancy_ms: int
+    check_every_ms: int
+    lookback_ms: int
+    activity_types: list[str]
+    shards: int
+    max_watched: int
+    min_dormant: int
+    min_dormant_share: float
+    idle_ttl_ms: int
+
+    def check(self) -> None:
+        where = "detectors.hoarded_accounts"
+        if self.check_every_ms <= 0 or self.dormancy_ms < self.check_every_ms:
+            raise ConfigError(f"{where}: need 0 < check_every_ms <= dormancy_ms")
+        if self.lookback_ms < self.check_every_ms or self.idle_ttl_ms < self.dormancy_ms:
+            raise ConfigError(
+                f"{where}: need lookback_ms >= check_every_ms and idle_ttl_ms >= dormancy_ms"
+            )
+        unknown = set(self.activity_types) - set(EVENT_TYPES)
+        if not self.activity_types or unknown:
+            raise ConfigError(
+                f"{where}: activity_types must name event types, not {sorted(unknown)}"
+            )
+        if self.shards < 1 or self.max_watched < 1 or self.min_dormant < 1:
+            raise ConfigError(f"{where}: shards, max_watched and min_dormant must be >= 1")
+        if not 0.0 < self.min_dormant_share <= 1.0:
+            raise ConfigError(f"{where}: min_dormant_share must be in (0, 1]")
 
 
 def _by_ts_key(d: Derived) -> tuple[int, str]:
@@ -62,14 +96,13 @@ def member_record(finding: Finding, account: str, registered: int, dormancy_ms: 
     )
 
 
-class HoardedWatchStage(Stage):
+class HoardedWatchStage(WholeWindowStage):
     """Accounts of registration batches, watched per shard until their deadline."""
 
     detector = "hoarded_watch"
     key_field = "actor"  # hashed into a shard by `key_of`
     event_types = frozenset()  # set from the config: the activity that counts
     streams = frozenset({MEMBER_STREAM})
-    whole_window = True
 
     def __init__(self, cfg: HoardedAccountsSettings) -> None:
         super().__init__(WindowSpec.tumbling(cfg.check_every_ms), cfg.idle_ttl_ms)
@@ -102,17 +135,6 @@ class HoardedWatchStage(Stage):
         """The next deadline: its window closes for the shard even if nobody acts."""
         return model.next_deadline()
 
-    def new_pane(self) -> list[Any]:
-        return []
-
-    def add(self, pane: list[Any], event: Any) -> None:
-        pane.append(event)
-
-    def evaluate(
-        self, key: str, model: DormancyWatch, panes: list[list[Any]], start: int, end: int
-    ) -> list[Derived]:
-        return self.judge(events_of(panes), OneModel(key, model), start, end)
-
     def judge(self, events: list[Any], models: Models, start: int, end: int) -> list[Derived]:
         """Watch the window's new members, take off those who acted, hand on the dormant."""
         cfg = self.cfg
@@ -138,7 +160,7 @@ class HoardedWatchStage(Stage):
                 created = e.actor_created_at
                 if created is None or e.ts - created > remember:
                     continue  # not watched, and too old (or of unknown age) to be soon
-            models.get(self.shard(actor), create=True).saw(actor, e.ts)
+            models.get(self.shard(actor), create=True).learn(actor, e.ts)
         out: list[Derived] = []
         for key in self._shard_keys:
             watch = models.get(key, create=False)
@@ -234,3 +256,12 @@ class HoardedAccountsStage(Stage):
                 ),
             },
         )
+
+
+DETECTOR = Detector(
+    name="hoarded_accounts",
+    settings=HoardedAccountsSettings,
+    # the watch, then the verdict per batch
+    stages=lambda cfg, build: [HoardedWatchStage(cfg), HoardedAccountsStage(cfg, build.severity)],
+    consumes=(MEMBER_STREAM,),  # batch_registration's findings' accounts
+)

@@ -41,21 +41,74 @@ from __future__ import annotations
 import math
 from collections import Counter
 from operator import attrgetter
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from models.lockstep import Group, Round, lockstep_groups, round_signature, rounds
+from models.scales import saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.derived import Derived
-from pipeline.core.settings import LockstepGroupSettings, SeveritySettings
+from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
-from pipeline.core.window_runner import Models, OneModel, events_of
+from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.registry import Build, Detector, DetectorSettings
 
 MAX_LISTED_ROUNDS = 20  # rounds described in a finding's evidence
 ROUND_STREAM = "lockstep_round"  # closed rounds, to lockstep_ring
 _where = attrgetter("target", "content_id")
 _action = attrgetter("ts", "actor")
+
+
+class LockstepGroupSettings(DetectorSettings):
+    """`detectors.lockstep_group` in config/lockstep.yaml, which explains each field (the
+    ring_* ones are `lockstep_ring`'s)."""
+
+    actions: tuple[Literal["repost", "click", "comment"], ...]
+    window_ms: int
+    horizon_ms: int
+    start_actions: int
+    round_gap_ms: int
+    max_round_ms: int
+    min_round_actors: int
+    min_items: int
+    min_shared: int
+    link_share: float
+    member_share: float
+    min_members: int
+    regrow_share: float
+    max_actions: int
+    max_members: int
+    idle_ttl_ms: int
+    across_accounts: bool
+    ring_bands: int
+    ring_max_rounds: int
+    ring_max_actors: int
+
+    def check(self) -> None:
+        where = "detectors.lockstep_group"
+        if not self.actions:
+            raise ConfigError(f"{where}: actions must name at least one event type")
+        if min(self.window_ms, self.round_gap_ms, self.max_round_ms) <= 0:
+            raise ConfigError(f"{where}: window_ms, round_gap_ms and max_round_ms must be > 0")
+        if self.horizon_ms < self.max_round_ms or self.idle_ttl_ms < self.horizon_ms:
+            raise ConfigError(f"{where}: need max_round_ms <= horizon_ms <= idle_ttl_ms")
+        if not 1 <= self.start_actions <= self.min_round_actors:
+            raise ConfigError(f"{where}: start_actions must be in [1, min_round_actors]")
+        if self.min_items < 2 or self.min_round_actors < 2 or self.min_shared < 2:
+            raise ConfigError(f"{where}: min_items, min_round_actors and min_shared must be >= 2")
+        if min(self.min_members, self.max_members, self.max_actions) < 1:
+            raise ConfigError(f"{where}: min_members, max_members and max_actions must be >= 1")
+        if not (0.0 < self.link_share <= 1.0 and 0.0 < self.member_share <= 1.0):
+            raise ConfigError(f"{where}: link_share and member_share must be in (0, 1]")
+        if self.regrow_share < 0.0:
+            raise ConfigError(f"{where}: regrow_share must be >= 0")
+        rings = min(self.ring_bands, self.ring_max_rounds)
+        if rings < 1 or self.ring_max_actors < self.min_round_actors:
+            raise ConfigError(
+                f"{where}: ring_bands and ring_max_rounds must be >= 1, "
+                "ring_max_actors >= min_round_actors"
+            )
 
 
 def group_rounds(slots: list[Round], cfg: LockstepGroupSettings) -> list[Group]:
@@ -91,21 +144,21 @@ class TargetModel(msgspec.Struct, gc=False):
     wake: int = 0  # when its open round closes (0: none open)
 
 
-class LockstepGroupStage(Stage):
+class LockstepGroupStage(WholeWindowStage):
     detector = "lockstep_group"
     key_field = "target"
     event_types = frozenset({"repost"})
-    whole_window = True
 
-    def __init__(self, cfg: LockstepGroupSettings, severity: SeveritySettings) -> None:
+    def __init__(
+        self, cfg: LockstepGroupSettings, severity: SeveritySettings, rings: bool = False
+    ) -> None:
+        """`rings`: hand closed rounds on to `lockstep_ring` (rings across accounts)."""
         super().__init__(WindowSpec(cfg.window_ms, cfg.window_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
         self.event_types = frozenset(cfg.actions)  # type: ignore[misc]
-
-    def hand_on_rounds(self) -> None:
-        """Hand closed rounds on to `lockstep_ring` (rings across accounts)."""
-        self.emits = frozenset({ROUND_STREAM})
+        if rings:
+            self.emits = frozenset({ROUND_STREAM})
 
     def new_model(self) -> TargetModel:
         return TargetModel()
@@ -115,17 +168,6 @@ class LockstepGroupStage(Stage):
 
     def on_wake(self, key: str, model: TargetModel, end: int) -> list[Derived]:
         return self._hand_on(key, model, end)
-
-    def new_pane(self) -> list[Any]:
-        return []
-
-    def add(self, pane: list[Any], event: Any) -> None:
-        pane.append(event)  # a pane per key: the distributed runtime's `TableRunner`
-
-    def evaluate(
-        self, key: str, model: TargetModel, panes: list[list[Any]], start: int, end: int
-    ) -> list[Finding | Derived]:
-        return self.judge(events_of(panes), OneModel(key, model), start, end)
 
     def judge(
         self, events: list[Any], models: Models, start: int, end: int
@@ -285,7 +327,7 @@ class LockstepGroupStage(Stage):
         joined = group.joined
         n_items = len({r.item for r in group.rounds})
         strength = (n_items / cfg.min_items) * (len(joined) / cfg.min_members)
-        score = 1.0 - 0.5 ** math.sqrt(strength)
+        score = saturating(math.sqrt(strength))
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
@@ -330,3 +372,25 @@ class LockstepGroupStage(Stage):
                 ),
             },
         )
+
+
+def _stages(cfg: LockstepGroupSettings, build: Build) -> list[Stage]:
+    """The groups per account; with `across_accounts`, the rings across accounts too, from
+    the rounds the first stage closes."""
+    from pipeline.detectors.lockstep_ring import (  # here: lockstep_ring imports this module
+        LockstepBucketStage,
+        LockstepRingStage,
+    )
+
+    groups = LockstepGroupStage(cfg, build.severity, rings=cfg.across_accounts)
+    if not cfg.across_accounts:
+        return [groups]
+    return [groups, LockstepBucketStage(cfg), LockstepRingStage(cfg, build.severity)]
+
+
+DETECTOR = Detector(
+    name="lockstep_group",
+    settings=LockstepGroupSettings,
+    stages=_stages,
+    also_finds=("lockstep_ring",),
+)

@@ -39,11 +39,12 @@ from typing import Any
 import msgspec
 
 from models.lockstep import Round, round_signature
+from models.scales import saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.derived import Derived
-from pipeline.core.settings import LockstepGroupSettings, SeveritySettings
+from pipeline.core.settings import SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
-from pipeline.detectors.lockstep_group import ROUND_STREAM, group_rounds
+from pipeline.detectors.lockstep_group import ROUND_STREAM, LockstepGroupSettings, group_rounds
 
 MAX_LISTED_ROUNDS = 20
 CANDIDATE_STREAM = "ring_candidate"
@@ -223,7 +224,7 @@ class LockstepRingStage(Stage):
         items = {r[1] for r in rounds_seen}
         targets = sorted({r[0] for r in rounds_seen})
         strength = (len(items) / cfg.min_items) * (len(joined) / cfg.min_members)
-        score = 1.0 - 0.5 ** math.sqrt(strength)
+        score = saturating(math.sqrt(strength))
         severity = severity_of(score, self.severity)
         if severity is None:
             return None

@@ -32,21 +32,63 @@ import zlib
 from collections import defaultdict
 from itertools import chain, compress
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.activity import RecentActivity
 from models.follower_composition import PLATFORM_FLOWS
+from pipeline.contract.events import EVENT_TYPES
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.core.derived import Derived
-from pipeline.core.settings import SeveritySettings, SilentFollowersSettings
+from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
-from pipeline.core.window_runner import Models
+from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.registry import Build, Detector, DetectorSettings
+
+if TYPE_CHECKING:
+    from pipeline.detectors.follower_jump import FollowerJumpSettings
 
 SILENT_STREAM = "silent_follow"
 FOLLOW = "follow"
 _actor = attrgetter("actor")
 _type = attrgetter("type")
 JUMP_STREAM = "jump_window"
+
+
+class SilentFollowersSettings(DetectorSettings):
+    """`detectors.silent_followers` in config/lockstep.yaml, which explains each field."""
+
+    activity_types: list[str]
+    shards: int
+    window_ms: int
+    generation_ms: int
+    warmup_ms: int
+    follow_up_ms: int
+    memory_ms: int
+    min_silent: int
+    min_silent_share: float
+    max_members: int
+    idle_ttl_ms: int
+
+    def check(self, jumps: FollowerJumpSettings) -> None:
+        where = "detectors.silent_followers"
+        unknown = set(self.activity_types) - set(EVENT_TYPES)
+        if not self.activity_types or unknown or "follow" in self.activity_types:
+            raise ConfigError(
+                f"{where}: activity_types must name event types other than follow, "
+                f"not {sorted(unknown | ({'follow'} & set(self.activity_types)))}"
+            )
+        if min(self.shards, self.min_silent, self.max_members) < 1:
+            raise ConfigError(f"{where}: shards, min_silent and max_members must be >= 1")
+        if self.window_ms <= 0 or self.generation_ms < self.window_ms or self.warmup_ms < 0:
+            raise ConfigError(f"{where}: need 0 < window_ms <= generation_ms and warmup_ms >= 0")
+        if self.memory_ms < jumps.window_ms or self.idle_ttl_ms < self.window_ms:
+            raise ConfigError(
+                f"{where}: memory_ms must cover follower_jump.window_ms and idle_ttl_ms window_ms"
+            )
+        if not 0.0 < self.min_silent_share <= 1.0:
+            raise ConfigError(f"{where}: min_silent_share must be in (0, 1]")
+        if self.follow_up_ms < 0:
+            raise ConfigError(f"{where}: follow_up_ms must be >= 0")
 
 
 def jump_record(
@@ -108,7 +150,7 @@ class ActivityModel:
         self.since: dict[str, int] = {}  # shard -> the start of its first window
 
 
-class FollowerActivityStage(Stage):
+class FollowerActivityStage(WholeWindowStage):
     """Per shard of accounts: who was active lately; a window's silent new followers.
 
     The distributed runtime keeps a model per shard (its state goes to a table per key);
@@ -119,7 +161,6 @@ class FollowerActivityStage(Stage):
     detector = "follower_activity"
     key_field = "actor"  # hashed into a shard by `key_of`
     event_types = frozenset()  # follows, and the activity types of the config
-    whole_window = True
     folds = True
     EVERYONE = "follower_activity/all"  # the embedded runtime's one key
 
@@ -193,7 +234,7 @@ class FollowerActivityStage(Stage):
         against who was active (before the window, or in it)."""
         activity, warmup = model.activity, self.cfg.warmup_ms
         for fold in folds:
-            activity.saw(fold.active, start)
+            activity.learn(fold.active, start)
         follows = list(chain.from_iterable(f.follows for f in folds))
         quiet = activity.inactive(map(_actor, follows), start)
         silent: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
@@ -313,3 +354,20 @@ class SilentFollowersStage(Stage):
 
 def _order(d: Derived) -> tuple[int, str, str]:
     return d.ts, d.stream, d.event_id
+
+
+def _stages(cfg: SilentFollowersSettings, build: Build, jumps: FollowerJumpSettings) -> list[Stage]:
+    """Who was active lately, then the verdict on follower_jump's flagged windows."""
+    return [
+        FollowerActivityStage(cfg, jumps.young_account_ms),
+        SilentFollowersStage(cfg, build.severity),
+    ]
+
+
+DETECTOR = Detector(
+    name="silent_followers",
+    settings=SilentFollowersSettings,
+    stages=_stages,
+    needs=("follower_jump",),  # its windows, and its young accounts (not established)
+    consumes=(JUMP_STREAM,),  # its flagged windows
+)

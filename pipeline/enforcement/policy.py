@@ -1,12 +1,11 @@
 """Enforcement policy as data (`config/policy.yaml`): findings -> Article 19 actions.
 
 A rule matches findings (by detector, article, subject type, least severity) and names,
-per Article 13 credit level of the subject, the rungs of the Article 19 ladder to apply
-(warn, throttle, restrict_functions, suspend_updates, stop_ads, close_account, blacklist,
-ban_reregistration), with discount_engagement, report_regulator and human_review beside
-them. A subject's credit starts at the top, each finding costs points by severity, and it
-recovers day by day (`models.credit`), so escalation follows the subject's history and a
-quiet subject climbs back. Findings within `cooldown_s` of an incident's first are one
+per Article 13 credit level of the subject, the Article 19 measures to apply (the rungs
+of the ladder and the measures beside it: `pipeline.enforcement.measures`). A subject's
+credit starts at the top, each finding costs points by severity, and it recovers day by
+day (`models.credit`), so escalation follows the subject's history and a quiet subject
+climbs back. Findings within `cooldown_s` of an incident's first are one
 incident: it costs what its gravest finding costs, however many detectors saw it. Each
 rule has a mode: `enforce`, `shadow` (computed and recorded, not to be applied) or
 `review` (waits for a person).
@@ -26,37 +25,18 @@ from typing import Any, Literal
 import msgspec
 
 from models.credit import DAY, Credit, level_of
-from pipeline.contract.findings import DETECTORS, SEVERITIES, Action, Finding, stable_id
+from pipeline.contract.findings import SEVERITIES, Action, Finding, stable_id
 from pipeline.core.settings import CONFIG_DIR, read_yaml
+from pipeline.detectors import REGISTRY
+from pipeline.enforcement.measures import MEASURES, PARAMETERS, POLICY_MEASURES, Step
 
 DEFAULT_POLICY = CONFIG_DIR / "policy.yaml"
 
-LADDER = (
-    "warn",
-    "throttle",
-    "restrict_functions",
-    "suspend_updates",
-    "stop_ads",
-    "close_account",
-    "blacklist",
-    "ban_reregistration",
-)
-ACTIONS = (*LADDER, "discount_engagement", "report_regulator", "human_review")
 Mode = Literal["enforce", "shadow", "review"]
 
 
 class PolicyError(Exception):
     """A policy that cannot be used; the message is one line for the user."""
-
-
-class Step(msgspec.Struct, forbid_unknown_fields=True):
-    """One measure of a ladder rung: what, for how long, with which parameters."""
-
-    action: str
-    for_s: int | None = None  # time-bound: expires this long after it is issued
-    requests_per_unit: int | None = None  # throttle: allowed requests
-    unit: Literal["second", "minute", "hour", "day"] | None = None
-    limits: list[str] = []  # throttle: the account's actions limited (follow, comment, ...)
 
 
 class Rule(msgspec.Struct, forbid_unknown_fields=True):
@@ -106,7 +86,7 @@ def _check(policy: Policy, where: Path) -> None:
         raise PolicyError(f"policy {where}: credit needs levels, top > 0, recover_per_day >= 0")
     if unknown := set(credit.cost) - set(SEVERITIES):
         raise PolicyError(f"policy {where}: credit.cost: unknown severity {sorted(unknown)[0]}")
-    if unknown := set(policy.cooldown_exempt) - set(ACTIONS):
+    if unknown := set(policy.cooldown_exempt) - set(POLICY_MEASURES):
         raise PolicyError(f"policy {where}: cooldown_exempt: unknown action {sorted(unknown)[0]}")
     names = set()
     for i, rule in enumerate(policy.rules):
@@ -116,31 +96,39 @@ def _check(policy: Policy, where: Path) -> None:
         names.add(rule.name)
         if rule.min_severity not in SEVERITIES:
             raise PolicyError(f"{at}: min_severity must be one of {', '.join(SEVERITIES)}")
-        if unknown := [d for d in rule.detectors if d not in DETECTORS]:
+        detectors = REGISTRY.finding_detectors
+        if unknown := [d for d in rule.detectors if d not in detectors]:
             raise PolicyError(
-                f"{at}: unknown detector {unknown[0]!r} (one of {', '.join(DETECTORS)})"
+                f"{at}: unknown detector {unknown[0]!r} (one of {', '.join(detectors)})"
             )
         if missing := set(credit.levels) - set(rule.ladder):
             raise PolicyError(f"{at}: ladder has no rung for credit level {sorted(missing)[0]}")
         if extra := set(rule.ladder) - set(credit.levels):
             raise PolicyError(f"{at}: ladder names unknown credit level {sorted(extra)[0]}")
         for level, steps in rule.ladder.items():
-            for j, step in enumerate(steps):
-                s = _step(step)
-                if s.action not in ACTIONS:
-                    raise PolicyError(
-                        f"{at}: ladder.{level}[{j}]: unknown action {s.action!r} "
-                        f"(one of {', '.join(ACTIONS)})"
-                    )
-                if s.action == "throttle" and not (s.requests_per_unit and s.unit and s.limits):
-                    raise PolicyError(
-                        f"{at}: ladder.{level}[{j}]: throttle needs requests_per_unit, unit, limits"
-                    )
-                if s.for_s is not None and s.for_s <= 0:
-                    raise PolicyError(f"{at}: ladder.{level}[{j}]: for_s must be > 0")
+            for j, step in enumerate(map(_step, steps)):
+                if problem := _step_problem(step):
+                    raise PolicyError(f"{at}: ladder.{level}[{j}]: {problem}")
+
+
+def _step_problem(step: Step) -> str | None:
+    """What is wrong with a ladder's step, checked against its measure; None if nothing."""
+    measure = MEASURES.get(step.action)
+    if measure is None or not measure.by_policy:
+        return f"unknown action {step.action!r} (one of {', '.join(POLICY_MEASURES)})"
+    if not all(getattr(step, name) for name in measure.params):
+        return f"{step.action} needs {', '.join(measure.params)}"
+    if extra := [p for p in PARAMETERS if p not in measure.params and getattr(step, p)]:
+        return f"{step.action} takes no {extra[0]}"
+    if step.for_s is not None and not measure.time_bound:
+        return f"{step.action} does not expire: it takes no for_s"
+    if step.for_s is not None and step.for_s <= 0:
+        return "for_s must be > 0"
+    return None
 
 
 def _step(step: str | Step) -> Step:
+    """A ladder's step, written as the measure's name alone or in full."""
     return Step(action=step) if isinstance(step, str) else step
 
 
@@ -206,33 +194,20 @@ class Enforcer:
         if cooled and last is not None and finding.ts - last < policy.cooldown_s * 1000:
             return []
         record.last[step.action] = finding.ts
-        subjects = (
-            [("account", m) for m in finding.members]
-            if rule.apply_to == "members" and finding.members
-            else [(finding.subject_type, finding.subject_id)]
-        )
         expires = finding.ts + step.for_s * 1000 if step.for_s else None
         out = []
-        for subject_type, subject_id in subjects:
+        for subject_type, subject_id in _subjects(rule, finding):
+            own = _own_params(step, subject_id, finding, record)
+            if own is None:
+                continue
             params: dict[str, Any] = {
                 "rule": rule.name,
                 "detector": finding.detector,
                 "severity": finding.severity,
                 "credit_level": level,
                 "credit_score": round(score, 2),
+                **own,
             }
-            if step.action == "throttle":
-                params["descriptors"] = [
-                    {"key": "account_id", "value": subject_id},
-                    *({"key": "action", "value": a} for a in step.limits),
-                ]
-                params["requests_per_unit"] = step.requests_per_unit
-                params["unit"] = step.unit
-            elif step.action == "discount_engagement":
-                discount = _discount(finding, record)
-                if finding.evidence.get("fabricated") and not discount["engagement"]:
-                    continue  # what it estimated was discounted by an earlier finding
-                params["discount"] = discount
             out.append(
                 Action(
                     action_id=stable_id(
@@ -252,7 +227,36 @@ class Enforcer:
         return out
 
 
-DISCOUNT_MEMORY_MS = 86_400_000  # how long issued discounts are remembered
+def _subjects(rule: Rule, finding: Finding) -> list[tuple[str, str]]:
+    """Whom the rule's measures are for: the finding's subject, or a group's members."""
+    if rule.apply_to == "members" and finding.members:
+        return [("account", m) for m in finding.members]
+    return [(finding.subject_type, finding.subject_id)]
+
+
+def _own_params(
+    step: Step, subject_id: str, finding: Finding, record: SubjectRecord
+) -> dict[str, Any] | None:
+    """The parameters particular to the step's measure, or None when it has nothing left to
+    do (the engagement a finding estimated fabricated was discounted by an earlier one)."""
+    if step.action == "throttle":
+        return {
+            "descriptors": [
+                {"key": "account_id", "value": subject_id},
+                *({"key": "action", "value": a} for a in step.limits),
+            ],
+            "requests_per_unit": step.requests_per_unit,
+            "unit": step.unit,
+        }
+    if step.action == "discount_engagement":
+        discount = _discount(finding, record)
+        if finding.evidence.get("fabricated") and not discount["engagement"]:
+            return None
+        return {"discount": discount}
+    return {}
+
+
+DISCOUNT_MEMORY_MS = DAY  # how long issued discounts are remembered
 
 
 def _discount(finding: Finding, record: SubjectRecord) -> dict[str, Any]:
@@ -292,4 +296,4 @@ def _matches(rule: Rule, finding: Finding) -> bool:
     return SEVERITIES.index(finding.severity) >= SEVERITIES.index(rule.min_severity)
 
 
-__all__ = ["DAY", "Enforcer", "Policy", "PolicyError", "SubjectRecord", "load_policy"]
+__all__ = ["Enforcer", "Policy", "PolicyError", "SubjectRecord", "load_policy"]

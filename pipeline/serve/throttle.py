@@ -3,9 +3,9 @@
 The answer comes from the actions in force (`ThrottleTable`, built from actions as they
 are issued): a `throttle` allows its `requests_per_unit` per `unit` for the actions its
 descriptors name, and answers 429 with `Retry-After` (the end of the unit) beyond; a
-`restrict_functions`, `suspend_updates`, `close_account`, `blacklist` or
-`ban_reregistration` limits every action until it expires (or for good); a `revert`
-lifts the action it reverses. Only actions in mode `enforce` limit anyone: `shadow` and
+measure that blocks (`pipeline.enforcement.measures`: restrict_functions, close_account,
+...) limits every action until it expires (or for good); a `revert` lifts the action it
+reverses. Only actions in mode `enforce` limit anyone: `shadow` and
 `review` ones are recorded, not applied.
 
     GET /v1/throttle?account_id=<id>&action=<follow|comment|...>
@@ -26,25 +26,35 @@ cost is its HTTP handling (see benchmarks/RESULTS.md for p50/p99 under load).
 
 from __future__ import annotations
 
+import asyncio
 import math
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+import msgspec
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from pipeline.contract.findings import Action
+from pipeline.enforcement.measures import BLOCKING, UNIT_S
 
-BLOCKING = {
-    "restrict_functions",
-    "suspend_updates",
-    "close_account",
-    "blacklist",
-    "ban_reregistration",
-}
-UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 ANY = "*"
 
 
 @dataclass
 class Limit:
+    """One action's hold on an (account, action) pair: a throttle's counts, or a block."""
+
     action_id: str
     kind: str  # throttle, or a blocking measure
     expires_at: float | None  # seconds; None: until reverted
@@ -66,20 +76,23 @@ class ThrottleTable:
         for a in actions:
             if a.action == "revert":
                 self._lift(a.params.get("reverts", ""))
-                continue
-            if a.mode != "enforce" or a.subject_type != "account":
-                continue
-            expires = a.expires_at / 1000 if a.expires_at else None
-            if a.action == "throttle":
-                unit = UNIT_S.get(a.params.get("unit", ""), 0)
-                per_unit = int(a.params.get("requests_per_unit", 0))
-                kinds = [
-                    d["value"] for d in a.params.get("descriptors", []) if d["key"] == "action"
-                ] or [ANY]
-                for kind in kinds:
-                    self._add(a, kind, Limit(a.action_id, "throttle", expires, per_unit, unit))
-            elif a.action in BLOCKING:
-                self._add(a, ANY, Limit(a.action_id, a.action, expires))
+            elif a.mode == "enforce" and a.subject_type == "account":
+                self._enforce(a)
+
+    def _enforce(self, a: Action) -> None:
+        """Limit the account as the action's measure says: a throttle counts the actions
+        its descriptors name, a measure that blocks limits every action, others none."""
+        expires = a.expires_at / 1000 if a.expires_at else None
+        if a.action == "throttle":
+            unit = UNIT_S.get(a.params.get("unit", ""), 0)
+            per_unit = int(a.params.get("requests_per_unit", 0))
+            kinds = [
+                d["value"] for d in a.params.get("descriptors", []) if d["key"] == "action"
+            ] or [ANY]
+            for kind in kinds:
+                self._add(a, kind, Limit(a.action_id, "throttle", expires, per_unit, unit))
+        elif a.action in BLOCKING:
+            self._add(a, ANY, Limit(a.action_id, a.action, expires))
 
     def _add(self, a: Action, kind: str, limit: Limit) -> None:
         key = (a.subject_id, kind)
@@ -121,8 +134,6 @@ class ThrottleMetrics:
     verdict and the measure that limited, never an account."""
 
     def __init__(self, table: ThrottleTable) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
         self.registry = CollectorRegistry()
         self.checks = Counter(
             "lockstep_throttle_checks",
@@ -155,47 +166,58 @@ class ThrottleMetrics:
         self.allowed = self.checks.labels("allowed", "")
 
     def exposition(self) -> bytes:
-        from prometheus_client import generate_latest
-
         return generate_latest(self.registry)
 
 
-def app(table: ThrottleTable, clock: Any, metrics: ThrottleMetrics | None = None) -> Any:
-    """The aiohttp application answering checks from `table` at `clock()` seconds."""
-    import time
+RETRY_FOR_GOOD_S = 365 * UNIT_S["day"]  # the Retry-After of a limit that does not expire
 
-    from aiohttp import web
 
-    metrics = metrics or ThrottleMetrics(table)
+class Verdict(NamedTuple):
+    """A check's answer, as the HTTP response carries it."""
 
-    def verdict(account: str, action: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-        hit = table.check(account, action, clock())
+    status: int  # 200 allowed, 429 limited
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+class Checks:
+    """The hook's HTTP answers from `table` at `clock()` seconds, each counted and timed."""
+
+    def __init__(
+        self, table: ThrottleTable, clock: Callable[[], float], metrics: ThrottleMetrics
+    ) -> None:
+        self.table, self.clock, self.metrics = table, clock, metrics
+
+    def verdict(self, account: str, action: str) -> Verdict:
+        hit = self.table.check(account, action, self.clock())
         if hit is None:
-            metrics.allowed.inc()
-            return 200, {"limited": False}, {}
+            self.metrics.allowed.inc()
+            return Verdict(200, {"limited": False}, {})
         limit, wait = hit
-        metrics.checks.labels("limited", limit.kind).inc()
-        retry = 86400 * 365 if math.isinf(wait) else max(1, math.ceil(wait))
+        self.metrics.checks.labels("limited", limit.kind).inc()
+        retry = RETRY_FOR_GOOD_S if math.isinf(wait) else max(1, math.ceil(wait))
         body = {
             "limited": True,
             "action_id": limit.action_id,
             "reason": limit.kind,
             "retry_after_s": retry,
         }
-        return 429, body, {"Retry-After": str(retry)}
+        return Verdict(429, body, {"Retry-After": str(retry)})
 
-    async def throttle(request: web.Request) -> web.Response:
+    async def throttle(self, request: web.Request) -> web.Response:
+        """GET /v1/throttle?account_id=&action=: one check."""
         started = time.perf_counter()
         account = request.query.get("account_id")
         action = request.query.get("action", ANY)
         if not account:
             return web.json_response({"error": "account_id is required"}, status=400)
-        status, body, headers = verdict(account, action)
+        status, body, headers = self.verdict(account, action)
         response = web.json_response(body, status=status, headers=headers)
-        metrics.check_time.observe(time.perf_counter() - started)
+        self.metrics.check_time.observe(time.perf_counter() - started)
         return response
 
-    async def ratelimit(request: web.Request) -> web.Response:
+    async def ratelimit(self, request: web.Request) -> web.Response:
+        """POST /v1/ratelimit, Envoy style: one check per descriptor, the worst overall."""
         started = time.perf_counter()
         try:
             data = await request.json()
@@ -203,7 +225,7 @@ def app(table: ThrottleTable, clock: Any, metrics: ThrottleMetrics | None = None
             worst = 200
             for d in data["descriptors"]:
                 entries = {e["key"]: e["value"] for e in d["entries"]}
-                status, body, _ = verdict(entries["account_id"], entries.get("action", ANY))
+                status, body, _ = self.verdict(entries["account_id"], entries.get("action", ANY))
                 worst = max(worst, status)
                 code = "OVER_LIMIT" if status == 429 else "OK"
                 statuses.append(
@@ -213,73 +235,85 @@ def app(table: ThrottleTable, clock: Any, metrics: ThrottleMetrics | None = None
             return web.json_response({"error": f"bad request: {exc}"}, status=400)
         overall = "OVER_LIMIT" if worst == 429 else "OK"
         response = web.json_response({"overall_code": overall, "statuses": statuses})
-        metrics.check_time.observe(time.perf_counter() - started)
+        self.metrics.check_time.observe(time.perf_counter() - started)
         return response
 
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"ok": True})
-
-    async def scrape(request: web.Request) -> web.Response:
-        from prometheus_client import CONTENT_TYPE_LATEST
-
+    async def scrape(self, request: web.Request) -> web.Response:
+        """GET /metrics."""
         return web.Response(
-            body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+            body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the server is up (tests and orchestrators wait on it)."""
+    return web.json_response({"ok": True})
+
+
+def app(
+    table: ThrottleTable, clock: Callable[[], float], metrics: ThrottleMetrics | None = None
+) -> web.Application:
+    """The aiohttp application answering checks from `table` at `clock()` seconds."""
+    checks = Checks(table, clock, metrics or ThrottleMetrics(table))
     application = web.Application()
-    application.router.add_get("/v1/throttle", throttle)
-    application.router.add_post("/v1/ratelimit", ratelimit)
+    application.router.add_get("/v1/throttle", checks.throttle)
+    application.router.add_post("/v1/ratelimit", checks.ratelimit)
     application.router.add_get("/healthz", healthz)
-    application.router.add_get("/metrics", scrape)
+    application.router.add_get("/metrics", checks.scrape)
     return application
 
 
-def serve(actions_path: str, host: str, port: int, now: float | None = None) -> None:
-    """Serve checks from an actions file (JSON lines, as replay or run write it), taking
-    in the lines appended to it as they come (every second)."""
-    import asyncio
-    import sys
-    import time
+class ActionsFile:
+    """An actions file (JSON lines, as replay or run write it) taken into a table as it
+    grows: whole lines only; a line that is not an action is logged, counted and skipped,
+    and the hook keeps serving."""
 
-    import msgspec
-    from aiohttp import web
+    def __init__(self, path: str, table: ThrottleTable, metrics: ThrottleMetrics) -> None:
+        self.path, self.table, self.metrics = path, table, metrics
+        self.offset = 0  # bytes taken in so far
+        self._decode = msgspec.json.Decoder(Action).decode
 
-    table = ThrottleTable()
-    metrics = ThrottleMetrics(table)
-    decode = msgspec.json.Decoder(Action).decode
-    offset = 0
-
-    def take(line: bytes) -> list[Action]:
+    def load(self) -> None:
+        """Take in the whole lines appended since the last load."""
         try:
-            return [decode(line)]
-        except msgspec.DecodeError as exc:  # logged and counted; the hook keeps serving
-            metrics.refused.inc()
-            print(f"throttle: skipped a line of {actions_path}: {exc}", file=sys.stderr)
-            return []
-
-    def load() -> None:
-        nonlocal offset
-        try:
-            with open(actions_path, "rb") as handle:
-                handle.seek(offset)
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
                 data = handle.read()
         except FileNotFoundError:  # not written yet (a sink or run starting)
             return
         end = data.rfind(b"\n") + 1  # whole lines only: a writer may be mid-line
-        table.apply([a for line in data[:end].splitlines() if line.strip() for a in take(line)])
-        offset += end
+        lines = [line for line in data[:end].splitlines() if line.strip()]
+        self.table.apply([a for line in lines for a in self._take(line)])
+        self.offset += end
 
-    async def follow(application: Any) -> Any:
-        async def loop() -> None:
+    def _take(self, line: bytes) -> list[Action]:
+        try:
+            return [self._decode(line)]
+        except msgspec.DecodeError as exc:
+            self.metrics.refused.inc()
+            print(f"throttle: skipped a line of {self.path}: {exc}", file=sys.stderr)
+            return []
+
+    async def follow(self, application: web.Application) -> AsyncIterator[None]:
+        """An aiohttp cleanup context: loads every second while the application runs."""
+
+        async def every_second() -> None:
             while True:
                 await asyncio.sleep(1.0)
-                load()
+                self.load()
 
-        task = asyncio.create_task(loop())
+        task = asyncio.create_task(every_second())
         yield
         task.cancel()
 
-    load()
+
+def serve(actions_path: str, host: str, port: int, now: float | None = None) -> None:
+    """Serve checks from an actions file, taking in the lines appended to it as they come
+    (every second); `now` fixes the clock (seconds)."""
+    table = ThrottleTable()
+    metrics = ThrottleMetrics(table)
+    actions = ActionsFile(actions_path, table, metrics)
+    actions.load()
     application = app(table, (lambda: now) if now is not None else time.time, metrics)
-    application.cleanup_ctx.append(follow)
+    application.cleanup_ctx.append(actions.follow)
     web.run_app(application, host=host, port=port, print=None, access_log=None)
