@@ -4,7 +4,10 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY models ./models
 COPY config ./config
-RUN pip install --no-cache-dir -e .
+# A plain install, as from a wheel: the default settings and policy ship as package data.
+# docker-compose.yml mounts config/ at /etc/lockstep and names it in LOCKSTEP_CONFIG.
+RUN pip install --no-cache-dir . && rm -rf /opt/lockstep
+WORKDIR /var/lib/lockstep
 EXPOSE 9108
 ENTRYPOINT ["lockstep"]
 CMD ["run", "--demo"]

@@ -37,13 +37,12 @@ from aiokafka import AIOKafkaConsumer
 
 from benchmarks.streams import ensure_file
 from pipeline.contract.events import decoder
-from pipeline.core.engine import Stats
 from pipeline.core.settings import Settings, load_settings
+from pipeline.core.stats import Stats
 from pipeline.detectors import build_stages
 from pipeline.distributed.ingest_loop import IngestLoop
-from pipeline.distributed.produce import ensure_topics
 from pipeline.distributed.runtime import Ingest
-from pipeline.distributed.topics import Topics
+from pipeline.distributed.topics import Topics, ensure_topics
 from pipeline.distributed.worker import declared_topics
 from tests.kafka import Broker
 
@@ -52,9 +51,9 @@ NAIVE_AGENT = """
 import os, sys, time, faust
 from pipeline.detectors import build_stages
 from pipeline.distributed.runtime import Ingest
-from pipeline.core.engine import Stats
+from pipeline.core.stats import Stats
 from pipeline.distributed.ingest_loop import IngestLoop
-from pipeline.distributed.produce import ensure_topics
+from pipeline.distributed.topics import ensure_topics
 from pipeline.contract.events import decoder
 topics = os.environ["NAIVE_TOPICS"].split(","); total = int(os.environ["NAIVE_TOTAL"])
 app = faust.App("bench-naive", broker="kafka://" + os.environ["NAIVE_BROKER"], web_enabled=False,

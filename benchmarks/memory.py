@@ -32,8 +32,8 @@ from benchmarks.streams import (
     cycling_lines,
     cycling_mixed_lines,
 )
-from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
+from pipeline.embedded.engine import Engine
 
 
 def main() -> None:

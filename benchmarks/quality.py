@@ -28,7 +28,8 @@ from rich.table import Table
 
 from pipeline.core.settings import load_settings
 from pipeline.embedded.replay import replay
-from pipeline.lab.evaluation import evaluate, plot, read_findings
+from pipeline.lab.evaluation import evaluate, read_findings
+from pipeline.lab.evaluation.plot import plot
 from pipeline.lab.evaluation.report import percent, seconds
 from pipeline.lab.evaluation.score import CampaignScore, Report
 from pipeline.lab.labels import CAMPAIGN_KINDS, NEGATIVE_KINDS

@@ -20,8 +20,8 @@ from pathlib import Path
 from benchmarks.streams import ensure_file
 from pipeline.contract.events import decoder
 from pipeline.core.settings import load_settings
+from pipeline.core.sources import LineSource
 from pipeline.embedded.replay import replay
-from pipeline.embedded.sources import LineSource
 
 DATA = Path(__file__).resolve().parent / ".data"
 

@@ -29,10 +29,10 @@ Memory is `3 * 3 * rows * buckets` float64 numbers whatever the number of distin
 the first event of each new tick folds the finished tick into the history, O(rows * buckets).
 
     >>> m = EdgeBurst(rows=2, buckets=256, decay=0.9, seed=1)
-    >>> quiet = [m.score(f"u{i % 40}", f"v{i % 7}", i // 40) for i in range(400)]
+    >>> quiet = [m.update(f"u{i % 40}", f"v{i % 7}", i // 40) for i in range(400)]
     >>> max(quiet) < 0.5
     True
-    >>> burst = [m.score(f"bot{i}", "v3", 10) for i in range(300)]
+    >>> burst = [m.update(f"bot{i}", "v3", 10) for i in range(300)]
     >>> burst[-1] > 0.9
     True
 """
@@ -78,13 +78,13 @@ def _name_key(base: Any, name: str) -> int:
 class EdgeBurst:
     """Burst score for each (source, destination, tick) event of an edge stream.
 
-    `score(source, destination, t)` counts the event, then returns how anomalous its
+    `update(source, destination, t)` counts the event, then returns how anomalous its
     current-tick counts are, in [0, 1]. `t` is an integer tick whose length the caller
     chooses (e.g. minutes of event time). Ticks only move forward: an event with a smaller
     t than the current tick is counted in the current tick. Skipped ticks count as ticks
     with no events.
 
-    The raw score (`last_raw`, `score_raw`, `score_many(..., raw=True)`) is the largest,
+    The raw score (`last_raw`, `update_raw`, `update_many(..., raw=True)`) is the largest,
     over edge, source and destination, of z^2, where z is the upward deviation of the
     current-tick count from its history on the Anscombe scale, in standard deviations
     (0 if the count is at or below normal). Under steady Poisson traffic it is about
@@ -250,11 +250,11 @@ class EdgeBurst:
         """Map a raw score (z^2) to [0, 1]: 1 - 0.5 ** (z / z_scale)."""
         return 1.0 - 0.5 ** (math.sqrt(raw) / self.z_scale)
 
-    def score(self, source: str, destination: str, t: int) -> float:
+    def update(self, source: str, destination: str, t: int) -> float:
         """Count one event, then return its burst score in [0, 1]."""
-        return self.unit(self.score_raw(source, destination, t))
+        return self.unit(self.update_raw(source, destination, t))
 
-    def score_raw(self, source: str, destination: str, t: int) -> float:
+    def update_raw(self, source: str, destination: str, t: int) -> float:
         """Count one event, then return its raw score: max over edge, source, destination
         of the squared upward deviation z^2 (0 while warming up)."""
         self._enter(int(t))
@@ -286,7 +286,7 @@ class EdgeBurst:
         self.last_raw = max(parts)
         return self.last_raw
 
-    def score_many(
+    def update_many(
         self,
         sources: Sequence[str],
         destinations: Sequence[str],
@@ -294,8 +294,8 @@ class EdgeBurst:
         *,
         raw: bool = False,
     ) -> np.ndarray:
-        """Score a batch of events in order; the same numbers as calling `score` (or
-        `score_raw` if raw=True) on each event in turn, computed with numpy."""
+        """Count and score a batch of events in order; the same numbers as calling `update`
+        (or `update_raw` if raw=True) on each event in turn, computed with numpy."""
         n = len(sources)
         if len(destinations) != n or len(ts) != n:
             raise ValueError("sources, destinations and ts must have the same length")
@@ -319,9 +319,9 @@ class EdgeBurst:
             out = 1.0 - 0.5 ** (np.sqrt(out) / self.z_scale)
         return out
 
-    def count_many(self, sources: Sequence[str], destinations: Sequence[str], t: int) -> None:
+    def learn_many(self, sources: Sequence[str], destinations: Sequence[str], t: int) -> None:
         """Count a batch of events of tick `t` (an earlier tick counts as the current one)
-        without scoring them: the sketches end as `score_many` would leave them, for a
+        without scoring them: the sketches end as `update_many` would leave them, for a
         fraction of its cost. For callers that read scores per tick afterwards
         (`destination_burst`), where the order of a tick's events does not matter."""
         if len(destinations) != len(sources):
@@ -330,8 +330,8 @@ class EdgeBurst:
         if len(sources):
             self._count(self._keys_many(sources, destinations), range(len(_FAMILIES)))
 
-    def count_destinations(self, destinations: Sequence[str], t: int) -> None:
-        """`count_many` for a caller that only reads `destination_burst`: only the
+    def learn_destinations(self, destinations: Sequence[str], t: int) -> None:
+        """`learn_many` for a caller that only reads `destination_burst`: only the
         destination sketch counts (the edge and source sketches keep what they had), so
         the sources need not even be hashed."""
         self._enter(int(t))

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pipeline.contract.events import NO_TIME
 from pipeline.contract.findings import Action, Finding
 from pipeline.core.derived import split_outputs
-from pipeline.core.engine import Engine
 from pipeline.core.settings import Settings
 from pipeline.core.stage import Stage
 from pipeline.distributed.runtime import (
@@ -23,6 +22,7 @@ from pipeline.distributed.runtime import (
     upstream_sources,
 )
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from pipeline.enforcement.stage import FINDING_STREAM, finding_records
 
 

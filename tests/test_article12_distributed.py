@@ -4,10 +4,10 @@ exactly what the embedded engine finds."""
 
 from __future__ import annotations
 
-from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
 from pipeline.detectors import build_stages
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 from tests.stage_partitions import run_partitioned
 from tests.test_engagement_inflation import _background, _farm

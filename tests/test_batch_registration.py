@@ -11,11 +11,11 @@ import pytest
 
 from models.registration_burst import devices_per_registration, source_of
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.detectors import build_stages
 from pipeline.detectors.batch_registration import BatchRegistrationStage
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, replay_three_ways
 from tests.stage_partitions import runtimes_agree
 

@@ -12,12 +12,12 @@ import pytest
 
 from models.churn import ChurnHistory, quick_undos, surprise
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.core.window_runner import WindowRunner
 from pipeline.detectors import build_stages
 from pipeline.detectors.churn import ChurnStage
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, replay_three_ways
 from tests.stage_partitions import runtimes_agree
 

@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.embedded.sources import InputError
+from pipeline.core.sources import InputError
 from pipeline.enforcement.policy import DEFAULT_POLICY
 from pipeline.outputs.kafka_publish import PublishError
 

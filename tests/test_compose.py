@@ -207,7 +207,7 @@ def test_worker_reaches_kafka_once_healthy_on_its_advertised_listener(name: str)
     advertised = _listeners(_env(services["kafka"])["KAFKA_ADVERTISED_LISTENERS"])
     broker = _env(worker)["LOCKSTEP_KAFKA_BROKER"]
     assert broker in {f"{host}:{port}" for host, port in advertised.values()}
-    assert ("./config", "/opt/lockstep/config") in _mounts(worker)
+    assert ("./config", "/etc/lockstep") in _mounts(worker)
 
 
 def test_workers_agree_on_topics_and_keep_their_own_state() -> None:
@@ -229,10 +229,23 @@ def test_workers_agree_on_topics_and_keep_their_own_state() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(_lockstep_services()))
+def test_a_mounted_config_is_the_one_lockstep_reads(name: str) -> None:
+    """The image holds the defaults as package data; a service that mounts config/ names
+    its lockstep.yaml in LOCKSTEP_CONFIG (every command's --config), or the mount is dead."""
+    service = _lockstep_services()[name]
+    mounted = [target for source, target in _mounts(service) if source == "./config"]
+    if not mounted:
+        return
+    overlay = _env(service).get("LOCKSTEP_CONFIG")
+    assert overlay == f"{mounted[0]}/lockstep.yaml", f"{name} mounts config/ but never reads it"
+    assert _host_path(service, overlay) == ROOT / "config" / "lockstep.yaml"
+
+
+@pytest.mark.parametrize("name", sorted(_lockstep_services()))
 def test_lockstep_environment_is_read_and_gives_valid_settings(name: str) -> None:
     """A misspelt LOCKSTEP_* variable would be silently ignored: each one the compose file
     sets must be read by the code, and together they must load as valid settings (the
-    container's config/ is the repository's, mounted read-only)."""
+    container's config/ is the repository's, mounted read-only, its policy beside it)."""
     from pipeline.core.settings import load_settings
 
     env = _env(_lockstep_services()[name])
@@ -240,7 +253,9 @@ def test_lockstep_environment_is_read_and_gives_valid_settings(name: str) -> Non
     source += (ROOT / "config" / "lockstep.yaml").read_text()  # env:NAME settings name them
     for var in (v for v in env if v.startswith("LOCKSTEP_")):
         assert var in source, f"{name} sets {var}, which Lockstep never reads"
-    settings = load_settings(environ=env)
+    overlay = env.get("LOCKSTEP_CONFIG")  # read by every command's --config
+    path = _host_path(_lockstep_services()[name], overlay) if overlay else None
+    settings = load_settings(path, environ=env)
     if name in WORKERS:
         kafka = settings.kafka
         assert kafka.broker == env["LOCKSTEP_KAFKA_BROKER"]

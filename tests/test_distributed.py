@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from pipeline.contract.events import NO_TIME, decoder
-from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
 from pipeline.detectors import build_stages
 from pipeline.distributed.runtime import (
@@ -17,6 +16,7 @@ from pipeline.distributed.runtime import (
     decode_batch,
 )
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 
 # follower_jump (the first stage) alone: no silent_followers for it to hand its windows to
@@ -160,9 +160,9 @@ def test_a_large_output_of_derived_records_is_cut_between_keys_with_the_watermar
     stage records under the broker's size limit, a key's records of one time together,
     the watermark only on the last."""
     from pipeline.core.derived import Derived
-    from pipeline.detectors import build_topology
     from pipeline.detectors.silent_followers import SILENT_STREAM
     from pipeline.distributed.runtime import pack_derived
+    from pipeline.topology import build_topology
 
     settings = load_settings(overrides={"kafka": {"partitions": 1}})
     stages = build_topology(settings)

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.detectors import build_stages
 from pipeline.detectors.duplicate_content import KEY, DuplicateContentStage
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from pipeline.lab.simulation.text import COMMON_PHRASES, organic_comment
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, replay_three_ways
 from tests.stage_partitions import engine_findings, run_partitioned

@@ -44,7 +44,7 @@ def test_steady_stream_of_many_edges_scores_low() -> None:
     rng = np.random.default_rng(0)
     model = EdgeBurst(rows=4, buckets=2048, decay=0.9, seed=1)
     src, dst, ts = _background(rng, range(60), 800)
-    scores = model.score_many(src, dst, ts)
+    scores = model.update_many(src, dst, ts)
     assert len(set(zip(src, dst, strict=True))) > 20_000
     assert scores.max() < 0.6  # z < 6.6: Poisson tails, over 50,000 (key, tick) pairs
     assert np.quantile(scores, 0.99) < 0.3  # a first-ever event scores 0.14 (z = 1.1)
@@ -58,8 +58,8 @@ def test_one_edge_hammered_in_one_tick_scores_high_on_the_edge() -> None:
         src, dst, ts = _background(rng, range(t, t + 1), 300)
         src += ["hub_src"] * 400 + [f"x{i}" for i in range(400)] + ["hub_src"]
         dst += [f"y{i}" for i in range(400)] + ["hub_dst"] * 400 + ["hub_dst"]
-        model.score_many(src, dst, ts + [t] * 801)
-    scores = [model.score("hub_src", "hub_dst", 30) for _ in range(150)]  # on top of tick 30
+        model.update_many(src, dst, ts + [t] * 801)
+    scores = [model.update("hub_src", "hub_dst", 30) for _ in range(150)]  # on top of tick 30
     assert max(scores) == scores[-1] > 0.9
     edge, source, destination = model.last_parts
     assert edge == model.last_raw > 5 * max(source, destination)  # the nodes grew by a third
@@ -71,8 +71,8 @@ def test_follower_burst_scores_high_within_the_tick() -> None:
     for t in range(30):
         src, dst, ts = _background(rng, range(t, t + 1), 500)
         fans = [f"fan{t}_{i}" for i in range(int(rng.poisson(5)))]
-        model.score_many(src + fans, dst + ["victim"] * len(fans), ts + [t] * len(fans))
-    burst = [model.score(f"bot{i}", "victim", 30) for i in range(300)]  # all new sources
+        model.update_many(src + fans, dst + ["victim"] * len(fans), ts + [t] * len(fans))
+    burst = [model.update(f"bot{i}", "victim", 30) for i in range(300)]  # all new sources
     assert burst[-1] > 0.9 and sum(s > 0.9 for s in burst) > 100
     assert model.last_parts[2] == model.last_raw  # the destination is what stands out
     assert max(model.last_parts[:2]) < 2.0  # each new edge and new source is unremarkable
@@ -89,12 +89,12 @@ def test_an_organic_destination_with_a_high_steady_rate_is_not_flagged() -> None
         n = int(rng.poisson(rng.gamma(25.0, 1000.0 / 25.0)))
         src += [f"new{t}_{i}" for i in range(n)]
         dst += ["celebrity"] * n
-        scores = model.score_many(src, dst, ts + [t] * n)
+        scores = model.update_many(src, dst, ts + [t] * n)
         if t >= 5:
             celeb_max.append(scores[-n:].max())
-        model.score(f"fan{t}", "small", t)
+        model.update(f"fan{t}", "small", t)
     assert max(celeb_max) < 0.5
-    burst = model.score_many([f"bot{i}" for i in range(300)], ["small"] * 300, [80] * 300)
+    burst = model.update_many([f"bot{i}" for i in range(300)], ["small"] * 300, [80] * 300)
     assert burst[-1] > 0.9
 
 
@@ -107,7 +107,7 @@ def _step_scores(decay: float) -> list[float]:
         src, dst, ts = _background(rng, range(t, t + 1), 100)
         n = int(rng.poisson(5 if t < 30 else 300))
         src += [f"f{t}_{i}" for i in range(n)]
-        scores = model.score_many(src, dst + ["star"] * n, ts + [t] * n)
+        scores = model.update_many(src, dst + ["star"] * n, ts + [t] * n)
         out.append(float(scores[-n:].max()))
     return out
 
@@ -127,7 +127,7 @@ def test_after_an_isolated_burst_steady_traffic_is_quiet_and_a_new_burst_is_flag
         src, dst, ts = _background(rng, range(t, t + 1), 100)
         n = 400 if t in (20, 50) else int(rng.poisson(5))
         src += [f"f{t}_{i}" for i in range(n)]
-        scores = model.score_many(src, dst + ["victim"] * n, ts + [t] * n)
+        scores = model.update_many(src, dst + ["victim"] * n, ts + [t] * n)
         if t in (20, 50):
             assert scores[-1] > 0.9
         elif t > 20 and n:
@@ -137,11 +137,13 @@ def test_after_an_isolated_burst_steady_traffic_is_quiet_and_a_new_burst_is_flag
 
 def test_memory_is_constant_in_the_number_of_distinct_edges() -> None:
     model = EdgeBurst(rows=3, buckets=512, decay=0.9, seed=7)
-    model.score("a", "b", 0)
+    model.update("a", "b", 0)
     nbytes, pickled = model.nbytes, len(pickle.dumps(model))
     assert nbytes == 3 * 3 * 3 * 512 * 8
     n = 50_000
-    model.score_many([f"s{i}" for i in range(n)], [f"d{i}" for i in range(n)], np.arange(n) // 5000)
+    model.update_many(
+        [f"s{i}" for i in range(n)], [f"d{i}" for i in range(n)], np.arange(n) // 5000
+    )
     assert model.nbytes == nbytes
     assert len(pickle.dumps(model)) == pickled
     assert pickled < nbytes + 2048  # the pickle is the arrays plus a few hundred bytes
@@ -152,10 +154,10 @@ def test_pickle_round_trip_mid_tick_gives_identical_scores() -> None:
     model = EdgeBurst(rows=4, buckets=256, decay=0.9, seed=8)
     src, dst, ts = _background(rng, range(12), 60, n_src=200, n_dst=30)
     half = len(src) - 40  # stop in the middle of the last tick
-    model.score_many(src[:half], dst[:half], ts[:half])
+    model.update_many(src[:half], dst[:half], ts[:half])
     clone = pickle.loads(pickle.dumps(model))
     rest = [*zip(src[half:], dst[half:], ts[half:], strict=True), ("x", "y", 15)]
-    assert [model.score(*e) for e in rest] == [clone.score(*e) for e in rest]
+    assert [model.update(*e) for e in rest] == [clone.update(*e) for e in rest]
     assert model.last_parts == clone.last_parts and model.tick == clone.tick == 15
 
 
@@ -164,7 +166,7 @@ import json, sys
 from models import EdgeBurst
 m = EdgeBurst(rows=3, buckets=64, decay=0.9, seed=11, warmup=1)
 events = [(f"s{i % 13}", f"d{i % 5}", i // 20) for i in range(100)] + [("s1", "d2", 5)] * 200
-print(json.dumps([m.score(*e) for e in events]))
+print(json.dumps([m.update(*e) for e in events]))
 """
 
 
@@ -182,7 +184,7 @@ def test_scores_are_identical_across_processes_and_hash_seeds() -> None:
     assert max(runs[0]) > 0.9  # the check covers real scores, not only zeros
 
 
-def test_score_many_equals_scoring_one_event_at_a_time() -> None:
+def test_update_many_equals_updating_one_event_at_a_time() -> None:
     rng = np.random.default_rng(9)
     src, dst, ts = _background(rng, range(15), 50, n_src=100, n_dst=20)
     ts = [t if i % 17 else max(t - 3, 0) for i, t in enumerate(ts)]  # some late events
@@ -191,38 +193,38 @@ def test_score_many_equals_scoring_one_event_at_a_time() -> None:
     dst += ["q"] * 150
     ts += [ts[-1]] * 150
     one, many = EdgeBurst(seed=10, buckets=128), EdgeBurst(seed=10, buckets=128)
-    singles = np.array([one.score(s, d, t) for s, d, t in zip(src, dst, ts, strict=True)])
+    singles = np.array([one.update(s, d, t) for s, d, t in zip(src, dst, ts, strict=True)])
     k = len(src) // 3  # in two batches, to cover carrying state between them
     batched = np.concatenate(
         [
-            many.score_many(src[:k], dst[:k], ts[:k]),
-            many.score_many(src[k:], dst[k:], np.asarray(ts[k:])),
+            many.update_many(src[:k], dst[:k], ts[:k]),
+            many.update_many(src[k:], dst[k:], np.asarray(ts[k:])),
         ]
     )
     np.testing.assert_allclose(batched, singles, rtol=1e-12, atol=1e-15)
     assert singles.max() > 0.9 and one.tick == many.tick == ts[-1]
     assert one.last_raw == pytest.approx(many.last_raw, rel=1e-12)
-    raw = EdgeBurst(seed=10, buckets=128).score_many(src, dst, ts, raw=True)
+    raw = EdgeBurst(seed=10, buckets=128).update_many(src, dst, ts, raw=True)
     np.testing.assert_allclose([many.unit(r) for r in raw], singles, rtol=1e-12, atol=1e-15)
 
 
-def test_count_many_leaves_the_sketches_as_scoring_does() -> None:
+def test_learn_many_leaves_the_sketches_as_updating_does() -> None:
     rng = np.random.default_rng(11)
     src, dst, ts = _background(rng, range(12), 40, n_src=80, n_dst=15)
     ts[-40:] = [t + 3 for t in ts[-40:]]  # a gap of empty ticks
     scored, counted = EdgeBurst(seed=4, buckets=64), EdgeBurst(seed=4, buckets=64)
-    scored.score_many(src, dst, ts)
+    scored.update_many(src, dst, ts)
     for tick in sorted(set(ts)):
         at = [i for i, t in enumerate(ts) if t == tick]
-        counted.count_many([src[i] for i in at], [dst[i] for i in at], tick)
+        counted.learn_many([src[i] for i in at], [dst[i] for i in at], tick)
     assert counted.tick == scored.tick
     for name in ("victim", *dst[:5]):
         assert counted.destination_burst(name) == pytest.approx(scored.destination_burst(name))
     with pytest.raises(ValueError, match="same length"):
-        counted.count_many(["a"], [], 99)
+        counted.learn_many(["a"], [], 99)
     by_destination = EdgeBurst(seed=4, buckets=64)
     for tick in sorted(set(ts)):
-        by_destination.count_destinations(
+        by_destination.learn_destinations(
             [d for d, t in zip(dst, ts, strict=True) if t == tick], tick
         )
     for name in ("victim", *dst[:5]):
@@ -233,11 +235,11 @@ def test_count_many_leaves_the_sketches_as_scoring_does() -> None:
 
 def test_late_events_count_in_the_current_tick_and_warmup_scores_zero() -> None:
     model = EdgeBurst(rows=2, buckets=64, decay=0.9, seed=12, warmup=2)
-    assert [model.score("a", "b", t) for t in (0, 1)] == [0.0, 0.0]
-    assert model.score("a", "b", 0) == 0.0 and model.tick == 1  # late: counted in tick 1
+    assert [model.update("a", "b", t) for t in (0, 1)] == [0.0, 0.0]
+    assert model.update("a", "b", 0) == 0.0 and model.tick == 1  # late: counted in tick 1
     for t in range(2, 10):
-        model.score("a", "b", t)
-    late = [model.score("a", "b", 3) for _ in range(200)]  # all land in tick 9
+        model.update("a", "b", t)
+    late = [model.update("a", "b", 3) for _ in range(200)]  # all land in tick 9
     assert model.tick == 9 and late[-1] > 0.9
 
 

@@ -13,12 +13,12 @@ import pytest
 from models import EdgeBurst
 from pipeline.contract.events import Follow
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.core.stage import KeyedRunner
 from pipeline.detectors import build_stages
 from pipeline.detectors.edge_burst import EdgeBurstStage
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, daily_rhythm, replay_three_ways
 from tests.stage_partitions import runtimes_agree
 
@@ -166,10 +166,10 @@ def test_a_destination_is_judged_alone_whatever_the_order_of_its_tick() -> None:
     for order in (1, -1):
         m = EdgeBurst(rows=2, buckets=512, decay=0.9, seed=3, warmup=2)
         for t in range(10):
-            m.score_many([f"u{i}" for i in range(50)], [f"v{i % 25}" for i in range(50)], [t] * 50)
+            m.update_many([f"u{i}" for i in range(50)], [f"v{i % 25}" for i in range(50)], [t] * 50)
         src = ["spree"] * 100 + [f"bot{i}" for i in range(80)]  # one source following 100
         dst = [f"w{i}" for i in range(100)] + ["v3"] * 80  # ... and 80 new followers of v3
-        per_event = m.score_many(src[::order], dst[::order], [10] * 180, raw=True)[::order]
+        per_event = m.update_many(src[::order], dst[::order], [10] * 180, raw=True)[::order]
         scores.append((m.destination_burst("v3"), m.destination_burst("w7")))
     assert scores[0] == scores[1]
     (count, expected, raw), (_, _, spree_target) = scores[0]

@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
-from pipeline.detectors import build_topology
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from pipeline.enforcement.measures import BLOCKING
 from pipeline.serve.throttle import ThrottleTable
+from pipeline.topology import build_topology
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.stage_partitions import run_partitioned
 from tests.test_engagement_inflation import _background, _farm, _organic

@@ -13,10 +13,10 @@ import pytest
 from models.engagement import sources_per_extra_event
 from models.prior_baseline import PriorCountBaseline
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.core.stage import KeyedRunner, KeyState
 from pipeline.detectors.engagement_inflation import EngagementInflationStage, OwnerModel
+from pipeline.embedded.engine import Engine
 from tests.helpers import (
     HOUR,
     MINUTE,

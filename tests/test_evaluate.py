@@ -17,11 +17,10 @@ from benchmarks.quality import kind_rows, markdown, negative_rows
 from pipeline.lab.evaluation import (
     evaluate,
     perfect_findings,
-    plot,
     read_findings,
     render_table,
 )
-from pipeline.lab.evaluation.plot import MAX_PANELS, choose_panels, count_events
+from pipeline.lab.evaluation.plot import MAX_PANELS, choose_panels, count_events, plot
 from pipeline.lab.labels import Campaign, HardNegative, Labels
 from tests.helpers import HOUR, MINUTE, T0
 

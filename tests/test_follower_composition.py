@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 
 from models import FollowSupport, network_of
-from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 
 DAY = 24 * HOUR

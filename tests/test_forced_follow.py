@@ -12,9 +12,9 @@ import pytest
 
 from pipeline.contract.events import decoder
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.detectors.forced_follow import ForcedFold, ForcedFollowStage, ForcedPane
+from pipeline.embedded.engine import Engine
 from tests.helpers import (
     HOUR,
     MINUTE,

@@ -9,10 +9,10 @@ import pytest
 from models.dormancy import DormancyWatch, Watched
 from pipeline.contract.findings import Finding
 from pipeline.core.derived import Derived, check_stream_order
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.detectors import build_stages
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 from tests.stage_partitions import runtimes_agree
 from tests.test_batch_registration import _batch, _people

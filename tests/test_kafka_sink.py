@@ -15,9 +15,9 @@ from pathlib import Path
 import msgspec
 from aiokafka import AIOKafkaProducer
 
-from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
-from pipeline.distributed.produce import ensure_topics
+from pipeline.distributed.topics import ensure_topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl
 from tests.kafka import Broker
 from tests.test_webhooks import SECRET, Receiver, _port

@@ -12,12 +12,12 @@ import pytest
 
 from models.lockstep import Round, lockstep_groups, rounds
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.core.stage import KeyedRunner
 from pipeline.detectors import build_stages
 from pipeline.detectors.lockstep_group import LockstepGroupStage
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, shuffle_within
 from tests.stage_partitions import run_partitioned
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from models.lockstep import round_signature
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
 from pipeline.detectors import build_stages
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0
 from tests.stage_partitions import runtimes_agree
 from tests.test_lockstep_group import World

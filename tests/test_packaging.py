@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -79,12 +80,32 @@ def test_every_imported_library_is_declared() -> None:
     assert missing == {}, f"imported but not in [project] dependencies: {missing}"
 
 
+_caches = shutil.ignore_patterns("__pycache__", "*.pyc")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv with Lockstep installed from a wheel built from this tree."""
     work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"  # built from a copy: a build leaves build/ and egg-info behind
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "pipeline", "models", "config"):
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=_caches)
+        else:
+            shutil.copy(ROOT / name, source / name)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(work), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--quiet",
+            "-w",
+            str(work),
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

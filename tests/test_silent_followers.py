@@ -12,10 +12,10 @@ import pytest
 
 from models.activity import RecentActivity
 from pipeline.contract.findings import Finding
-from pipeline.core.engine import Engine
 from pipeline.core.settings import ConfigError, load_settings
 from pipeline.detectors import build_stages
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
 from tests.stage_partitions import runtimes_agree
 

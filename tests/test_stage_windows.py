@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 
 from pipeline.contract.findings import Finding, make_finding
 from pipeline.core.dedup import Deduplicator
-from pipeline.core.engine import Engine
 from pipeline.core.settings import load_settings
 from pipeline.core.stage import Stage, WindowSpec
+from pipeline.embedded.engine import Engine
 from tests.helpers import MINUTE, T0
 
 

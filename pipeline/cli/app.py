@@ -32,8 +32,8 @@ from pipeline.cli.errors import (
 )
 
 if TYPE_CHECKING:
-    from pipeline.core.engine import BatchResult
     from pipeline.core.settings import Settings
+    from pipeline.embedded.engine import BatchResult
     from pipeline.enforcement.audit import AuditTrail
 
 app = typer.Typer(
@@ -45,7 +45,10 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="YAML overlay on config/lockstep.yaml.")
+    Path | None,
+    typer.Option(
+        "--config", envvar="LOCKSTEP_CONFIG", help="YAML overlay on config/lockstep.yaml."
+    ),
 ]
 
 
@@ -248,7 +251,6 @@ def evaluate(
     from rich.console import Console
 
     from pipeline.lab.evaluation import evaluate as run_evaluate
-    from pipeline.lab.evaluation import plot as draw
     from pipeline.lab.evaluation import read_findings, render_table
     from pipeline.lab.labels import read_labels
 
@@ -262,6 +264,8 @@ def evaluate(
     if json_out is not None:
         json_out.write_bytes(report.to_json())
     if plot is not None and events is not None:
+        from pipeline.lab.evaluation.plot import plot as draw  # matplotlib: only when asked
+
         draw(truth, found, events, plot)
 
 

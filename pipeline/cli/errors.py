@@ -55,7 +55,7 @@ def _project_errors() -> tuple[Failure, ...]:
     """The project's errors, whichever command meets them. Imported at the first failure
     only: a command that starts imports none of the modules they come from."""
     from pipeline.core.settings import ConfigError
-    from pipeline.embedded.sources import InputError
+    from pipeline.core.sources import InputError
     from pipeline.enforcement.audit import AuditError
     from pipeline.enforcement.policy import PolicyError
     from pipeline.outputs.kafka_publish import PublishError

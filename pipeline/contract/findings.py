@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from msgspec import Struct, field
-
-from pipeline.core.settings import SeveritySettings
 
 SubjectType = Literal["account", "content", "group"]
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
@@ -47,7 +45,16 @@ class Action(Struct, kw_only=True):
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def severity_of(score: float, cuts: SeveritySettings) -> str | None:
+class SeverityBands(Protocol):
+    """The least score of each severity (the settings' `severity:` block)."""
+
+    low: float
+    medium: float
+    high: float
+    critical: float
+
+
+def severity_of(score: float, cuts: SeverityBands) -> str | None:
     """The severity band a score falls in, or None below the lowest band."""
     if score >= cuts.critical:
         return "critical"

@@ -4,7 +4,7 @@ block under `detectors:` in config/lockstep.yaml."""
 
 from __future__ import annotations
 
-from pipeline.core.settings import Settings, policy_path
+from pipeline.core.settings import Settings
 from pipeline.core.stage import Stage
 from pipeline.detectors import (
     batch_registration,
@@ -39,18 +39,3 @@ REGISTRY = Registry(
 def build_stages(settings: Settings) -> list[Stage]:
     """The running detectors' stages, in order, their derived streams wired."""
     return REGISTRY.build_stages(settings.detectors, settings.severity)
-
-
-def build_topology(settings: Settings) -> list[Stage]:
-    """The detector stages, each handing its findings on to the enforcement stage (last):
-    what both runtimes run."""
-    # here, not at the top: the policy imports this package (the detector names it may use)
-    from pipeline.enforcement.policy import load_policy
-    from pipeline.enforcement.stage import FINDING_STREAM, EnforcementStage
-
-    stages = build_stages(settings)
-    for stage in stages:
-        stage.emits = stage.emits | {FINDING_STREAM}
-    cfg = settings.enforcement
-    policy = load_policy(policy_path(settings))
-    return [*stages, EnforcementStage(policy, cfg.window_ms, cfg.idle_ttl_ms)]

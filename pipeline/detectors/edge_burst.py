@@ -156,7 +156,7 @@ class EdgeBurstStage(Stage):
         if not follows:
             return None
         targets = list(map(_target, follows))
-        model.count_destinations(targets, start // cfg.tick_ms)
+        model.learn_destinations(targets, start // cfg.tick_ms)
         counts = Counter(targets)
         bursts: dict[str, Reading] = {}
         for target, count in counts.items():

@@ -28,8 +28,8 @@ from collections.abc import Callable
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
-from pipeline.core.engine import Stats
 from pipeline.core.settings import KafkaSettings
+from pipeline.core.stats import Stats
 from pipeline.distributed.runtime import Ingest
 from pipeline.distributed.topics import Topics
 

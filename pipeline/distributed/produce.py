@@ -14,12 +14,11 @@ from collections.abc import Callable
 
 import msgspec
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.contract.events import EVENT_TYPES
 from pipeline.core.settings import Settings
-from pipeline.distributed.topics import UNROUTED, Topics
-from pipeline.embedded.sources import LineSource
+from pipeline.core.sources import LineSource
+from pipeline.distributed.topics import UNROUTED, Topics, ensure_topics
 
 
 class _Routing(msgspec.Struct):
@@ -39,19 +38,6 @@ def route(line: bytes) -> tuple[str, bytes | None]:
         return UNROUTED, None
     kind = head.type if head.type in _KNOWN else UNROUTED
     return kind, head.event_id.encode() if head.event_id else None
-
-
-async def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create the topics that do not exist yet, with the configured partition count."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
-        if missing:
-            await admin.create_topics(missing)
-    finally:
-        await admin.close()
 
 
 async def produce(

@@ -25,8 +25,7 @@ from pipeline.contract.deadletter import DeadLetter, dead_letter
 from pipeline.contract.findings import Action, Finding
 from pipeline.core.settings import Settings
 from pipeline.distributed.kafka_io import partitions_of
-from pipeline.distributed.produce import ensure_topics
-from pipeline.distributed.topics import Topics
+from pipeline.distributed.topics import Topics, ensure_topics
 from pipeline.outputs.fanout import Fanout
 
 _finding = msgspec.json.Decoder(Finding).decode

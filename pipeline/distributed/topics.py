@@ -1,4 +1,5 @@
-"""Topic names of the distributed runtime, and the partitioner every stage agrees on.
+"""Topic names of the distributed runtime, the partitioner every stage agrees on, and the
+creation of missing topics.
 
 {prefix}.events.{type}    input, one topic per event type (contract JSON, key event_id)
 {prefix}.events.unrouted  input whose type could not be read; the gate dead-letters it
@@ -54,3 +55,18 @@ class Topics:
     def partition_of(self, key: str) -> int:
         """Kafka's default partition for a key (murmur2), so any client agrees with us."""
         return (murmur2(key.encode()) & 0x7FFFFFFF) % self.partitions
+
+
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+    """Create the topics that do not exist yet, with the configured partition count."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, partitions, 1) for n in names if n not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()

@@ -29,10 +29,9 @@ import msgspec
 from pipeline.contract.deadletter import DeadLetter
 from pipeline.contract.findings import Action, Finding
 from pipeline.core.derived import Derived, split_outputs
-from pipeline.core.engine import Stats
 from pipeline.core.settings import KafkaSettings, Settings
 from pipeline.core.stage import Stage
-from pipeline.detectors import build_topology
+from pipeline.core.stats import Stats
 from pipeline.distributed.runtime import (
     Ingest,
     StagePartition,
@@ -43,6 +42,7 @@ from pipeline.distributed.runtime import (
 )
 from pipeline.distributed.topics import Topics
 from pipeline.enforcement.stage import FINDING_STREAM, finding_records
+from pipeline.topology import build_topology
 
 if TYPE_CHECKING:
     import faust
@@ -345,7 +345,7 @@ def declared_topics(settings: Settings) -> list[str]:
 def run_worker(settings: Settings, metrics_port: int) -> None:
     import faust
 
-    from pipeline.distributed.produce import ensure_topics
+    from pipeline.distributed.topics import ensure_topics
     from pipeline.outputs.metrics import Metrics
 
     asyncio.run(

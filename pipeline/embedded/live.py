@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from pipeline.core.collector import collecting
-from pipeline.core.engine import BatchResult, Engine
 from pipeline.core.settings import Settings
+from pipeline.embedded.engine import BatchResult, Engine
 from pipeline.outputs.fanout import Fanout
 from pipeline.outputs.metrics import Metrics
 

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline.contract.summary import summarize
 from pipeline.core.collector import collecting
-from pipeline.core.engine import Engine
 from pipeline.core.settings import Settings
-from pipeline.embedded.sources import LineSource
+from pipeline.core.sources import LineSource
+from pipeline.embedded.engine import Engine
+from pipeline.embedded.summary import summarize
 from pipeline.outputs.fanout import Fanout
 
 

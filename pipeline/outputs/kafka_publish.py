@@ -61,7 +61,7 @@ class KafkaPublisher(Sink):
     async def _start(self, partitions: int) -> None:
         from aiokafka import AIOKafkaProducer
 
-        from pipeline.distributed.produce import ensure_topics
+        from pipeline.distributed.topics import ensure_topics
 
         topics = [t for t in (self.actions_topic, self.findings_topic) if t]
         await ensure_topics(self.broker, topics, partitions)

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipeline.contract.events import NO_TIME
-from pipeline.core.engine import Stats
+from pipeline.core.stats import Stats
 
 _Family = TypeVar("_Family", CounterMetricFamily, GaugeMetricFamily)
 

@@ -12,54 +12,20 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.contract.deadletter import DeadLetter
 from pipeline.contract.events import NO_TIME
 from pipeline.contract.findings import Action, Finding
 from pipeline.core.derived import check_stream_order, split_outputs
-from pipeline.core.gate import Admitted, Gate
+from pipeline.core.gate import Gate
 from pipeline.core.settings import Settings
 from pipeline.core.stage import KeyedRunner, Stage
+from pipeline.core.stats import Stats
 from pipeline.core.window_runner import WholeWindowStage, WindowRunner
-from pipeline.detectors import build_topology
 from pipeline.enforcement.stage import FINDING_STREAM, finding_records
-
-
-@dataclass
-class Stats:
-    """Running totals; `lockstep replay` writes them to summary.json, `run` exports them."""
-
-    inputs: int = 0
-    blank_lines: int = 0
-    events_by_type: Counter[str] = field(default_factory=Counter)
-    dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
-    duplicates: int = 0
-    staged_by_stage: Counter[str] = field(default_factory=Counter)  # events each stage took
-    findings_by_kind: Counter[tuple[str, str, str]] = field(default_factory=Counter)
-    actions_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
-    max_event_ts: int = NO_TIME
-    watermark: int = NO_TIME
-
-    def add_admitted(self, admitted: Admitted) -> None:
-        """Count what a gate let in and turned away (callers hold the stats lock)."""
-        self.blank_lines += admitted.blank
-        self.duplicates += admitted.duplicates
-        for event_type, events in admitted.by_type.items():
-            if events:
-                self.events_by_type[event_type] += len(events)
-        self.add_outputs([], [], admitted.dead_letters)
-
-    def add_outputs(
-        self, findings: list[Finding], actions: list[Action], dead_letters: list[DeadLetter]
-    ) -> None:
-        for f in findings:
-            self.findings_by_kind[(f.detector, f.article, f.severity)] += 1
-        for a in actions:
-            self.actions_by_type[(a.action, a.mode)] += 1
-        for d in dead_letters:
-            self.dead_letters_by_reason[d.reason] += 1
+from pipeline.topology import build_topology
 
 
 @dataclass

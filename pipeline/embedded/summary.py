@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline.contract.events import NO_TIME
-from pipeline.core.engine import Stats
+from pipeline.core.stats import Stats
 
 
 def summarize(stats: Stats, elapsed_s: float, source: str) -> dict[str, Any]:
