@@ -1,7 +1,9 @@
 """Alert webhooks against a real local HTTP receiver that verifies Standard Webhooks
 signatures and fails on purpose: replay -> actions -> signed CloudEvents received once per
 webhook-id; a receiver down then up gets everything once from the outbox; 5xx and 429 are
-retried with backoff honouring Retry-After; a spent budget or a 4xx is a dead letter."""
+retried with backoff honouring Retry-After; a spent budget or a 4xx is a dead letter; a
+receiver that never answers, or answers a byte at a time, holds up only its own deliveries,
+each attempt ending by its deadline."""
 
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ import base64
 import json
 import os
 import socket
+import socketserver
+import sqlite3
 import threading
+import time
 from collections import Counter
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +23,9 @@ from pathlib import Path
 import pytest
 from standardwebhooks import Webhook
 
-from pipeline.outputs.webhooks import retry_after_s
+from pipeline.contract.findings import Action
+from pipeline.outputs.webhook_sink import WebhookSink
+from pipeline.outputs.webhooks import Endpoint, Outbox, Sender, WebhookPolicy, retry_after_s
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -33,6 +40,7 @@ class Receiver:
         self.events: dict[str, dict] = {}
         self.requests = 0
         self.bad_signatures = 0
+        self.last_accepted = 0.0  # time.monotonic() of the last accepted delivery
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -55,6 +63,7 @@ class Receiver:
                 event = json.loads(body)
                 outer.seen[self.headers["webhook-id"]] += 1
                 outer.events[self.headers["webhook-id"]] = event
+                outer.last_accepted = time.monotonic()
                 self.send_response(204)
                 self.end_headers()
 
@@ -66,6 +75,49 @@ class Receiver:
         self.thread.start()
 
     def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _Server(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+
+class Stalling:
+    """A receiver on loopback that reads each request, then never answers or (`trickle`)
+    answers a header byte every 0.1 s, not finishing for 5 s; notes how long each client
+    stayed."""
+
+    def __init__(self, trickle: bool) -> None:
+        self.spans: list[tuple[float, float]] = []  # time.monotonic(): request, client gone
+        self.released = threading.Event()
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                self.request.recv(65536)
+                start = time.monotonic()
+                self.request.settimeout(0.1)
+                if trickle:
+                    self.request.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while not outer.released.is_set() and time.monotonic() - start < 5:
+                    try:
+                        if trickle:
+                            self.request.sendall(b"z")
+                        if self.request.recv(1) == b"":  # the client hung up
+                            break
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+                outer.spans.append((start, time.monotonic()))
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self) -> None:
+        self.released.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -206,3 +258,106 @@ def test_a_live_run_delivers_in_the_background_and_keeps_the_trail(
     assert set(receiver.seen.values()) == {1}
     check = lockstep("audit", "verify", str(out / "audit.sqlite"))
     assert check.returncode == 0 and b"chain intact" in check.stdout
+
+
+def _action(subject: str) -> Action:
+    return Action(
+        action_id=f"act-{subject}", action="human_review", subject_type="account",
+        subject_id=subject, basis=["12"], finding_ids=[f"f-{subject}"], mode="enforce", ts=T0,
+    )  # fmt: skip
+
+
+def _actions(n: int, tag: str) -> list[Action]:
+    return [_action(f"{tag}{i}") for i in range(n)]
+
+
+@pytest.fixture
+def three_receivers() -> object:
+    """A healthy receiver, one that hangs and one that trickles, each its own endpoint."""
+    port = _port()
+    healthy, hanging, trickling = Receiver(port), Stalling(False), Stalling(True)
+    urls = [f"http://127.0.0.1:{port}/hooks", hanging.url, trickling.url]
+    yield healthy, hanging, trickling, [Endpoint(url, SECRET) for url in urls]
+    for receiver in (healthy, hanging, trickling):
+        receiver.stop()
+
+
+def test_a_hanging_and_a_trickling_receiver_delay_only_their_own_deliveries(
+    tmp_path: Path, three_receivers: tuple
+) -> None:
+    healthy, hanging, trickling, endpoints = three_receivers
+    policy = WebhookPolicy(max_attempts=2, first_backoff_s=0.05, max_backoff_s=0.1, timeout_s=0.5)
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    actions = _actions(3, "a")
+    outbox.enqueue(actions, endpoints, time.time())
+    sender = Sender(outbox, endpoints, policy)
+    start = time.monotonic()
+    counts = sender.run(wait_s=10)
+    took = time.monotonic() - start
+    sender.close()
+    assert set(healthy.seen) == {a.action_id for a in actions}
+    assert set(healthy.seen.values()) == {1}  # once per webhook-id
+    stalled = hanging.spans + trickling.spans
+    assert healthy.last_accepted < min(gone for _, gone in stalled)  # behind no stalled attempt
+    assert len(hanging.spans) == len(trickling.spans) == 2 * len(actions)
+    assert max(gone - asked for asked, gone in stalled) < policy.timeout_s + 0.5  # deadline
+    assert took < 2 * len(actions) * policy.timeout_s + 2.0  # the stalled ones side by side
+    assert counts == {"delivered": 3, "dead": 6}
+    dead = outbox.dead()
+    assert {(url, n) for _, url, n, _ in dead} == {(e.url, 2) for e in endpoints[1:]}
+    assert {error for *_, error in dead} == {"no complete response within 0.5 s after 2 attempts"}
+    outbox.close()
+
+
+def test_background_delivery_keeps_a_healthy_receiver_current_while_others_stall(
+    tmp_path: Path, three_receivers: tuple
+) -> None:
+    healthy, hanging, trickling, endpoints = three_receivers
+    policy = WebhookPolicy(max_attempts=8, first_backoff_s=0.05, max_backoff_s=0.1, timeout_s=1.0)
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    sink = WebhookSink(outbox, Sender(outbox, endpoints, policy))
+    sink.deliver_in_background()
+    sent: list[Action] = []
+    for batch in range(3):  # a batch every 0.3 s, while the stalled attempts last 1 s each
+        written = time.monotonic()
+        sent += _actions(4, f"b{batch}-")
+        sink.outbox.enqueue(sent[-4:], endpoints, time.time())
+        while len(healthy.seen) < len(sent) and time.monotonic() - written < 2:
+            time.sleep(0.01)
+        assert len(healthy.seen) == len(sent), f"batch {batch} held up"
+        assert healthy.last_accepted - written < 0.8
+        time.sleep(0.3)
+    closing = time.monotonic()
+    sink.close()  # once the attempts in flight are done: none is sent unrecorded
+    assert time.monotonic() - closing < policy.timeout_s + 0.5
+    time.sleep(0.2)  # the stalled receivers notice their last client gone within 0.1 s
+    assert set(healthy.seen) == {a.action_id for a in sent} and set(healthy.seen.values()) == {1}
+    assert max(gone - asked for asked, gone in hanging.spans + trickling.spans) < 1.5
+    check = Outbox(tmp_path / "outbox.sqlite")
+    rows = list(
+        check.db.execute(
+            "SELECT url, state, COUNT(*), SUM(attempts) FROM outbox GROUP BY url, state"
+        )
+    )
+    check.close()
+    assert sorted(rows) == sorted(
+        [(endpoints[0].url, "delivered", 12, 12),
+         (hanging.url, "pending", 12, len(hanging.spans)),
+         (trickling.url, "pending", 12, len(trickling.spans))]
+    )  # fmt: skip
+
+
+def test_background_delivery_that_fails_says_so_at_once_and_its_close_raises(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    endpoints = [Endpoint(f"http://127.0.0.1:{_port()}/hooks", SECRET)]
+    sink = WebhookSink(outbox, Sender(outbox, endpoints, WebhookPolicy()))
+    sink.deliver_in_background()
+    outbox.db.executescript("DROP TABLE outbox; CREATE TABLE outbox (x)")  # a broken file
+    deadline = time.monotonic() + 2
+    while "background delivery stopped" not in capfd.readouterr().err:
+        assert time.monotonic() < deadline, "the failure was not reported"
+        time.sleep(0.05)
+    with pytest.raises(sqlite3.OperationalError, match="no such column"):
+        sink.close()

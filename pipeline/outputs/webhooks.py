@@ -8,16 +8,23 @@ id. Delivery reads the outbox: a POST with `webhook-id`, `webhook-timestamp` and
 package) and a CloudEvents 1.0 JSON body; a 2xx marks the row delivered, a 408, 429 or
 5xx or a network error schedules a retry with exponential backoff and jitter (never
 sooner than the receiver's `Retry-After`), any other status or the end of the retry
-budget makes it a dead letter with the reason. A process that stops mid-way leaves the
-rest in the outbox for the next (`lockstep webhooks deliver`).
+budget makes it a dead letter with the reason. Each endpoint has a worker of its own and
+each attempt a deadline (`timeout_s`, however slowly a receiver answers), so a receiver
+that hangs delays only its own deliveries. A process that stops mid-way leaves the rest
+in the outbox for the next (`lockstep webhooks deliver`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
 import sqlite3
+import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -109,18 +116,31 @@ class Outbox:
             )
             return self.db.total_changes - before
 
-    def due(self, now: float, limit: int = 100) -> list[tuple[str, str, str, int]]:
+    def due(self, url: str, now: float, limit: int = 100) -> list[tuple[str, str, int]]:
+        """(webhook-id, body, attempts so far) of `url`'s rows due by `now`, first due first."""
         return list(
             self.db.execute(
-                "SELECT webhook_id, url, body, attempts FROM outbox "
-                "WHERE state = 'pending' AND due <= ? ORDER BY due, webhook_id LIMIT ?",
-                (now, limit),
+                "SELECT webhook_id, body, attempts FROM outbox WHERE url = ? AND "
+                "state = 'pending' AND due <= ? ORDER BY due, webhook_id LIMIT ?",
+                (url, now, limit),
             )
         )
 
-    def next_due(self) -> float | None:
-        row = self.db.execute("SELECT MIN(due) FROM outbox WHERE state = 'pending'").fetchone()
+    def next_due(self, url: str) -> float | None:
+        row = self.db.execute(
+            "SELECT MIN(due) FROM outbox WHERE url = ? AND state = 'pending'", (url,)
+        ).fetchone()
         return row[0]
+
+    def abandon_unknown(self, urls: list[str]) -> None:
+        """Pending rows of endpoints no longer configured become dead letters."""
+        marks = ", ".join("?" * len(urls))
+        with self.db:
+            self.db.execute(
+                "UPDATE outbox SET state = 'dead', error = 'endpoint removed' "
+                f"WHERE state = 'pending' AND url NOT IN ({marks})",
+                urls,
+            )
 
     def mark(self, webhook_id: str, url: str, state: str, attempts: int, due: float, error: str):
         with self.db:
@@ -146,7 +166,11 @@ class Outbox:
 
 
 class Sender:
-    """Delivers what the outbox holds, signing each request for its endpoint."""
+    """Delivers what the outbox holds, each endpoint by a worker of its own trying one row
+    at a time in `due` order, so an endpoint that hangs delays only its own rows; every
+    attempt (connect, send, the whole response) ends by `timeout_s`, however slowly the
+    receiver trickles. Delivery runs in a thread and an event loop of its own, whatever
+    loop the caller runs, with its own connection to the outbox; one delivery at a time."""
 
     def __init__(
         self,
@@ -160,69 +184,188 @@ class Sender:
         self.signers = {e.url: Webhook(e.secret) for e in endpoints}
         self.policy = policy
         self.rng = rng or random.Random()
-        self.client = httpx.Client(timeout=policy.timeout_s)
+        self.tls = httpx.create_ssl_context()  # once: it takes a tenth of a second
+        self._background: _Delivery | None = None
 
-    def deliver_due(self, now: float | None = None) -> int:
-        """One pass over the deliveries due now; how many were attempted."""
-        now = time.time() if now is None else now
-        batch = self.outbox.due(now)
-        for webhook_id, url, body, attempts in batch:
-            self._attempt(webhook_id, url, body, attempts + 1)
-        return len(batch)
+    def deliver_due(self) -> int:
+        """One pass over the deliveries due now, endpoints side by side; how many were
+        attempted."""
+        self.stop_background()
+        return _Delivery(self, _Pace()).join()
 
     def run(self, wait_s: float) -> dict[str, int]:
         """Deliver until nothing is pending or `wait_s` has passed; what is left stays in
-        the outbox. Returns the outbox's counts by state."""
-        deadline = time.monotonic() + wait_s
-        while True:
-            self.deliver_due()
-            nxt = self.outbox.next_due()
-            if nxt is None:
-                break
-            pause = max(0.0, nxt - time.time())
-            if time.monotonic() + pause > deadline:
-                break
-            time.sleep(min(pause, 1.0) if pause else 0.0)
+        the outbox. An attempt starts only within `wait_s` (each endpoint's first one
+        always), so this returns within `wait_s` and one `timeout_s`. Returns the
+        outbox's counts by state."""
+        self.stop_background()
+        _Delivery(self, _Pace(deadline=time.monotonic() + wait_s)).join()
         return self.outbox.counts()
 
-    def _attempt(self, webhook_id: str, url: str, body: str, attempt: int) -> None:
+    def start_background(self, poll_s: float = 0.2) -> None:
+        """Deliver from now on, taking up new rows within `poll_s`, until `stop_background`
+        (or `run`, `deliver_due`, `close`)."""
+        self.stop_background()
+        self._background = _Delivery(self, _Pace(poll_s=poll_s))
+
+    def stop_background(self) -> None:
+        """Stop background delivery once the attempts in flight are done (within
+        `timeout_s`: one abandoned could reach its receiver unrecorded, then again); raises
+        what stopped it, if anything did."""
+        if self._background is not None:
+            background, self._background = self._background, None
+            background.stop()
+
+    def close(self) -> None:
+        self.stop_background()
+
+    async def _deliver(self, path: Path, pace: _Pace) -> int:
+        outbox = Outbox(path)  # in the delivery's thread, where it is used
+        try:
+            outbox.abandon_unknown(list(self.signers))
+            # no per-read timeouts: each attempt has its deadline
+            client = httpx.AsyncClient(timeout=None, verify=self.tls)
+            async with client, asyncio.TaskGroup() as group:
+                workers = [
+                    group.create_task(self._endpoint(client, outbox, url, pace))
+                    for url in self.signers
+                ]
+        finally:
+            outbox.close()
+        return sum(worker.result() for worker in workers)
+
+    async def _endpoint(
+        self,
+        client: httpx.AsyncClient,
+        outbox: Outbox,
+        url: str,
+        pace: _Pace,
+    ) -> int:
+        """One endpoint's rows, one at a time, as long as `pace` says; how many attempts."""
+        attempted = 0
+        deadline, poll_s = pace.deadline, pace.poll_s
+        while not pace.stopping.is_set():
+            for webhook_id, body, attempts in outbox.due(url, time.time()):
+                late = attempted and deadline is not None and time.monotonic() >= deadline
+                if late or pace.stopping.is_set():
+                    return attempted
+                await self._attempt(client, outbox, webhook_id, url, body, attempts + 1)
+                attempted += 1
+            upcoming = outbox.next_due(url)
+            if poll_s is not None:
+                pause = poll_s if upcoming is None else min(poll_s, upcoming - time.time())
+            elif deadline is None or upcoming is None:
+                return attempted
+            else:
+                pause = upcoming - time.time()
+                if time.monotonic() + pause > deadline:
+                    return attempted
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, pause)):
+                    await pace.stopping.wait()
+        return attempted
+
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        outbox: Outbox,
+        webhook_id: str,
+        url: str,
+        body: str,
+        attempt: int,
+    ) -> None:
         stamp = datetime.now(UTC)
-        signer = self.signers.get(url)
-        if signer is None:
-            self.outbox.mark(webhook_id, url, "dead", attempt - 1, 0, "endpoint removed")
-            return
         headers = {
             "webhook-id": webhook_id,
             "webhook-timestamp": str(int(stamp.timestamp())),
-            "webhook-signature": signer.sign(webhook_id, stamp, body),
+            "webhook-signature": self.signers[url].sign(webhook_id, stamp, body),
             "content-type": "application/cloudevents+json",
         }
+        timeout_s = self.policy.timeout_s
         try:
-            response = self.client.post(url, content=body.encode(), headers=headers)
+            async with asyncio.timeout(timeout_s):
+                response = await client.post(url, content=body.encode(), headers=headers)
+        except TimeoutError:
+            error = f"no complete response within {timeout_s:g} s"
+            self._retry(outbox, webhook_id, url, attempt, error, 0.0)
+            return
         except httpx.HTTPError as exc:
-            self._retry(webhook_id, url, attempt, f"{type(exc).__name__}: {exc}", 0.0)
+            self._retry(outbox, webhook_id, url, attempt, f"{type(exc).__name__}: {exc}", 0.0)
             return
         status = response.status_code
         if 200 <= status < 300:
-            self.outbox.mark(webhook_id, url, "delivered", attempt, 0, "")
+            outbox.mark(webhook_id, url, "delivered", attempt, 0, "")
         elif status in RETRYABLE or status >= 500:
             wait = retry_after_s(response.headers.get("retry-after"), time.time())
-            self._retry(webhook_id, url, attempt, f"HTTP {status}", wait)
+            self._retry(outbox, webhook_id, url, attempt, f"HTTP {status}", wait)
         else:
-            self.outbox.mark(webhook_id, url, "dead", attempt, 0, f"HTTP {status}: not retried")
+            outbox.mark(webhook_id, url, "dead", attempt, 0, f"HTTP {status}: not retried")
 
-    def _retry(self, webhook_id: str, url: str, attempt: int, error: str, at_least: float):
+    def _retry(
+        self, outbox: Outbox, webhook_id: str, url: str, attempt: int, error: str, at_least: float
+    ) -> None:
         policy = self.policy
         if attempt >= policy.max_attempts:
             reason = f"{error} after {attempt} attempts"
-            self.outbox.mark(webhook_id, url, "dead", attempt, 0, reason)
+            outbox.mark(webhook_id, url, "dead", attempt, 0, reason)
             return
         backoff = min(policy.max_backoff_s, policy.first_backoff_s * 2 ** (attempt - 1))
         delay = max(at_least, backoff * (0.5 + 0.5 * self.rng.random()))  # jitter
-        self.outbox.mark(webhook_id, url, "pending", attempt, time.time() + delay, error)
+        outbox.mark(webhook_id, url, "pending", attempt, time.time() + delay, error)
 
-    def close(self) -> None:
-        self.client.close()
+
+@dataclass
+class _Pace:
+    """How long each endpoint's worker goes on: one pass (no deadline, no polling), until
+    `deadline` (time.monotonic()), or, looking for new rows every `poll_s`, until
+    `stopping` is set."""
+
+    deadline: float | None = None
+    poll_s: float | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Delivery:
+    """One delivery by `sender` in a thread and an event loop of its own (it opens its
+    own connection to the outbox there: an SQLite connection belongs to its thread)."""
+
+    def __init__(self, sender: Sender, pace: _Pace) -> None:
+        self.pace = pace
+        self.background = pace.poll_s is not None  # nobody waits on it: failures are said
+        self.loop = asyncio.new_event_loop()
+        self.task = self.loop.create_task(sender._deliver(sender.outbox.path, pace))
+        self.thread = threading.Thread(target=self._main, daemon=True, name="lockstep-hooks")
+        self.thread.start()
+
+    def _main(self) -> None:
+        self.loop.run_until_complete(asyncio.wait([self.task]))  # its outcome stays in it
+        if self.background and self.task.exception():
+            print(
+                f"webhooks: background delivery stopped ({_first(self.task.exception())}); "
+                "what is undelivered stays in the outbox",
+                file=sys.stderr,
+            )
+
+    def join(self) -> int:
+        """Wait for the end; how many attempts were made, or what failed (a worker's
+        failure ends every worker)."""
+        self.thread.join()
+        self.loop.close()
+        error = self.task.exception()
+        if error is not None:
+            raise _first(error)
+        return self.task.result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.pace.stopping.set)
+        self.join()
+
+
+def _first(error: BaseException) -> BaseException:
+    """The failure itself, out of the group the endpoints' workers raise it in."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def from_settings(cfg: Any, default_outbox: Path) -> tuple[Outbox, Sender] | None:

@@ -9,18 +9,24 @@ bearer token the config names.
     POST /v1/actions/{action_id}/reverse  {"reviewer", "reason"}: a `revert` action
 
 Every decision, appeal and reversal is a record in the audit trail. Approving an action
-in review mode issues it in enforce mode; a reversal issues a `revert` action (its
-`params.reverts` names the action) to every sink: the actions file, the webhook outbox,
-the audit trail. Ids are deterministic, so a request repeated (a client retry) changes
-nothing.
+in review mode issues an enforcing copy of it (its own id, in force for the held action's
+duration from the approval); a reversal of either lifts both: a `revert` action for each
+(its `params.reverts` names the action) to every sink: the actions file, the webhook
+outbox, the audit trail. An action is decided once: a different second decision is a 409,
+and so is any decision after a reversal. Ids are deterministic, so a request repeated (a
+client retry) records nothing new and issues the identical actions again for delivery,
+which every sink takes once per id.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +34,8 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from pipeline.contract.findings import Action, stable_id
+from pipeline.contract.deadletter import DeadLetter
+from pipeline.contract.findings import Action, Finding, stable_id
 from pipeline.core.settings import KafkaSettings, Settings
 from pipeline.enforcement.audit import AuditTrail, open_audit
 from pipeline.enforcement.measures import AWAITING_REVIEW
@@ -56,6 +63,9 @@ class Appeal(msgspec.Struct, kw_only=True):
     appellant: str
     reason: str
     ts: int
+
+
+_DONE = {"approve": "approved", "reject": "rejected"}
 
 
 def _now_ms() -> int:
@@ -92,6 +102,13 @@ class Reviews:
             return {"error": f"no action {action_id}", "status": 404}
         if decision not in ("approve", "reject"):
             return {"error": "decision must be approve or reject", "status": 400}
+        reversal = self._decision(stable_id("reverse", self._held(action).action_id))
+        if reversal is not None:
+            error = f"{action_id} was reversed by {reversal.reviewer!r}: it is not decided again"
+            return {"error": error, "status": 409}
+        if decision == "approve" and not _lasts(action):
+            error = f"{action_id} expires when it is issued: there is nothing to approve"
+            return {"error": error, "status": 422}
         record = Decision(
             decision_id=stable_id("decision", action_id),
             action_id=action_id,
@@ -101,9 +118,15 @@ class Reviews:
             ts=_now_ms(),
         )
         first = self._first(record)
-        issued = []
-        if first.decision == "approve" and action.mode == "review":
-            issued.append(_approved(action, first))
+        if first.decision != decision:
+            error = (
+                f"{action_id} was already {_DONE[first.decision]} by {first.reviewer!r}: "
+                f"a {decision} conflicts with it"
+            )
+            return {"error": error, "status": 409, "decision": msgspec.to_builtins(first)}
+        copy = self._approved_copy(action)
+        issued = [copy] if copy is not None else []
+        if issued:
             self.emit(issued)  # again on a repeat: whatever the first request left undelivered
         if first is not record:
             return {"error": f"{action_id} was already decided", "status": 409,
@@ -115,9 +138,39 @@ class Reviews:
         (a repeated request: its actions are rebuilt from that one, identical)."""
         if self.audit.append("decision", [record], "decision_id"):
             return record
-        for body in self.audit.bodies("decision", record.decision_id):
+        recorded = self._decision(record.decision_id)
+        if recorded is None:
+            raise LookupError(f"decision {record.decision_id} is neither new nor recorded")
+        return recorded
+
+    def _decision(self, decision_id: str) -> Decision | None:
+        for body in self.audit.bodies("decision", decision_id):
             return msgspec.json.decode(body, type=Decision)
-        raise LookupError(f"decision {record.decision_id} is neither new nor recorded")
+        return None
+
+    def _held(self, action: Action) -> Action:
+        """The action a person decides on: `action` itself, or the held action an
+        approved copy stands in for."""
+        approves = action.params.get("approves")
+        return (self.action(str(approves)) if approves else None) or action
+
+    def _approved_copy(self, action: Action) -> Action | None:
+        """The enforcing copy issued in place of a held (review-mode) action once a
+        person approved it, rebuilt from the approval; None for any other action."""
+        if action.mode != "review":
+            return None
+        approval = self._decision(stable_id("decision", action.action_id))
+        if approval is None or approval.decision != "approve":
+            return None
+        return _approved(action, approval)
+
+    def _standing(self, named: Action) -> list[Action]:
+        """What a reversal of `named` lifts: `named` first, then the rest of what stands
+        for the same decision (the held action and its approved copy)."""
+        held = self._held(named)
+        copy = self._approved_copy(held)
+        family = [held] if copy is None else [held, copy]
+        return [named, *(a for a in family if a.action_id != named.action_id)]
 
     def appeal(self, action_id: str, appellant: str, reason: str) -> dict[str, Any]:
         if self.action(action_id) is None:
@@ -134,7 +187,10 @@ class Reviews:
 
     def appeals(self) -> list[dict[str, Any]]:
         reversed_ids = {
-            d["action_id"] for d in self._records("decision") if d["decision"] == "reverse"
+            a.action_id
+            for d in self._records("decision")
+            if d["decision"] == "reverse" and (named := self.action(d["action_id"]))
+            for a in self._standing(named)
         }
         return [
             {**a, "state": "reversed" if a["action_id"] in reversed_ids else "open"}
@@ -146,30 +202,42 @@ class Reviews:
         if action is None:
             return {"error": f"no action {action_id}", "status": 404}
         record = Decision(
-            decision_id=stable_id("reverse", action_id),
+            decision_id=stable_id("reverse", self._held(action).action_id),
             action_id=action_id,
             decision="reverse",
             reviewer=reviewer,
             note=reason,
             ts=_now_ms(),
         )
-        first = self._first(record)
-        revert = _revert(action, first)
-        self.emit([revert])  # again on a repeat: sinks take each action_id once
-        issued = [msgspec.to_builtins(revert)]
+        first = self._first(record)  # one reversal for the held action and its copy
+        named = action if first is record else self.action(first.action_id) or action
+        reverts = [_revert(a, first) for a in self._standing(named)]
+        self.emit(reverts)  # again on a repeat: sinks take each action_id once
+        issued = msgspec.to_builtins(reverts)
         if first is not record:
             return {"error": f"{action_id} was already reversed", "status": 409, "issued": issued}
         return {"decision": msgspec.to_builtins(record), "issued": issued}
 
 
+def _lasts(action: Action) -> bool:
+    """Whether `action` is in force for some time once issued (the policy's are: its
+    `for_s` is > 0), so that a copy of it expires after it is issued."""
+    return action.expires_at is None or action.expires_at > action.ts
+
+
 def _approved(action: Action, approval: Decision) -> Action:
     """A review-mode action a person approved, issued again in enforce mode (its own id,
-    so the sinks keep both)."""
+    so the sinks keep both). It is issued at the approval and holds for the held
+    action's duration from then: the measure the policy chose, applied when a person let
+    it apply, however long the review took (counting from the held action's own time would
+    shorten it by the review, to nothing on a backtest)."""
+    lasts = None if action.expires_at is None else action.expires_at - action.ts
     return msgspec.structs.replace(
         action,
         action_id=stable_id("approved", approval.action_id),
         mode="enforce",
         ts=approval.ts,
+        expires_at=None if lasts is None else approval.ts + lasts,
         params={**action.params, "approves": approval.action_id, "reviewer": approval.reviewer},
     )
 
@@ -177,7 +245,7 @@ def _approved(action: Action, approval: Decision) -> Action:
 def _revert(action: Action, reversal: Decision) -> Action:
     """The `revert` that lifts `action` (Article 20): for its subject, on its findings."""
     return Action(
-        action_id=stable_id("revert", reversal.action_id),
+        action_id=stable_id("revert", action.action_id),
         action="revert",
         subject_type=action.subject_type,
         subject_id=action.subject_id,
@@ -187,7 +255,7 @@ def _revert(action: Action, reversal: Decision) -> Action:
         ts=reversal.ts,
         expires_at=None,
         params={
-            "reverts": reversal.action_id,
+            "reverts": action.action_id,
             "reverted": action.action,
             "reviewer": reversal.reviewer,
             "reason": reversal.note,
@@ -211,12 +279,26 @@ def _bearer(token: str) -> Middleware:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; {} when it has none (the handlers say what is missing)."""
+    """The request's JSON object; {} for an empty body (the handlers say what is
+    missing). Anything else is refused with a 400 saying why, before anything is done."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    charset = request.charset or "utf-8"
     try:
-        data = await request.json()
-    except ValueError:
-        data = None
-    return data if isinstance(data, dict) else {}
+        data = json.loads(raw.decode(charset))
+    except LookupError:
+        data, why = None, f"its charset {charset!r} is unknown"
+    except RecursionError:
+        data, why = None, "it is nested too deeply"
+    except ValueError as exc:  # not JSON, or not in its charset
+        data, why = None, f"it is not JSON ({exc})"
+    else:
+        why = f"it is a JSON {type(data).__name__}"
+    if not isinstance(data, dict):
+        error = json.dumps({"error": f"the body must be a JSON object: {why}"})
+        raise web.HTTPBadRequest(text=error, content_type="application/json")
+    return data
 
 
 def _answer(result: dict[str, Any]) -> web.Response:
@@ -300,47 +382,104 @@ class ActionsTopic:
     def __init__(self, kafka: KafkaSettings) -> None:
         self.kafka = kafka
         self.pending: list[Action] = []
+        self._publishing = asyncio.Lock()
         self._encode = msgspec.json.Encoder().encode
 
     def emit(self, actions: list[Action]) -> None:
-        self.pending.extend(actions)
+        """Hold `actions` for the next `publish`, each id once."""
+        held = {a.action_id for a in self.pending}
+        self.pending.extend(a for a in actions if a.action_id not in held)
 
     async def publish(self) -> None:
+        """Send what is held, one publisher at a time, so that concurrent requests send
+        each action once; what a failure left unsent stays held."""
         from aiokafka import AIOKafkaProducer
 
         from pipeline.distributed.topics import Topics
 
-        if not self.pending:
-            return
-        topic = Topics.from_settings(self.kafka).actions
-        producer = AIOKafkaProducer(bootstrap_servers=self.kafka.broker, acks="all")
-        await producer.start()
-        try:
-            for a in self.pending:
-                await producer.send(topic, self._encode(a), key=a.action_id.encode())
-            await producer.flush()
-        finally:
-            await producer.stop()
-        self.pending.clear()
+        async with self._publishing:
+            batch = list(self.pending)  # emit only appends: what comes meanwhile stays
+            if not batch:
+                return
+            topic = Topics.from_settings(self.kafka).actions
+            producer = AIOKafkaProducer(bootstrap_servers=self.kafka.broker, acks="all")
+            await producer.start()
+            try:
+                for a in batch:
+                    await producer.send(topic, self._encode(a), key=a.action_id.encode())
+                await producer.flush()
+            finally:
+                await producer.stop()
+            del self.pending[: len(batch)]
 
 
-def _to_sinks(out: Path, audit: AuditTrail, settings: Settings) -> Emit:
-    """Emit to `out/actions.jsonl`, the audit trail and the webhook outbox (delivered at
-    once)."""
-    from pipeline.outputs import webhooks
+@dataclass
+class _Issued:
+    """Actions the desk issued, as a batch of results for a sink."""
 
-    hooks = webhooks.from_settings(settings.webhooks, out / "webhook_outbox.sqlite")
-    encode = msgspec.json.Encoder().encode
+    actions: list[Action]
+    findings: list[Finding] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
-    def emit(actions: list[Action]) -> None:
-        with open(out / "actions.jsonl", "ab") as handle:
-            handle.write(b"".join(encode(a) + b"\n" for a in actions))
-        audit.append("action", actions, "action_id")
-        if hooks is not None:
-            hooks[0].enqueue(actions, hooks[1].endpoints, time.time())
-            hooks[1].deliver_due()
 
-    return emit
+class RunOutputs:
+    """The desk's new actions to the run's own outputs: `out/actions.jsonl` and the audit
+    trail, each action once, and the webhook outbox, delivered from a background thread
+    so that no request waits on a receiver. At exit, delivery goes on for up to
+    `webhooks.wait_s`; the outbox is durable, so what is still undelivered then stays
+    there for `lockstep webhooks deliver`."""
+
+    def __init__(self, out: Path, audit: AuditTrail, settings: Settings) -> None:
+        from pipeline.outputs import webhook_sink
+
+        self.actions_path = out / "actions.jsonl"
+        self.audit = audit
+        self.hooks = webhook_sink.from_settings(settings, out)
+        self.wait_s = settings.webhooks.wait_s
+        self._encode = msgspec.json.Encoder().encode
+
+    def emit(self, actions: list[Action]) -> None:
+        """The actions not yet in the trail to the actions file (synced), then to the
+        trail; every action to the outbox, which takes each id once. It runs on the event
+        loop, one request at a time, so the check and the writes are one step; a crash
+        between the file and the trail writes the line again on the repeat, never loses
+        it."""
+        fresh = [a for a in actions if not list(self.audit.bodies("action", a.action_id))]
+        if fresh:
+            with open(self.actions_path, "ab") as handle:
+                handle.write(b"".join(self._encode(a) + b"\n" for a in fresh))
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.audit.append("action", fresh, "action_id")
+        if self.hooks is not None:
+            self.hooks.write(_Issued(actions))
+
+    async def delivering(self, application: web.Application) -> AsyncIterator[None]:
+        """An aiohttp cleanup context: webhook delivery in the background while the
+        application runs."""
+        if self.hooks is not None:
+            self.hooks.deliver_in_background()
+        yield
+        if self.hooks is not None:  # at exit (no request left to hold up), what is still
+            try:  # queued gets its chance first; the outbox is this thread's connection
+                self.hooks.deliver(self.wait_s)
+            finally:
+                self.hooks.close()
+
+
+def desk(
+    out: Path, audit: AuditTrail, settings: Settings, token: str, kafka: bool = False
+) -> web.Application:
+    """The review desk for a run's outputs. New actions (approvals, reverts) go to the
+    run's outputs (`RunOutputs`); with `kafka`, to the actions topic instead, where
+    `lockstep sink` takes them to all three (and the workers' consumers see them)."""
+    if kafka:
+        topic = ActionsTopic(settings.kafka)
+        return app(Reviews(audit, topic.emit), token, topic.publish)
+    outputs = RunOutputs(out, audit, settings)
+    application = app(Reviews(audit, outputs.emit), token)
+    application.cleanup_ctx.append(outputs.delivering)
+    return application
 
 
 def serve(
@@ -352,15 +491,10 @@ def serve(
     port: int,
     kafka: bool = False,
 ) -> None:
-    """Serve the review desk for a run's outputs. New actions (approvals, reverts) go to
-    `out/actions.jsonl`, the webhook outbox (delivered at once) and the audit trail; with
-    `kafka`, to the actions topic instead, where `lockstep sink` takes them to all three
-    (and the workers' consumers see them)."""
+    """Serve the review desk (`desk`) for a run's outputs until stopped."""
     audit = open_audit(audit_target)
-    if kafka:
-        topic = ActionsTopic(settings.kafka)
-        emit, after = topic.emit, topic.publish
-    else:
-        emit, after = _to_sinks(out, audit, settings), None
-    application = app(Reviews(audit, emit), token, after)
-    web.run_app(application, host=host, port=port, print=None, access_log=None)
+    try:
+        application = desk(out, audit, settings, token, kafka)
+        web.run_app(application, host=host, port=port, print=None, access_log=None)
+    finally:
+        audit.close()
