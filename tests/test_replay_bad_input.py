@@ -216,3 +216,44 @@ def test_findings_do_not_depend_on_disorder_within_lateness(tmp_path: Path) -> N
         other = second[fid]
         assert finding["evidence"] == other["evidence"]
         assert finding["score"] == other["score"]
+
+
+def _nested(depth: int, event_id: str) -> bytes:
+    """A valid login whose unknown field `zz` holds arrays nested `depth` levels deep."""
+    login = f'"event_id": "{event_id}", "type": "login", "ts": {T0}, "actor": "u"'
+    return b'{"zz": ' + b"[" * depth + b"]" * depth + b", " + login.encode() + b"}"
+
+
+def test_a_line_nested_too_deep_is_dead_lettered_and_its_batch_goes_on() -> None:
+    """Past MAX_DEPTH levels the decoder could exhaust the stack: refused, with a reason,
+    in whichever path of the gate the batch takes, however deep the line nests."""
+    from pipeline.core.gate import Gate
+    from pipeline.core.settings import load_settings
+
+    gate = Gate(load_settings())
+    shallow = [_valid(f"s{i}", T0 + i).encode() for i in range(3)] + [_nested(500, "ok500")]
+    clean = gate.admit(shallow, "batch")  # the fast path: nothing to refuse
+    assert clean.events == 4 and not clean.dead_letters
+    unclosed = b'{"zz": ' + b"[" * 1_000  # the decoder recurses before it sees the end
+    for depth, line in ((600, None), (1_000, None), (30_000, None), (1, unclosed)):
+        batch = [_valid(f"a{depth}", T0).encode(), line or _nested(depth, f"d{depth}")]
+        batch += [_valid(f"b{depth}", T0 + 1).encode()]
+        admitted = gate.admit(batch, "batch", first_position=7)
+        assert admitted.events == 2
+        (dead,) = admitted.dead_letters
+        assert (dead.reason, dead.position) == ("too_deep", 8)
+        assert "512 levels" in dead.detail and dead.raw_bytes == len(batch[1])
+    text = "[" * 5_000  # brackets in a string are not nesting
+    comment = _valid("c1", T0, type="comment", text=text).encode()
+    assert gate.admit([comment], "batch").events == 1
+
+
+def test_replay_dead_letters_a_deeply_nested_line(tmp_path: Path) -> None:
+    lines = [_valid("v1", T0).encode(), _nested(1_000, "deep"), _valid("v2", T0 + 1).encode()]
+    events = write_lines(tmp_path / "deep.jsonl", lines)
+    out = tmp_path / "out"
+    proc = lockstep("replay", str(events), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr.decode()
+    (dead,) = read_jsonl(out / "dead_letter.jsonl")
+    assert (dead["reason"], dead["position"]) == ("too_deep", 2)
+    assert json.loads((out / "summary.json").read_text())["events"] == 2

@@ -161,3 +161,23 @@ def test_busy_metrics_port_is_a_one_line_error(tmp_path: Path) -> None:
         _, stderr = proc.communicate(b"", timeout=30)
     assert proc.returncode == 2
     assert len(stderr.decode().strip().splitlines()) == 1 and str(port) in stderr.decode()
+
+
+def test_a_live_run_adds_to_the_actions_in_force_and_a_replay_starts_anew(tmp_path: Path) -> None:
+    """The throttling hook follows a live run's actions.jsonl, whose actions are in force:
+    a restarted run appends to it; a replay is a fresh computation of its input."""
+    out = tmp_path / "out"
+    out.mkdir()
+    in_force = '{"action_id": "issued-before-the-restart"}\n'
+    (out / "actions.jsonl").write_text(in_force)
+    stream = ("\n".join(_stream_with_jump()) + "\n").encode()
+    proc = _start("-", "--out", str(out), "--metrics-port", "0", stdin=subprocess.PIPE)
+    _, stderr = proc.communicate(stream, timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    kept = (out / "actions.jsonl").read_text()
+    assert kept.startswith(in_force) and len(kept.splitlines()) > 1  # kept, then the new
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(stream)
+    replay = [sys.executable, "-m", "pipeline.cli", "replay", str(events), "--out", str(out)]
+    subprocess.run(replay, check=True, capture_output=True, timeout=60)
+    assert "issued-before-the-restart" not in (out / "actions.jsonl").read_text()

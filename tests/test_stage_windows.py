@@ -95,7 +95,8 @@ def test_sliding_windows_sum_their_panes() -> None:
 
 def test_late_events_are_dead_lettered_not_merged() -> None:
     engine = _engine(WindowSpec.tumbling(MINUTE), lateness_ms=10_000)
-    engine.process([_line(0, T0 + 5_000), _line(1, T0 + 80_000)], "src", first_position=10)
+    start = [_line(0, T0 + 5_000), _line(4, T0 + 6_000), _line(1, T0 + 80_000)]
+    engine.process(start, "src", first_position=10)  # 3 events confirm where time starts
     late = engine.process([_line(2, T0 + 30_000), _line(3, T0 + 71_000)], "src", first_position=12)
     assert [(d.reason, d.position) for d in late.dead_letters] == [("late", 12)]
     assert engine.stats.dead_letters_by_reason["late"] == 1

@@ -405,16 +405,19 @@ def throttle_serve(
     now: Annotated[
         str | None, typer.Option("--now", help="Answer as of this time (ISO 8601, UTC).")
     ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Answer GET /v1/throttle?account_id=&action= with 200 or 429 and Retry-After."""
     from pipeline.serve.throttle import serve
+
+    settings = _settings(config).throttle
 
     if not actions.parent.is_dir():
         raise CommandError(f"no directory {actions.parent} for the actions file")
     if not actions.exists():
         print(f"no actions file at {actions} yet: every check is allowed until it appears",
               file=sys.stderr)  # fmt: skip
-    serve(str(actions), host, port, _epoch_ms(now) / 1000 if now else None)
+    serve(str(actions), settings, host, port, _epoch_ms(now) / 1000 if now else None)
 
 
 review_app = typer.Typer(no_args_is_help=True, help="Review and appeals (Article 20).")

@@ -8,6 +8,7 @@ from msgspec import Struct
 
 REASONS: tuple[str, ...] = (
     "too_large",
+    "too_deep",
     "invalid_json",
     "not_object",
     "missing_field",
@@ -29,6 +30,24 @@ class DeadLetter(Struct, kw_only=True):
     raw_truncated: bool
 
 
+class InputHead(bytes):
+    """The first bytes of an input too long to hold, standing in for it; `size` is the whole
+    input's length. A reader keeps more bytes than the size limit, so the gate refuses it
+    as `too_large` like any other input over the limit."""
+
+    size: int
+
+    def __new__(cls, head: bytes, size: int) -> InputHead:
+        self = super().__new__(cls, head)
+        self.size = size
+        return self
+
+
+def input_size(raw: bytes) -> int:
+    """The length of the input `raw` is, or stands for, without its line terminator."""
+    return raw.size if isinstance(raw, InputHead) else len(raw.rstrip(b"\r\n"))
+
+
 def _render(kept: bytes, truncated: bool) -> tuple[str, str]:
     """Text when the bytes are UTF-8 (a cut may split the last character), else base64."""
     for drop in range(4 if truncated else 1):
@@ -42,9 +61,10 @@ def _render(kept: bytes, truncated: bool) -> tuple[str, str]:
 def dead_letter(
     reason: str, detail: str, source: str, position: int | str, raw: bytes, keep_bytes: int
 ) -> DeadLetter:
-    raw = raw.rstrip(b"\r\n")  # the line terminator is framing, not input
-    truncated = len(raw) > keep_bytes
-    text, encoding = _render(raw[:keep_bytes], truncated)
+    size = input_size(raw)
+    kept = raw.rstrip(b"\r\n")[:keep_bytes]  # the line terminator is framing, not input
+    truncated = size > len(kept)
+    text, encoding = _render(kept, truncated)
     return DeadLetter(
         reason=reason,
         detail=detail,
@@ -52,6 +72,6 @@ def dead_letter(
         position=position,
         raw=text,
         raw_encoding=encoding,
-        raw_bytes=len(raw),
+        raw_bytes=size,
         raw_truncated=truncated,
     )

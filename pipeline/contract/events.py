@@ -7,7 +7,9 @@ decode and a couple of comparisons, not for a Python validator. Unknown fields a
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from itertools import accumulate
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
@@ -95,6 +97,26 @@ EVENT_TYPES: tuple[str, ...] = (
 
 decoder = msgspec.json.Decoder(AnyEvent)
 encoder = msgspec.json.Encoder()
+
+# The decoder follows nesting on the interpreter's stack, and past about 950 levels (fewer
+# from deeper in a program) it fails with a RecursionError. Inputs nested deeper than this
+# bound are refused before decoding (`too_deep`), the same wherever the gate runs.
+MAX_DEPTH = 512
+# A text nested deeper than MAX_DEPTH opens more brackets (closed or not): shorter ones
+# need no look.
+MIN_TOO_DEEP_BYTES = MAX_DEPTH + 1
+_STRING = re.compile(rb'"(?:[^"\\]|\\.?)*"?', re.DOTALL)  # never fails once opened: linear
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NESTING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def nests_too_deep(raw: bytes) -> bool:
+    """Whether the arrays and objects of `raw` nest more than MAX_DEPTH levels (brackets
+    inside strings do not count). Costs a length check for all but long inputs."""
+    if len(raw) < MIN_TOO_DEEP_BYTES or raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return False
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0) > MAX_DEPTH
 
 
 def to_epoch_ms(ts: int | datetime) -> int:

@@ -1,11 +1,18 @@
-"""Findings and actions (docs/contract.md §2, §3) and their deterministic ids."""
+"""Findings and actions (docs/contract.md §2, §3) and their deterministic ids.
+
+An action is valid only with the parameters its measure needs, in their types: whoever
+reads actions (the throttling hook, the review desk, `lockstep sink`) acts on them, so an
+action that decodes is one they can act on, and a record that is not is refused with the
+reason (`read_action`).
+"""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from msgspec import Struct, field
+import msgspec
+from msgspec import Meta, Struct, field
 
 SubjectType = Literal["account", "content", "group"]
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
@@ -32,6 +39,55 @@ class Finding(Struct, kw_only=True):
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+TimeUnit = Literal["second", "minute", "hour", "day"]  # what a throttle counts requests in
+
+
+class Descriptor(Struct):
+    """One of a throttle's descriptors: the account it holds, or an action it limits."""
+
+    key: Literal["account_id", "action"]
+    value: str
+
+
+class ThrottleParams(Struct):
+    """What a `throttle` needs: whom and which actions (none named: every action), and how
+    many requests a unit it lets through."""
+
+    descriptors: list[Descriptor]
+    requests_per_unit: Annotated[int, Meta(ge=1)]
+    unit: TimeUnit
+
+
+class RevertParams(Struct):
+    """What a `revert` needs: the action it lifts."""
+
+    reverts: str
+
+
+class DiscountParams(Struct):
+    """What a `discount_engagement` needs: what to take off whose counts, in which window."""
+
+    engagement: dict[str, int]
+    window_start: int
+    window_end: int
+    from_accounts: list[str]
+
+
+class DiscountEngagementParams(Struct):
+    """The params of a `discount_engagement`: its discount."""
+
+    discount: DiscountParams
+
+
+# The measures whose actions carry parameters of their own, and their shapes (the other
+# keys of `params`, such as the policy's rule and credit, are what the decision rested on).
+MEASURE_PARAMS: dict[str, type[Struct]] = {
+    "throttle": ThrottleParams,
+    "revert": RevertParams,
+    "discount_engagement": DiscountEngagementParams,
+}
+
+
 class Action(Struct, kw_only=True):
     action_id: str
     action: str
@@ -43,6 +99,34 @@ class Action(Struct, kw_only=True):
     ts: int
     expires_at: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse params without what the measure needs, in its types: made or decoded."""
+        shape = MEASURE_PARAMS.get(self.action)
+        if shape is None:
+            return
+        try:
+            msgspec.convert(self.params, shape)
+        except msgspec.ValidationError as exc:
+            where = str(exc).replace("`$", "`$.params")
+            raise ValueError(f"bad params for a {self.action}: {where}") from None
+
+
+class InvalidAction(ValueError):
+    """A record that is not a valid action; the message says why, in one line."""
+
+
+_decode_action = msgspec.json.Decoder(Action).decode
+
+
+def read_action(line: bytes) -> Action:
+    """One JSON record as an action, or `InvalidAction` with the reason it is not one."""
+    try:
+        return _decode_action(line)
+    except msgspec.DecodeError as exc:  # not JSON, or not an action (ValidationError)
+        raise InvalidAction(str(exc)) from None
+    except RecursionError:
+        raise InvalidAction("nested too deeply to be an action") from None
 
 
 class SeverityBands(Protocol):

@@ -2,8 +2,18 @@
 
 One gate serves one ordered input: the whole stream in the embedded runtime, one input
 partition in the distributed one. It owns that input's de-duplication memory and its
-watermark (the largest event time seen minus the allowed lateness), and turns every
-rejected input into a dead letter.
+watermark (the latest event time minus the allowed lateness), and turns every rejected
+input into a dead letter.
+
+The latest event time follows the stream, not its outliers. An event up to
+`event_time.max_jump_ms` ahead of it moves it at once, as in any bounded-disorder
+watermark; an event further ahead (a producer's wrong clock, a bit-flipped `ts`) is
+admitted into its own window but moves nothing until `jump_confirmations` events in a
+row have landed that far ahead: a real jump (logs of two days with a gap) is followed by
+more of the same, an outlier by the stream it came from. A quantile of recent event
+times would resist outliers too, but it lags every normal stream and so changes which
+windows hold which events; dead-lettering far events would lose the first events of
+every real jump. Only a jump waits, and only for a few events.
 """
 
 from __future__ import annotations
@@ -16,13 +26,16 @@ from operator import attrgetter
 import msgspec
 import numpy as np
 
-from pipeline.contract.deadletter import DeadLetter, dead_letter
+from pipeline.contract.deadletter import DeadLetter, dead_letter, input_size
 from pipeline.contract.events import (
     EVENT_TYPES,
+    MAX_DEPTH,
+    MIN_TOO_DEEP_BYTES,
     NO_TIME,
     Event,
     classify,
     decoder,
+    nests_too_deep,
     to_epoch_ms,
 )
 from pipeline.core.dedup import Deduplicator
@@ -55,7 +68,9 @@ class Gate:
     def __init__(self, settings: Settings, wall_clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.dedup = Deduplicator(settings.dedup.horizon_ms, settings.dedup.max_ids)
-        self.max_ts = NO_TIME
+        self.max_ts = NO_TIME  # the latest event time, the one the watermark follows
+        # event times of the events in a row that landed a jump ahead of `max_ts`
+        self._ahead: list[int] = []
         self._wall_clock = wall_clock
 
     @property
@@ -63,6 +78,25 @@ class Gate:
         if self.max_ts == NO_TIME:
             return NO_TIME
         return self.max_ts - self.settings.event_time.allowed_lateness_ms
+
+    def _land_ahead(self, ts: int) -> None:
+        """Count an event a jump ahead of the latest event time (any event, before there is
+        one). Once `jump_confirmations` have landed in a row, the latest event time moves
+        to the k-th largest of them, so fewer outliers than that among them cannot drag
+        it, and on through those of them within a jump of each other."""
+        cfg = self.settings.event_time
+        run = self._ahead
+        run.append(ts)
+        if len(run) < cfg.jump_confirmations:
+            return
+        run.sort()  # a run holds k times when it is confirmed: its first is the k-th largest
+        latest = run[0]
+        for later in run[1:]:
+            if later > latest + cfg.max_jump_ms:
+                break
+            latest = later
+        self.max_ts = latest
+        run[:] = [t for t in run if t > latest + cfg.max_jump_ms]
 
     def admit(
         self,
@@ -85,13 +119,18 @@ class Gate:
         self, raws: Sequence[bytes], positions: Sequence[int | str] | None
     ) -> Admitted | None:
         """The usual batch, admitted whole: every input decodes, none is blank, too large,
-        implausibly stamped, a redelivery or late. Decoding with `map` and checking
+        too deep, implausibly stamped, a redelivery or late. Decoding with `map` and checking
         stamps and ids with C loops (numpy, set operations) costs a fraction of a Python
         loop per event (and, unlike decoding the batch as one JSON array, copies no
         bytes). None, with nothing changed, when any input needs the careful path
         (`_admit_each`), which then decides for every input on its own."""
         cfg = self.settings
-        if not raws or max(map(len, raws)) > cfg.input.max_event_bytes:
+        if not raws:
+            return None
+        longest = max(map(len, raws))
+        if longest > cfg.input.max_event_bytes:
+            return None
+        if longest >= MIN_TOO_DEEP_BYTES and any(map(nests_too_deep, raws)):
             return None
         try:
             events = list(map(decoder.decode, raws))
@@ -109,12 +148,18 @@ class Gate:
             return None
         if not (ids.isdisjoint(dedup.current) and ids.isdisjoint(dedup.previous)):
             return None
-        # Late: behind the watermark as it stood when the event arrived.
+        # Late: behind the watermark as it stood when the event arrived. A jump ahead of the
+        # latest event time, or no latest event time yet: confirmation, event by event.
+        if self.max_ts == NO_TIME:
+            return None
         highest = np.maximum.accumulate(stamps)
         before = np.maximum(np.concatenate(([self.max_ts], highest[:-1])), self.max_ts)
         if (stamps < before - cfg.event_time.allowed_lateness_ms).any():
             return None
+        if (stamps > before + cfg.event_time.max_jump_ms).any():
+            return None
         dedup.current |= ids
+        self._ahead.clear()  # the stream is where it was: no jump in progress
         self.max_ts = max(self.max_ts, int(highest[-1]))
         self.dedup.expire(self.watermark)
         by_type: dict[str, list[Event]] = {t: [] for t in EVENT_TYPES}
@@ -144,6 +189,8 @@ class Gate:
         min_ts = cfg.input.min_ts_ms
         max_ts_allowed = int(self._wall_clock() * 1000) + cfg.input.max_future_ms
         lateness = cfg.event_time.allowed_lateness_ms
+        max_jump = cfg.event_time.max_jump_ms
+        ahead = self._ahead
         seen_now, seen_before = self.dedup.current, self.dedup.previous
         decode = decoder.decode
         by_type: dict[str, list[Event]] = {t: [] for t in EVENT_TYPES}
@@ -161,7 +208,11 @@ class Gate:
 
         for i, raw in enumerate(raws):
             if len(raw) > max_bytes:
-                reject(i, "too_large", f"input is {len(raw)} bytes; the limit is {max_bytes}")
+                size = input_size(raw)
+                reject(i, "too_large", f"input is {size} bytes; the limit is {max_bytes}")
+                continue
+            if len(raw) >= MIN_TOO_DEEP_BYTES and nests_too_deep(raw):
+                reject(i, "too_deep", f"input nests more than {MAX_DEPTH} levels deep")
                 continue
             try:
                 event = decode(raw)
@@ -187,12 +238,20 @@ class Gate:
                 duplicates += 1
                 continue
             seen_now.add(event_id)
-            if ts > max_ts:
-                max_ts = ts
-                watermark = ts - lateness
+            if ts > max_ts + max_jump:
+                self.max_ts = max_ts
+                self._land_ahead(ts)
+                max_ts = self.max_ts
+                watermark = max_ts - lateness
             elif ts < watermark:
                 reject(i, "late", f"event time {ts} is {watermark - ts} ms behind the watermark")
                 continue
+            else:
+                if ts > max_ts:
+                    max_ts = ts
+                    watermark = ts - lateness
+                if ahead:
+                    ahead.clear()  # the stream is where it was: no jump in progress
             by_type[event.type].append(event)
             if offsets is not None:
                 offsets[event.type].append(positions[i])  # type: ignore[index,arg-type]

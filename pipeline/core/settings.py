@@ -12,10 +12,12 @@ import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import msgspec
 import yaml
+
+from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive, PositiveInt, Share
 
 # libyaml's safe loader where PyYAML was built with it (about 10x faster), else Python's.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -29,27 +31,29 @@ class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class InputSettings(_Strict):
-    max_event_bytes: int
-    dead_letter_raw_bytes: int
-    min_ts_ms: int
-    max_future_ms: int
+    max_event_bytes: PositiveInt
+    dead_letter_raw_bytes: NonNegativeInt
+    min_ts_ms: NonNegativeInt
+    max_future_ms: NonNegativeInt
 
 
 class EventTimeSettings(_Strict):
-    allowed_lateness_ms: int
-    eviction_interval_ms: int
+    allowed_lateness_ms: NonNegativeInt
+    eviction_interval_ms: PositiveInt
+    max_jump_ms: PositiveInt
+    jump_confirmations: Annotated[int, msgspec.Meta(ge=1, le=1000)]  # a run kept in memory
 
 
 class DedupSettings(_Strict):
-    horizon_ms: int
-    max_ids: int
+    horizon_ms: NonNegativeInt
+    max_ids: PositiveInt
 
 
 class SeveritySettings(_Strict):
-    low: float
-    medium: float
-    high: float
-    critical: float
+    low: Share
+    medium: Share
+    high: Share
+    critical: Share
 
 
 class WebhookEndpointSettings(_Strict):
@@ -60,11 +64,11 @@ class WebhookEndpointSettings(_Strict):
 class WebhookSettings(_Strict):
     endpoints: list[WebhookEndpointSettings]
     outbox: str
-    wait_s: float
-    max_attempts: int
-    first_backoff_s: float
-    max_backoff_s: float
-    timeout_s: float
+    wait_s: NonNegative
+    max_attempts: PositiveInt
+    first_backoff_s: Positive
+    max_backoff_s: Positive
+    timeout_s: Positive
 
 
 class PublishSettings(_Strict):
@@ -76,33 +80,38 @@ class ReviewSettings(_Strict):
     token: str  # bearer token of the review API; env:NAME reads it from NAME
 
 
+class ThrottleSettings(_Strict):
+    max_descriptors: PositiveInt  # checks in one POST /v1/ratelimit at most
+    max_body_bytes: PositiveInt
+
+
 class EnforcementSettings(_Strict):
     policy: str
-    window_ms: int
-    idle_ttl_ms: int
+    window_ms: PositiveInt
+    idle_ttl_ms: PositiveInt
 
 
 class RunSettings(_Strict):
-    batch_size: int
-    max_batch_wait_s: float
-    metrics_port: int
-    gc_young: int
-    gc_full_every_s: float
+    batch_size: PositiveInt
+    max_batch_wait_s: Positive
+    metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: no metrics server
+    gc_young: Annotated[int, msgspec.Meta(ge=700)]  # Python's default is the least
+    gc_full_every_s: Positive
 
 
 class KafkaSettings(_Strict):
     broker: str
     topic_prefix: str
-    partitions: int
+    partitions: PositiveInt
     store: Literal["rocksdb", "memory"]
     data_dir: str
-    batch_size: int
-    batch_wait_s: float
-    stage_record_events: int
-    stage_take_records: int
-    stage_round_s: float
-    commit_interval_s: float
-    idle_after_s: float
+    batch_size: PositiveInt
+    batch_wait_s: Positive
+    stage_record_events: PositiveInt
+    stage_take_records: PositiveInt
+    stage_round_s: Positive
+    commit_interval_s: Positive
+    idle_after_s: Positive
 
 
 class Settings(_Strict):
@@ -116,6 +125,7 @@ class Settings(_Strict):
     webhooks: WebhookSettings
     publish: PublishSettings
     review: ReviewSettings
+    throttle: ThrottleSettings
     run: RunSettings
     kafka: KafkaSettings
 
@@ -128,11 +138,15 @@ def read_yaml(
     path: Path, what: str = "config", error: type[Exception] = ConfigError
 ) -> dict[str, Any]:
     """A YAML mapping from `path`; `error` with a one-line message naming `what` if the
-    file cannot be read, is not YAML, or is not a mapping."""
+    file cannot be read, is not UTF-8 YAML, or is not a mapping."""
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from exc
+    except RecursionError as exc:  # PyYAML's own loader recurses once per level
+        raise error(f"{what} {path} is nested too deeply") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -155,31 +169,12 @@ def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check(settings: Settings) -> None:
-    """Relations between values that the types alone cannot express."""
-    if settings.event_time.allowed_lateness_ms < 0:
-        raise ConfigError("event_time.allowed_lateness_ms must be >= 0")
-    if settings.dedup.max_ids <= 0 or settings.dedup.horizon_ms < 0:
-        raise ConfigError("dedup: max_ids must be > 0 and horizon_ms >= 0")
-    if min(settings.kafka.partitions, settings.kafka.batch_size) <= 0:
-        raise ConfigError("kafka: partitions and batch_size must be > 0")
-    if min(settings.kafka.stage_record_events, settings.kafka.stage_take_records) <= 0:
-        raise ConfigError("kafka: stage_record_events and stage_take_records must be > 0")
-    if min(settings.kafka.batch_wait_s, settings.kafka.stage_round_s) <= 0:
-        raise ConfigError("kafka: batch_wait_s and stage_round_s must be > 0")
-    if min(settings.enforcement.window_ms, settings.enforcement.idle_ttl_ms) <= 0:
-        raise ConfigError("enforcement: window_ms and idle_ttl_ms must be > 0")
-    wh = settings.webhooks
-    if wh.max_attempts < 1 or min(wh.first_backoff_s, wh.timeout_s) <= 0 or wh.wait_s < 0:
-        raise ConfigError("webhooks: need max_attempts >= 1, backoff and timeout > 0")
-    for e in wh.endpoints:
+    """What the types (with their ranges) cannot say: relations between values."""
+    for e in settings.webhooks.endpoints:
         if not e.url.startswith(("http://", "https://")):
             raise ConfigError(f"webhooks: endpoint url must be http(s)://, not {e.url!r}")
-    if settings.run.batch_size <= 0:
-        raise ConfigError("run.batch_size must be > 0")
-    if settings.run.gc_young < 700 or settings.run.gc_full_every_s <= 0:
-        raise ConfigError("run: gc_young must be >= 700 (Python's default) and gc_full_every_s > 0")
     cut = settings.severity
-    if not 0 <= cut.low <= cut.medium <= cut.high <= cut.critical <= 1:
+    if not cut.low <= cut.medium <= cut.high <= cut.critical:
         raise ConfigError("severity: need 0 <= low <= medium <= high <= critical <= 1")
 
 

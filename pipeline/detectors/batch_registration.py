@@ -41,6 +41,7 @@ from models.registration_burst import devices_per_registration, source_of
 from models.scales import decay_alpha, saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of
 from pipeline.core.derived import Derived
+from pipeline.core.numbers import AtLeastTwo, NonNegative, Positive, PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
@@ -53,29 +54,23 @@ _order = attrgetter("ts", "event_id")
 class BatchRegistrationSettings(DetectorSettings):
     """`detectors.batch_registration` in config/lockstep.yaml, which explains each field."""
 
-    window_ms: int
-    hop_ms: int
-    half_life_ms: int
-    prior_registrations: float
-    z_threshold: float
-    clip_z: float
-    min_registrations: int
-    min_ratio: float
-    max_devices_per_registration: float
-    max_members: int
-    idle_ttl_ms: int
+    window_ms: PositiveInt
+    hop_ms: PositiveInt
+    half_life_ms: PositiveInt
+    prior_registrations: NonNegative
+    z_threshold: Positive
+    clip_z: Positive
+    min_registrations: AtLeastTwo
+    min_ratio: Positive
+    max_devices_per_registration: PositiveShare
+    max_members: PositiveInt
+    idle_ttl_ms: PositiveInt
 
     def check(self) -> None:
         where = "detectors.batch_registration"
         check_hops(where, self.window_ms, self.hop_ms)
-        if self.half_life_ms <= 0 or self.idle_ttl_ms < self.window_ms:
-            raise ConfigError(f"{where}: half_life_ms must be > 0 and idle_ttl_ms >= window_ms")
-        if self.prior_registrations < 0.0 or self.z_threshold <= 0.0 or self.clip_z <= 0.0:
-            raise ConfigError(f"{where}: prior_registrations >= 0, z_threshold and clip_z > 0")
-        if self.min_registrations < 2 or self.max_members < 1:
-            raise ConfigError(f"{where}: min_registrations must be >= 2 and max_members >= 1")
-        if not 0.0 < self.max_devices_per_registration <= 1.0:
-            raise ConfigError(f"{where}: max_devices_per_registration must be in (0, 1]")
+        if self.idle_ttl_ms < self.window_ms:
+            raise ConfigError(f"{where}: idle_ttl_ms must be >= window_ms")
 
 
 class SourceModel(msgspec.Struct, gc=False):

@@ -36,6 +36,7 @@ from models.churn import ChurnHistory, quick_undos, surprise
 from models.scales import saturating
 from pipeline.contract.events import Follow, Unfollow
 from pipeline.contract.findings import Finding, make_finding, severity_of
+from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive, PositiveInt
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
@@ -48,31 +49,24 @@ _ts = attrgetter("ts")
 class ChurnSettings(DetectorSettings):
     """`detectors.churn` in config/lockstep.yaml, which explains each field."""
 
-    hop_ms: int
-    undo_within_ms: int
-    horizon_ms: int
-    prior_undos: float
-    z_threshold: float
-    min_undos: int
-    min_targets: int
-    round_gap_ms: int
-    renotify_ms: int
-    max_undos: int
-    idle_ttl_ms: int
+    hop_ms: PositiveInt
+    undo_within_ms: PositiveInt
+    horizon_ms: PositiveInt
+    prior_undos: NonNegative
+    z_threshold: Positive
+    min_undos: PositiveInt
+    min_targets: PositiveInt
+    round_gap_ms: PositiveInt
+    renotify_ms: NonNegativeInt
+    max_undos: PositiveInt
+    idle_ttl_ms: PositiveInt
 
     def check(self) -> None:
         where = "detectors.churn"
-        if min(self.hop_ms, self.undo_within_ms, self.round_gap_ms) <= 0:
-            raise ConfigError(f"{where}: hop_ms, undo_within_ms and round_gap_ms must be > 0")
         if self.horizon_ms < self.hop_ms or self.idle_ttl_ms < self.horizon_ms:
             raise ConfigError(f"{where}: need hop_ms <= horizon_ms <= idle_ttl_ms")
-        if self.prior_undos < 0.0 or self.z_threshold <= 0.0:
-            raise ConfigError(f"{where}: prior_undos must be >= 0 and z_threshold > 0")
-        least = min(self.min_undos, self.min_targets, self.max_undos)
-        if least < 1 or self.max_undos < self.min_undos:
-            raise ConfigError(f"{where}: need 1 <= min_undos <= max_undos and min_targets >= 1")
-        if self.renotify_ms < 0:
-            raise ConfigError(f"{where}: renotify_ms must be >= 0")
+        if self.max_undos < self.min_undos:
+            raise ConfigError(f"{where}: need min_undos <= max_undos")
 
 
 class ChurnStage(WholeWindowStage):

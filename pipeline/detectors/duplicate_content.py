@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from operator import attrgetter
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
@@ -57,6 +57,13 @@ from models.near_duplicate import (
 from models.scales import saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.event_columns import group_hashes, sorted_unique
+from pipeline.core.numbers import (
+    AtLeastOne,
+    NonNegative,
+    NonNegativeInt,
+    PositiveInt,
+    PositiveShare,
+)
 from pipeline.core.settings import SKETCH_MAX_BYTES, ConfigError, SeveritySettings
 from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
@@ -71,56 +78,39 @@ BUCKET_BYTES = 48  # a remembered bucket, pickled (about 41 measured)
 class DuplicateContentSettings(DetectorSettings):
     """`detectors.duplicate_content` in config/lockstep.yaml, which explains each field."""
 
-    window_ms: int
-    hop_ms: int
-    permutations: int
-    bands: int
-    seed: int
-    wide_weight: float
-    min_information: float
-    min_similarity: float
-    min_accounts: int
-    min_ratio: float
-    half_life_ms: int
-    habit_ms: int
-    warmup_ms: int
-    max_buckets: int
-    max_members: int
-    sample_texts: int
-    bot_reservoir: int
-    bot_learn_actors: int
-    idle_ttl_ms: int
+    window_ms: PositiveInt
+    hop_ms: PositiveInt
+    permutations: PositiveInt
+    bands: PositiveInt
+    seed: NonNegativeInt
+    wide_weight: AtLeastOne
+    min_information: NonNegative
+    min_similarity: PositiveShare
+    min_accounts: PositiveInt
+    min_ratio: AtLeastOne
+    half_life_ms: PositiveInt
+    habit_ms: PositiveInt
+    warmup_ms: NonNegativeInt
+    max_buckets: PositiveInt
+    max_members: PositiveInt
+    sample_texts: NonNegativeInt
+    # rows kept twice in the one key's state: no more than 2000
+    bot_reservoir: Annotated[int, msgspec.Meta(ge=256, le=2000)]
+    bot_learn_actors: PositiveInt
+    idle_ttl_ms: PositiveInt
 
     def check(self) -> None:
         where = "detectors.duplicate_content"
         check_hops(where, self.window_ms, self.hop_ms)
-        if self.bands < 1 or self.permutations < self.bands or self.permutations % self.bands:
+        if self.permutations % self.bands:
             raise ConfigError(f"{where}: permutations must be a positive multiple of bands")
-        if self.seed < 0:
-            raise ConfigError(f"{where}: seed must be >= 0")
-        if self.wide_weight < 1.0 or self.min_information < 0.0:
-            raise ConfigError(f"{where}: wide_weight must be >= 1 and min_information >= 0")
-        if not 0.0 < self.min_similarity <= 1.0:
-            raise ConfigError(f"{where}: min_similarity must be in (0, 1]")
         if self.max_buckets * BUCKET_BYTES > SKETCH_MAX_BYTES:
             raise ConfigError(
                 f"{where}: max_buckets must be <= {SKETCH_MAX_BYTES // BUCKET_BYTES} (the memory "
                 "of common texts is one table changelog record; Kafka's default limit is 1 MiB)"
             )
-        if min(self.min_accounts, self.max_buckets, self.max_members) < 1 or self.sample_texts < 0:
-            raise ConfigError(
-                f"{where}: min_accounts, max_buckets and max_members must be >= 1, "
-                "sample_texts >= 0"
-            )
-        if self.min_ratio < 1.0 or self.half_life_ms <= 0 or self.warmup_ms < 0:
-            raise ConfigError(f"{where}: min_ratio must be >= 1, half_life_ms > 0, warmup_ms >= 0")
         if self.habit_ms < self.hop_ms:
             raise ConfigError(f"{where}: habit_ms must be >= hop_ms")
-        if not 256 <= self.bot_reservoir <= 2000 or self.bot_learn_actors < 1:
-            raise ConfigError(
-                f"{where}: bot_reservoir must be in [256, 2000] (rows kept twice in the one "
-                "key's state), bot_learn_actors >= 1"
-            )
 
 
 class TextsModel(msgspec.Struct, gc=False):

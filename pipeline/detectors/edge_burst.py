@@ -32,12 +32,15 @@ import zlib
 from collections import Counter
 from itertools import chain
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
+
+import msgspec
 
 from models.edge_burst import EdgeBurst
 from models.follower_composition import PLATFORM_FLOWS
 from pipeline.contract.events import Follow
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
+from pipeline.core.numbers import NonNegativeInt, Positive, PositiveInt, Share
 from pipeline.core.settings import SKETCH_MAX_BYTES, ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.detectors.follower_evidence import composition_evidence, composition_of, why_bought
@@ -51,48 +54,32 @@ _SHARD_MEMO = 100_000
 class EdgeBurstSettings(DetectorSettings):
     """`detectors.edge_burst` in config/lockstep.yaml, which explains each field."""
 
-    tick_ms: int
-    shards: int
-    rows: int
-    buckets: int
-    decay: float
-    warmup_ticks: int
+    tick_ms: PositiveInt
+    shards: PositiveInt
+    rows: PositiveInt
+    buckets: PositiveInt
+    decay: Annotated[float, msgspec.Meta(gt=0, lt=1)]
+    warmup_ticks: NonNegativeInt
     seed: int
-    z_threshold: float
-    clip_z: float
-    threshold: float
-    min_follows: int
-    min_ratio: float
-    young_account_ms: int
-    young_share: float
-    shared_min: int
-    crowding_share: float
-    max_members: int
-    idle_ttl_ms: int
+    z_threshold: Positive
+    clip_z: Positive
+    threshold: Annotated[float, msgspec.Meta(ge=0, lt=1)]
+    min_follows: PositiveInt
+    min_ratio: Positive
+    young_account_ms: PositiveInt
+    young_share: Share
+    shared_min: PositiveInt
+    crowding_share: Share
+    max_members: PositiveInt
+    idle_ttl_ms: PositiveInt
 
     def check(self) -> None:
         where = "detectors.edge_burst"
-        if self.tick_ms <= 0:
-            raise ConfigError(f"{where}: tick_ms must be > 0")
-        if self.shards < 1:
-            raise ConfigError(f"{where}: shards must be >= 1")
-        if self.rows < 1 or self.buckets < 1:
-            raise ConfigError(f"{where}: rows and buckets must be >= 1")
         if 9 * 8 * self.rows * self.buckets > SKETCH_MAX_BYTES:
             raise ConfigError(
                 f"{where}: rows * buckets must be <= {SKETCH_MAX_BYTES // 72} (a shard's state is "
                 "one table changelog record; Kafka's default record limit is 1 MiB)"
             )
-        if not 0.0 < self.decay < 1.0:
-            raise ConfigError(f"{where}: decay must be in (0, 1)")
-        if self.z_threshold <= 0.0 or self.clip_z <= 0.0 or self.warmup_ticks < 0:
-            raise ConfigError(f"{where}: z_threshold and clip_z must be > 0, warmup_ticks >= 0")
-        if not 0.0 <= self.threshold < 1.0:
-            raise ConfigError(f"{where}: threshold must be in [0, 1)")
-        if not (0.0 <= self.young_share <= 1.0 and 0.0 <= self.crowding_share <= 1.0):
-            raise ConfigError(f"{where}: young_share and crowding_share must be in [0, 1]")
-        if min(self.min_follows, self.shared_min, self.max_members) < 1:
-            raise ConfigError(f"{where}: min_follows, shared_min and max_members must be >= 1")
 
 
 class Reading(NamedTuple):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import zlib
 from collections import Counter
 from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -41,6 +41,7 @@ from pipeline.core.event_columns import (
     group_hashes,
     isin_hashes,
 )
+from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive, PositiveInt
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
@@ -53,35 +54,31 @@ SIGNALS = ("accounts", "devices", "networks")
 class EngagementInflationSettings(DetectorSettings):
     """`detectors.engagement_inflation` in config/lockstep.yaml, which explains each field."""
 
-    window_ms: int
-    hop_ms: int
-    half_life_ms: int
-    prior_events: float
-    warmup_windows: int
-    owner_warmup_windows: int
-    z_threshold: float
-    min_events: int
-    min_ratio: float
-    clip_z: float
-    max_accounts_per_event: float
-    max_devices_per_event: float
-    max_networks_per_event: float
-    min_signals: int
-    sample_events: int
-    relearn_sources_windows: int
-    min_member_events: int
-    max_members: int
-    idle_ttl_ms: int
+    window_ms: PositiveInt
+    hop_ms: PositiveInt
+    half_life_ms: PositiveInt
+    prior_events: NonNegative
+    warmup_windows: NonNegativeInt
+    owner_warmup_windows: NonNegativeInt
+    z_threshold: Positive
+    min_events: PositiveInt
+    min_ratio: Positive
+    clip_z: Positive
+    max_accounts_per_event: NonNegative
+    max_devices_per_event: NonNegative
+    max_networks_per_event: NonNegative
+    min_signals: Annotated[int, msgspec.Meta(ge=1, le=3)]  # of accounts, devices, networks
+    sample_events: PositiveInt
+    relearn_sources_windows: PositiveInt
+    min_member_events: PositiveInt
+    max_members: PositiveInt
+    idle_ttl_ms: PositiveInt
 
     def check(self) -> None:
         where = "detectors.engagement_inflation"
         check_hops(where, self.window_ms, self.hop_ms)
         if self.sample_events < self.min_events:
             raise ConfigError(f"{where}: sample_events must be >= min_events")
-        if not 1 <= self.min_signals <= 3:
-            raise ConfigError(f"{where}: min_signals must be 1, 2 or 3")
-        if self.relearn_sources_windows < 1:
-            raise ConfigError(f"{where}: relearn_sources_windows must be >= 1")
 
 
 class OwnerModel(msgspec.Struct, gc=False):

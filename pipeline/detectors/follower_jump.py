@@ -31,6 +31,7 @@ from models.scales import decay_alpha, saturating
 from pipeline.contract.events import Follow
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.core.derived import Derived
+from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive, PositiveInt, Share
 from pipeline.core.settings import SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.detectors.follower_evidence import composition_evidence, composition_of, why_bought
@@ -41,29 +42,29 @@ from pipeline.detectors.silent_followers import JUMP_STREAM, jump_record
 class FollowerJumpSettings(DetectorSettings):
     """`detectors.follower_jump` in config/lockstep.yaml, which explains each field."""
 
-    window_ms: int
-    hop_ms: int
-    half_life_ms: int
-    warmup_windows: int
-    z_threshold: float
-    min_net_follows: int
-    min_ratio: float
-    clip_z: float
-    max_members: int
-    idle_ttl_ms: int
-    young_account_ms: int
-    young_share: float
-    shared_min: int
-    crowding_share: float
-    support_half_life_ms: int
-    support_warmup_windows: int
-    level_min_ratio: float
-    level_allowance: float
-    level_cap: float
-    level_threshold: float
-    level_min_net: int
-    level_window_z: float
-    attention_z: float
+    window_ms: PositiveInt
+    hop_ms: PositiveInt
+    half_life_ms: PositiveInt
+    warmup_windows: NonNegativeInt
+    z_threshold: Positive
+    min_net_follows: PositiveInt
+    min_ratio: Positive
+    clip_z: Positive
+    max_members: PositiveInt
+    idle_ttl_ms: PositiveInt
+    young_account_ms: PositiveInt
+    young_share: Share
+    shared_min: PositiveInt
+    crowding_share: Share
+    support_half_life_ms: PositiveInt
+    support_warmup_windows: NonNegativeInt
+    level_min_ratio: Positive
+    level_allowance: NonNegative
+    level_cap: Positive
+    level_threshold: Positive
+    level_min_net: PositiveInt
+    level_window_z: NonNegative
+    attention_z: Positive
 
     def check(self) -> None:
         check_hops("detectors.follower_jump", self.window_ms, self.hop_ms)

@@ -30,7 +30,8 @@ from models.prior_baseline import PriorCountBaseline
 from models.scales import decay_alpha
 from pipeline.contract.events import Origin
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
-from pipeline.core.settings import ConfigError, SeveritySettings
+from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive, PositiveInt, Share
+from pipeline.core.settings import SeveritySettings
 from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
 from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
@@ -42,27 +43,25 @@ _target = attrgetter("target")
 class ForcedFollowSettings(DetectorSettings):
     """`detectors.forced_follow` in config/lockstep.yaml, which explains each field."""
 
-    window_ms: int
-    hop_ms: int
-    half_life_ms: int
-    prior_forced: float
-    warmup_windows: int
-    z_threshold: float
-    min_forced: int
-    min_victims: int
-    min_forced_share: float
-    min_ratio: float
-    clip_z: float
+    window_ms: PositiveInt
+    hop_ms: PositiveInt
+    half_life_ms: PositiveInt
+    prior_forced: NonNegative
+    warmup_windows: NonNegativeInt
+    z_threshold: Positive
+    min_forced: PositiveInt
+    min_victims: PositiveInt
+    min_forced_share: Share
+    min_ratio: Positive
+    clip_z: Positive
     forcing_origins: tuple[Origin, ...]
-    max_tracked_victims: int
-    max_listed_victims: int
-    idle_ttl_ms: int
+    max_tracked_victims: PositiveInt
+    max_listed_victims: NonNegativeInt
+    idle_ttl_ms: PositiveInt
 
     def check(self) -> None:
         where = "detectors.forced_follow"
         check_hops(where, self.window_ms, self.hop_ms)
-        if not 0.0 <= self.min_forced_share <= 1.0:
-            raise ConfigError(f"{where}: min_forced_share must be in [0, 1]")
 
 
 class ForcedPane:

@@ -33,6 +33,7 @@ from models.dormancy import DormancyWatch, Watched
 from pipeline.contract.events import EVENT_TYPES
 from pipeline.contract.findings import Finding, make_finding, severity_of
 from pipeline.core.derived import Derived
+from pipeline.core.numbers import PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
@@ -45,20 +46,20 @@ DORMANT_STREAM = "dormant_member"
 class HoardedAccountsSettings(DetectorSettings):
     """`detectors.hoarded_accounts` in config/lockstep.yaml, which explains each field."""
 
-    dormancy_ms: int
-    check_every_ms: int
-    lookback_ms: int
+    dormancy_ms: PositiveInt
+    check_every_ms: PositiveInt
+    lookback_ms: PositiveInt
     activity_types: list[str]
-    shards: int
-    max_watched: int
-    min_dormant: int
-    min_dormant_share: float
-    idle_ttl_ms: int
+    shards: PositiveInt
+    max_watched: PositiveInt
+    min_dormant: PositiveInt
+    min_dormant_share: PositiveShare
+    idle_ttl_ms: PositiveInt
 
     def check(self) -> None:
         where = "detectors.hoarded_accounts"
-        if self.check_every_ms <= 0 or self.dormancy_ms < self.check_every_ms:
-            raise ConfigError(f"{where}: need 0 < check_every_ms <= dormancy_ms")
+        if self.dormancy_ms < self.check_every_ms:
+            raise ConfigError(f"{where}: need check_every_ms <= dormancy_ms")
         if self.lookback_ms < self.check_every_ms or self.idle_ttl_ms < self.dormancy_ms:
             raise ConfigError(
                 f"{where}: need lookback_ms >= check_every_ms and idle_ttl_ms >= dormancy_ms"
@@ -68,10 +69,6 @@ class HoardedAccountsSettings(DetectorSettings):
             raise ConfigError(
                 f"{where}: activity_types must name event types, not {sorted(unknown)}"
             )
-        if self.shards < 1 or self.max_watched < 1 or self.min_dormant < 1:
-            raise ConfigError(f"{where}: shards, max_watched and min_dormant must be >= 1")
-        if not 0.0 < self.min_dormant_share <= 1.0:
-            raise ConfigError(f"{where}: min_dormant_share must be in (0, 1]")
 
 
 def _by_ts_key(d: Derived) -> tuple[int, str]:

@@ -49,6 +49,7 @@ from models.lockstep import Group, Round, lockstep_groups, round_signature, roun
 from models.scales import saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.derived import Derived
+from pipeline.core.numbers import AtLeastTwo, NonNegative, PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
@@ -65,50 +66,36 @@ class LockstepGroupSettings(DetectorSettings):
     ring_* ones are `lockstep_ring`'s)."""
 
     actions: tuple[Literal["repost", "click", "comment"], ...]
-    window_ms: int
-    horizon_ms: int
-    start_actions: int
-    round_gap_ms: int
-    max_round_ms: int
-    min_round_actors: int
-    min_items: int
-    min_shared: int
-    link_share: float
-    member_share: float
-    min_members: int
-    regrow_share: float
-    max_actions: int
-    max_members: int
-    idle_ttl_ms: int
+    window_ms: PositiveInt
+    horizon_ms: PositiveInt
+    start_actions: PositiveInt
+    round_gap_ms: PositiveInt
+    max_round_ms: PositiveInt
+    min_round_actors: AtLeastTwo
+    min_items: AtLeastTwo
+    min_shared: AtLeastTwo
+    link_share: PositiveShare
+    member_share: PositiveShare
+    min_members: PositiveInt
+    regrow_share: NonNegative
+    max_actions: PositiveInt
+    max_members: PositiveInt
+    idle_ttl_ms: PositiveInt
     across_accounts: bool
-    ring_bands: int
-    ring_max_rounds: int
-    ring_max_actors: int
+    ring_bands: PositiveInt
+    ring_max_rounds: PositiveInt
+    ring_max_actors: PositiveInt
 
     def check(self) -> None:
         where = "detectors.lockstep_group"
         if not self.actions:
             raise ConfigError(f"{where}: actions must name at least one event type")
-        if min(self.window_ms, self.round_gap_ms, self.max_round_ms) <= 0:
-            raise ConfigError(f"{where}: window_ms, round_gap_ms and max_round_ms must be > 0")
         if self.horizon_ms < self.max_round_ms or self.idle_ttl_ms < self.horizon_ms:
             raise ConfigError(f"{where}: need max_round_ms <= horizon_ms <= idle_ttl_ms")
-        if not 1 <= self.start_actions <= self.min_round_actors:
+        if self.start_actions > self.min_round_actors:
             raise ConfigError(f"{where}: start_actions must be in [1, min_round_actors]")
-        if self.min_items < 2 or self.min_round_actors < 2 or self.min_shared < 2:
-            raise ConfigError(f"{where}: min_items, min_round_actors and min_shared must be >= 2")
-        if min(self.min_members, self.max_members, self.max_actions) < 1:
-            raise ConfigError(f"{where}: min_members, max_members and max_actions must be >= 1")
-        if not (0.0 < self.link_share <= 1.0 and 0.0 < self.member_share <= 1.0):
-            raise ConfigError(f"{where}: link_share and member_share must be in (0, 1]")
-        if self.regrow_share < 0.0:
-            raise ConfigError(f"{where}: regrow_share must be >= 0")
-        rings = min(self.ring_bands, self.ring_max_rounds)
-        if rings < 1 or self.ring_max_actors < self.min_round_actors:
-            raise ConfigError(
-                f"{where}: ring_bands and ring_max_rounds must be >= 1, "
-                "ring_max_actors >= min_round_actors"
-            )
+        if self.ring_max_actors < self.min_round_actors:
+            raise ConfigError(f"{where}: ring_max_actors must be >= min_round_actors")
 
 
 def group_rounds(slots: list[Round], cfg: LockstepGroupSettings) -> list[Group]:

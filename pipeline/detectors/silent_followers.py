@@ -39,6 +39,7 @@ from models.follower_composition import PLATFORM_FLOWS
 from pipeline.contract.events import EVENT_TYPES
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.core.derived import Derived
+from pipeline.core.numbers import NonNegativeInt, PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
@@ -58,16 +59,16 @@ class SilentFollowersSettings(DetectorSettings):
     """`detectors.silent_followers` in config/lockstep.yaml, which explains each field."""
 
     activity_types: list[str]
-    shards: int
-    window_ms: int
-    generation_ms: int
-    warmup_ms: int
-    follow_up_ms: int
-    memory_ms: int
-    min_silent: int
-    min_silent_share: float
-    max_members: int
-    idle_ttl_ms: int
+    shards: PositiveInt
+    window_ms: PositiveInt
+    generation_ms: PositiveInt
+    warmup_ms: NonNegativeInt
+    follow_up_ms: NonNegativeInt
+    memory_ms: PositiveInt
+    min_silent: PositiveInt
+    min_silent_share: PositiveShare
+    max_members: PositiveInt
+    idle_ttl_ms: PositiveInt
 
     def check(self, jumps: FollowerJumpSettings) -> None:
         where = "detectors.silent_followers"
@@ -77,18 +78,12 @@ class SilentFollowersSettings(DetectorSettings):
                 f"{where}: activity_types must name event types other than follow, "
                 f"not {sorted(unknown | ({'follow'} & set(self.activity_types)))}"
             )
-        if min(self.shards, self.min_silent, self.max_members) < 1:
-            raise ConfigError(f"{where}: shards, min_silent and max_members must be >= 1")
-        if self.window_ms <= 0 or self.generation_ms < self.window_ms or self.warmup_ms < 0:
-            raise ConfigError(f"{where}: need 0 < window_ms <= generation_ms and warmup_ms >= 0")
+        if self.generation_ms < self.window_ms:
+            raise ConfigError(f"{where}: need window_ms <= generation_ms")
         if self.memory_ms < jumps.window_ms or self.idle_ttl_ms < self.window_ms:
             raise ConfigError(
                 f"{where}: memory_ms must cover follower_jump.window_ms and idle_ttl_ms window_ms"
             )
-        if not 0.0 < self.min_silent_share <= 1.0:
-            raise ConfigError(f"{where}: min_silent_share must be in (0, 1]")
-        if self.follow_up_ms < 0:
-            raise ConfigError(f"{where}: follow_up_ms must be >= 0")
 
 
 def jump_record(

@@ -34,7 +34,7 @@ def route(line: bytes) -> tuple[str, bytes | None]:
     """(event type or 'unrouted', key) of one raw line, without validating it."""
     try:
         head = _peek(line)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # nested too deep: the gate's too_deep
         return UNROUTED, None
     kind = head.type if head.type in _KNOWN else UNROUTED
     return kind, head.event_id.encode() if head.event_id else None
@@ -50,7 +50,7 @@ async def produce(
     )
     await producer.start()
     sent: Counter[str] = Counter()
-    source = LineSource(path)
+    source = LineSource(path, settings.input.max_event_bytes)
     try:
         for lines in source:
             pending = []

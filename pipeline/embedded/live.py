@@ -87,7 +87,8 @@ def run_live(
         metrics.serve(metrics_port)
     else:
         metrics = None
-    outputs = Fanout.from_settings(settings, Path(out))
+    # appended to: the throttling hook follows actions.jsonl, and what it holds is in force
+    outputs = Fanout.from_settings(settings, Path(out), append=True)
     if outputs.webhooks is not None:
         outputs.webhooks.deliver_in_background()
     q: queue.Queue[bytes | None] = queue.Queue(maxsize=settings.run.batch_size * 8)

@@ -28,7 +28,7 @@ def replay(
     Raises InputError when the input cannot be read; whatever was read before a corrupt
     block is still processed and written.
     """
-    source = LineSource(events)
+    source = LineSource(events, settings.input.max_event_bytes)
     engine = Engine(settings)
     outputs = Fanout.from_settings(settings, Path(out), audit=audit, fresh=True)
     extra: dict[str, Any] = {}

@@ -11,14 +11,15 @@ it: its parameters are `Step`'s fields, and each measure names those it needs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import msgspec
 
 from models.credit import DAY
+from pipeline.contract.findings import TimeUnit
+from pipeline.core.numbers import PositiveInt
 
 UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": DAY // 1000}  # unit -> seconds
-Unit = Literal[tuple(UNIT_S)]  # the names of UNIT_S, as a type the policy's decoding checks
+Unit = TimeUnit  # the contract's units: UNIT_S gives each one's seconds (tests/test_throttle.py)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Step(msgspec.Struct, forbid_unknown_fields=True):
     """A measure as a policy's ladder names it: which, for how long, with its parameters."""
 
     action: str
-    for_s: int | None = None  # time-bound: expires this long after it is issued
-    requests_per_unit: int | None = None  # throttle: allowed requests
+    for_s: PositiveInt | None = None  # time-bound: expires this long after it is issued
+    requests_per_unit: PositiveInt | None = None  # throttle: allowed requests
     unit: Unit | None = None
     limits: list[str] = []  # throttle: the account's actions limited (follow, comment, ...)

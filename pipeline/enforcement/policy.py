@@ -26,6 +26,7 @@ import msgspec
 
 from models.credit import DAY, Credit, level_of
 from pipeline.contract.findings import SEVERITIES, Action, Finding, stable_id
+from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive
 from pipeline.core.settings import CONFIG_DIR, read_yaml
 from pipeline.detectors import REGISTRY
 from pipeline.enforcement.measures import MEASURES, PARAMETERS, POLICY_MEASURES, Step
@@ -51,16 +52,16 @@ class Rule(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CreditPolicy(msgspec.Struct, forbid_unknown_fields=True):
-    top: float
-    recover_per_day: float
-    levels: dict[str, float]  # level -> minimum score
-    cost: dict[str, float]  # severity -> points a finding costs
+    top: Positive
+    recover_per_day: NonNegative
+    levels: dict[str, NonNegative]  # level -> minimum score
+    cost: dict[str, NonNegative]  # severity -> points a finding costs
 
 
 class Policy(msgspec.Struct, forbid_unknown_fields=True):
     version: int
     credit: CreditPolicy
-    cooldown_s: int
+    cooldown_s: NonNegativeInt  # 0: none
     cooldown_exempt: list[str]
     rules: list[Rule]
 
@@ -78,12 +79,12 @@ def load_policy(path: str | Path | None = None) -> Policy:
 
 
 def _check(policy: Policy, where: Path) -> None:
-    """What the types cannot say: known actions, levels and severities, sane numbers."""
+    """What the types (with their ranges) cannot say: known actions, levels, severities."""
     credit = policy.credit
     if policy.version != 1:
         raise PolicyError(f"policy {where}: version {policy.version} is not supported (1)")
-    if not credit.levels or credit.top <= 0 or credit.recover_per_day < 0:
-        raise PolicyError(f"policy {where}: credit needs levels, top > 0, recover_per_day >= 0")
+    if not credit.levels:
+        raise PolicyError(f"policy {where}: credit needs levels")
     if unknown := set(credit.cost) - set(SEVERITIES):
         raise PolicyError(f"policy {where}: credit.cost: unknown severity {sorted(unknown)[0]}")
     if unknown := set(policy.cooldown_exempt) - set(POLICY_MEASURES):
@@ -122,8 +123,6 @@ def _step_problem(step: Step) -> str | None:
         return f"{step.action} takes no {extra[0]}"
     if step.for_s is not None and not measure.time_bound:
         return f"{step.action} does not expire: it takes no for_s"
-    if step.for_s is not None and step.for_s <= 0:
-        return "for_s must be > 0"
     return None
 
 
