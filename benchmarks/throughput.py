@@ -28,7 +28,7 @@ DATA = Path(__file__).resolve().parent / ".data"
 
 def decode_only(path: Path) -> tuple[float, int]:
     decode = decoder.decode
-    source = LineSource(str(path))
+    source = LineSource(str(path), load_settings().input.max_event_bytes)  # as replay reads
     started = time.perf_counter()
     n = 0
     for lines in source:

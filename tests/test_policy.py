@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from models.credit import DAY, Credit, level_of
-from pipeline.contract.findings import Finding, make_finding
-from pipeline.enforcement.measures import MEASURES, PARAMETERS, POLICY_MEASURES, UNIT_S, Step, Unit
+from pipeline.contract.findings import Finding, TimeUnit, make_finding
+from pipeline.enforcement.measures import MEASURES, PARAMETERS, POLICY_MEASURES, UNIT_S, Step
 from pipeline.enforcement.policy import DEFAULT_POLICY, Enforcer, PolicyError, load_policy
 
 HOUR = 3_600_000
@@ -253,7 +253,7 @@ def test_a_ladder_names_the_measures_of_the_table_with_their_parameters(tmp_path
 def test_a_steps_parameters_are_the_measures_and_its_units_the_unit_table() -> None:
     fields = [f.name for f in msgspec.structs.fields(Step)]
     assert fields == ["action", "for_s", *PARAMETERS]
-    assert get_args(Unit) == tuple(UNIT_S) == ("second", "minute", "hour", "day")
+    assert get_args(TimeUnit) == tuple(UNIT_S) == ("second", "minute", "hour", "day")
     assert UNIT_S["day"] * 1000 == DAY
 
 

@@ -18,8 +18,8 @@ from models.credit import DAY
 from pipeline.contract.findings import TimeUnit
 from pipeline.core.numbers import PositiveInt
 
-UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": DAY // 1000}  # unit -> seconds
-Unit = TimeUnit  # the contract's units: UNIT_S gives each one's seconds (tests/test_throttle.py)
+# The seconds of each of the contract's time units (tests/test_policy.py: the same names).
+UNIT_S = {"second": 1, "minute": 60, "hour": 3600, "day": DAY // 1000}
 
 
 @dataclass(frozen=True)
@@ -71,5 +71,5 @@ class Step(msgspec.Struct, forbid_unknown_fields=True):
     action: str
     for_s: PositiveInt | None = None  # time-bound: expires this long after it is issued
     requests_per_unit: PositiveInt | None = None  # throttle: allowed requests
-    unit: Unit | None = None
+    unit: TimeUnit | None = None
     limits: list[str] = []  # throttle: the account's actions limited (follow, comment, ...)
