@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from pipeline.core.gate import Admitted, Gate
 from pipeline.core.settings import ConfigError, Settings, load_settings
 from pipeline.distributed.runtime import Ingest
 from pipeline.distributed.topics import Topics
+from pipeline.embedded.engine import Engine
+from pipeline.lab.simulation import simulate
 from tests.helpers import HOUR, T0
 
 DAY = 24 * HOUR
@@ -128,3 +131,29 @@ def test_every_input_partition_of_the_distributed_runtime_holds_its_outliers() -
 def test_jump_settings_out_of_range_are_refused(key: str, value: int) -> None:
     with pytest.raises(ConfigError, match=key):
         load_settings(overrides={"event_time": {key: value}})
+
+
+def _ids(lines: list[bytes], settings: Settings) -> tuple[list[str], list[str]]:
+    engine = Engine(settings, wall_clock=lambda: (T0 + 400 * DAY) / 1000)
+    results = [engine.process(lines[i : i + 2_000], "w") for i in range(0, len(lines), 2_000)]
+    results.append(engine.finish())
+    findings = sorted(f.finding_id for r in results for f in r.findings)
+    actions = sorted(a.action_id for r in results for a in r.actions)
+    return findings, actions
+
+
+def test_an_outlier_far_ahead_changes_nothing_when_the_input_ends(tmp_path: Path) -> None:
+    """The replay ends at the time the stream reached, not at its outlier's: closing every
+    window up to a follow bit-flipped 50 days ahead would reach every deadline between
+    (it issued two hoarded_accounts findings and 843 actions of its own on a world)."""
+    events = tmp_path / "world.jsonl"
+    simulate(120, 3, None, out=events, labels_out=tmp_path / "labels.json", scale=0.3)
+    lines = events.read_bytes().splitlines()
+    flipped = list(lines)
+    where = next(i for i in range(len(lines) // 2, len(lines)) if b'"type":"follow"' in lines[i])
+    event = json.loads(lines[where])
+    event["ts"] ^= 1 << 32
+    flipped[where] = json.dumps(event).encode()
+    honest_findings, honest_actions = _ids(lines, SETTINGS)
+    assert honest_findings and honest_actions  # the world has cases, their deadlines too
+    assert _ids(flipped, SETTINGS) == (honest_findings, honest_actions)

@@ -79,6 +79,16 @@ class Gate:
             return NO_TIME
         return self.max_ts - self.settings.event_time.allowed_lateness_ms
 
+    @property
+    def settled_ts(self) -> int:
+        """The latest event time the stream has reached, for when the input ends: windows
+        past it hold only events still waiting for confirmation, outliers the stream
+        never caught up with, and are left unjudged. A stream shorter than the
+        confirmations has no other time: its run counts."""
+        if self.max_ts == NO_TIME and self._ahead:
+            return max(self._ahead)
+        return self.max_ts
+
     def _land_ahead(self, ts: int) -> None:
         """Count an event a jump ahead of the latest event time (any event, before there is
         one). Once `jump_confirmations` have landed in a row, the latest event time moves

@@ -167,6 +167,15 @@ def wake_pane(stage: Stage, model: Any, after: int) -> int | None:
     return end - hop if end > after else None
 
 
+def flush_end(stage: Stage, last_pane: int, until: int | None) -> int:
+    """Where closing ends when the input does: past the last pane with events, but not
+    past the window of `until` (the latest event time the stream reached)."""
+    end = last_pane + stage.window.size_ms
+    if until is None:
+        return end
+    return min(end, until - until % stage.window.hop_ms + stage.window.size_ms)
+
+
 def split_by_pane(
     events: list[Any], hop: int, span: tuple[int, int] | None = None
 ) -> dict[int, list[Any]]:
@@ -333,12 +342,14 @@ class KeyedRunner:
             self.store[key] = state  # a table-backed store persists the change
         return finding
 
-    def flush(self) -> list[Finding]:
+    def flush(self, until: int | None = None) -> list[Finding]:
         """Close every window holding events: the input has ended, nothing more can
-        arrive (a deadline beyond the last event is not reached: no time passes)."""
+        arrive (a deadline beyond the last event is not reached: no time passes). With
+        `until`, the latest event time the stream reached, windows past its own are left
+        open: what they hold is an outlier's, far ahead of the stream."""
         if self._last_pane == NO_TIME:
             return []
-        return self.advance(self._last_pane + self.stage.window.size_ms)
+        return self.advance(flush_end(self.stage, self._last_pane, until))
 
     def evict_idle(self, watermark: int) -> int:
         """Forget keys with no open panes (nor counts waiting for one) that have been idle

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol
 
 from pipeline.contract.findings import Finding
 from pipeline.core.derived import Derived
-from pipeline.core.stage import KeyState, Stage, split_by_pane, wake_pane, wakes
+from pipeline.core.stage import KeyState, Stage, flush_end, split_by_pane, wake_pane, wakes
 
 
 class Models(Protocol):
@@ -200,12 +200,11 @@ class WindowRunner:
                 self._due.add(wake + hop)
         return out
 
-    def flush(self) -> list[Finding]:
-        """Close every window holding events: the input has ended, nothing more can
-        arrive (a deadline beyond the last event is not reached: no time passes)."""
+    def flush(self, until: int | None = None) -> list[Finding]:
+        """Close every window holding events, as `KeyedRunner.flush` does."""
         if not self.panes:
             return []
-        return self.advance(max(self.panes) + self.stage.window.size_ms)
+        return self.advance(flush_end(self.stage, max(self.panes), until))
 
     def evict_idle(self, watermark: int) -> int:
         """Forget keys not judged for the stage's ttl."""

@@ -90,11 +90,14 @@ class Engine:
         return BatchResult(findings, actions, admitted.dead_letters, admitted.events)
 
     def finish(self) -> BatchResult:
-        """The input has ended: close every open window and report what it holds."""
+        """The input has ended: close every open window up to the latest event time the
+        stream reached, and report what they hold. Windows past it hold only outliers
+        (`Gate.settled_ts`); closing them would reach every deadline in between."""
         findings: list[Finding] = []
         actions: list[Action] = []
+        until = self.gate.settled_ts
         for runner in self.runners:
-            found, decided = self._route(runner.flush())
+            found, decided = self._route(runner.flush(None if until == NO_TIME else until))
             findings.extend(found)
             actions.extend(decided)
         findings.sort(key=_finding_order)
