@@ -1,7 +1,8 @@
 """Run stages as the distributed runtime does, in one process: an `Ingest` packs a stream
 into stage records, `StagePartition`s over `TableCache`s apply them, every state goes
-through pickle after each record, and one chunk's records are delivered twice (a crash
-upstream). Tests compare what they find with the embedded `Engine`."""
+through pickle after each record, one chunk's records are delivered twice (a crash
+upstream), and later every partition moves to a new owner, which starts from the table
+alone (a rebalance). Tests compare what they find with the embedded `Engine`."""
 
 from __future__ import annotations
 
@@ -33,9 +34,11 @@ class PartitionedRun:
     parts: dict[tuple[str, int], StagePartition] = field(default_factory=dict)
     tables: dict[str, dict[str, bytes]] = field(default_factory=dict)  # stage -> its table
 
+    moved_duplicates: int = 0  # counted by the owners before the partitions moved
+
     @property
     def duplicates(self) -> int:
-        return sum(p.runner.duplicates for p in self.parts.values())
+        return self.moved_duplicates + sum(p.runner.duplicates for p in self.parts.values())
 
 
 def run_partitioned(
@@ -48,14 +51,21 @@ def run_partitioned(
 ) -> PartitionedRun:
     run = PartitionedRun()
     ingest = Ingest(settings, stages, topics)
-    for stage in stages:
-        table = run.tables[stage.detector] = {}  # each stage its own table, as in the worker
-        expected = {"in:0"} | upstream_sources(stage, stages, topics)
-        for p in range(topics.partitions):
-            cache = TableCache(table, lambda k, p=p: topics.partition_of(k) == p)
-            part = StagePartition(stage, cache, expected, 8192)
-            run.parts[(topics.stage(stage.detector), p)] = part
+
+    def own_every_partition() -> None:
+        """A StagePartition per stage partition over its slice of the stage's table: at
+        the start, and again when the partitions move (a new owner has the table only)."""
+        for stage in stages:
+            table = run.tables.setdefault(stage.detector, {})  # each stage its own table
+            expected = {"in:0"} | upstream_sources(stage, stages, topics)
+            for p in range(topics.partitions):
+                cache = TableCache(table, lambda k, p=p: topics.partition_of(k) == p)
+                part = StagePartition(stage, cache, expected, 8192)
+                run.parts[(topics.stage(stage.detector), p)] = part
+
+    own_every_partition()
     crash = len(lines) // 2 // chunk * chunk
+    moved = len(lines) * 3 // 4 // chunk * chunk
 
     def deliver(records: list[tuple[str, int, bytes]], twice: bool) -> None:
         """Apply stage records as the stage agents would, derived records handed on to
@@ -89,6 +99,11 @@ def run_partitioned(
         admitted = ingest.admit("in:0", raws, list(range(start, start + len(raws))))
         records = list(ingest.pack([admitted], {"in:0": False}, max_events=max_events))
         deliver(records, twice=start == crash)  # a crash upstream: delivered twice
+        if start == moved and moved != crash:
+            duplicates = run.duplicates
+            own_every_partition()  # a rebalance: new owners, from the table alone,
+            run.moved_duplicates = duplicates
+            deliver(records, twice=False)  # re-reading what the old one had not committed
     for (topic, partition), part in run.parts.items():  # producers before consumers
         findings, derived, actions = split_outputs(part.runner.flush())
         run.found.update((f.finding_id, f) for f in findings)

@@ -7,6 +7,7 @@ import json
 
 from pipeline.contract.events import NO_TIME, decoder
 from pipeline.core.settings import load_settings
+from pipeline.core.stage import KeyedRunner, Stage, WindowSpec
 from pipeline.detectors import build_stages
 from pipeline.distributed.runtime import (
     Ingest,
@@ -195,3 +196,68 @@ def test_a_large_output_of_derived_records_is_cut_between_keys_with_the_watermar
     for i, r in enumerate(records):
         for d in r.events:
             assert where.setdefault((d.key, d.ts), i) == i  # never split
+
+
+class _Judged(Stage):
+    """A sliding window (four panes, one hop apart) that only records what it judges."""
+
+    detector = "judged"
+    key_field = "target"
+    event_types = frozenset({"follow"})
+    window = WindowSpec(4 * 5 * MINUTE, 5 * MINUTE)
+
+    def __init__(self, judged: list[tuple[str, int]]) -> None:
+        self.judged = judged
+
+    def new_model(self) -> None:
+        return None
+
+    def new_pane(self) -> list:
+        return []
+
+    def add(self, pane: list, event: object) -> None:
+        pane.append(event)
+
+    def evaluate(self, key: str, model: None, panes: list, start: int, end: int) -> None:
+        self.judged.append((key, end))
+
+
+def test_a_new_owner_judges_no_window_its_key_already_closed() -> None:
+    """A partition moved to a new owner, which has only the table: the windows of a
+    sliding stage are judged once each, as in the embedded runtime (the new owner judged
+    again every window whose panes were still open, and a churner was judged twice)."""
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"e{i}",
+                "type": "follow",
+                "ts": T0 + i * 20_000,
+                "actor": f"u{i}",
+                "target": "a",
+            }
+        )
+        for i in range(300)
+    ]
+    events = _events(lines)
+    embedded: list[tuple[str, int]] = []
+    runner = KeyedRunner(_Judged(embedded))
+    runner.add_batch(events)
+    runner.advance(events[-1].ts)
+
+    judged: list[tuple[str, int]] = []
+    table: dict[str, bytes] = {}
+
+    def owner() -> StagePartition:
+        cache = TableCache(table, lambda k: TOPICS.partition_of(k) == TOPICS.partition_of("a"))
+        return StagePartition(_Judged(judged), cache, {"in:0"}, 8192)
+
+    first, moved = owner(), 150
+    first.apply(
+        _record(events[:moved], {"in:0": (events[moved - 1].ts, False)}, list(range(moved))), "s"
+    )
+    first.runner.store.flush()
+    second = owner()  # the rebalance: state from the table alone
+    offsets = list(range(moved, len(events)))
+    second.apply(_record(events[moved:], {"in:0": (events[-1].ts, False)}, offsets), "s")
+    assert len(judged) == len(set(judged)), "a window judged twice"
+    assert judged == embedded

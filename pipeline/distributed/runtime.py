@@ -322,13 +322,15 @@ class TableRunner(KeyedRunner):
         self.restore()
 
     def restore(self) -> None:
-        """Re-arm the window timers of this partition's keys from the table's state."""
+        """Re-arm the window timers of this partition's keys from the table's state: each
+        open pane's first window not yet closed for its key. (A sliding window keeps
+        panes whose first windows closed already; arming those would judge them again.)"""
         hop = self.stage.window.hop_ms
         for key in self.store:
             state = self.store.get(key)
             if state is not None:
-                for pane in state.panes:  # each open pane's first window, as add_batch does
-                    self._due.setdefault(pane + hop, set()).add(key)
+                for pane in state.panes:
+                    self._due.setdefault(max(pane, state.last_ts) + hop, set()).add(key)
                     self._last_pane = max(self._last_pane, pane)
 
     def filter(self, batch: StageBatch, watermark: int) -> tuple[list[Any], list[Any]]:
