@@ -7,7 +7,6 @@ import signal
 import time
 from pathlib import Path
 
-from tests.helpers import read_jsonl
 from tests.kafka import Broker
 from tests.test_kafka_worker import (
     PORTS,
@@ -16,8 +15,10 @@ from tests.test_kafka_worker import (
     _produce,
     _read,
     _replay,
+    _replayed_actions,
     _stop,
     _stream,
+    _wait_for_actions,
     _wait_for_findings,
     _wait_until_both_own_inputs,
     _worker,
@@ -42,13 +43,14 @@ def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_pa
         time.sleep(2)
         workers[1] = _worker(env, "w2b", tmp_path)
         _wait_for_findings(kafka, "crash", expected, workers, timeout=240)
+        _wait_for_actions(kafka, "crash", _replayed_actions(tmp_path), workers, timeout=120)
         time.sleep(5)
         actions = _read(kafka.bootstrap, "crash.actions")
     finally:
         _stop(workers)
     ids = [a["action_id"] for a in actions]
     assert len(ids) == len(set(ids)), "an action_id appeared twice"
-    replay_actions = {a["action_id"] for a in read_jsonl(tmp_path / "replay" / "actions.jsonl")}
+    replay_actions = _replayed_actions(tmp_path)
     dead = _read(kafka.bootstrap, "crash.dead-letters")
     assert [d["reason"] for d in dead] == ["invalid_json"], "events lost as late after the kill"
     assert set(ids) == replay_actions
@@ -72,6 +74,7 @@ def test_a_worker_joining_under_load_loses_and_duplicates_nothing(
         workers.append(_worker(env, "w2", tmp_path))
         _wait_until_both_own_inputs(workers)
         _wait_for_findings(kafka, "join", expected, workers, timeout=240)
+        _wait_for_actions(kafka, "join", _replayed_actions(tmp_path), workers, timeout=120)
         time.sleep(5)
         found = _read(kafka.bootstrap, "join.findings")
         actions = _read(kafka.bootstrap, "join.actions")
@@ -80,3 +83,4 @@ def test_a_worker_joining_under_load_loses_and_duplicates_nothing(
     assert {f["finding_id"] for f in found} == expected, _difference(found, tmp_path)
     ids = [a["action_id"] for a in actions]
     assert len(ids) == len(set(ids)), "an action_id appeared twice"
+    assert set(ids) == _replayed_actions(tmp_path)

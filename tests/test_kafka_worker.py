@@ -197,17 +197,35 @@ def _difference(found: list[dict], tmp_path: Path) -> str:
 def _wait_for_findings(
     broker: Broker, prefix: str, expected: set[str], workers: list, timeout: float = 180
 ) -> list[dict]:
+    return _wait_for(broker, f"{prefix}.findings", "finding_id", expected, workers, timeout)
+
+
+def _wait_for_actions(
+    broker: Broker, prefix: str, expected: set[str], workers: list, timeout: float = 180
+) -> list[dict]:
+    """Actions come after the findings that lead to them (the enforcement stage closes its
+    windows on the finding stream's watermark): wait for them too, rather than a while."""
+    return _wait_for(broker, f"{prefix}.actions", "action_id", expected, workers, timeout)
+
+
+def _wait_for(
+    broker: Broker, topic: str, field: str, expected: set[str], workers: list, timeout: float
+) -> list[dict]:
     deadline = time.monotonic() + timeout
     found: list[dict] = []
     while time.monotonic() < deadline:
         for w in workers:
             assert w.poll() is None, f"a worker exited with {w.returncode}"
-        found = _read(broker.bootstrap, f"{prefix}.findings")
-        if expected <= {f["finding_id"] for f in found}:
+        found = _read(broker.bootstrap, topic)
+        if expected <= {f[field] for f in found}:
             return found
         time.sleep(2)
-    missing = expected - {f["finding_id"] for f in found}
-    raise AssertionError(f"missing findings: {missing}\n{_diagnostics()}")
+    missing = expected - {f[field] for f in found}
+    raise AssertionError(f"missing on {topic}: {missing}\n{_diagnostics()}")
+
+
+def _replayed_actions(tmp_path: Path) -> set[str]:
+    return {a["action_id"] for a in read_jsonl(tmp_path / "replay" / "actions.jsonl")}
 
 
 def _stop(workers: list[subprocess.Popen[bytes]]) -> None:
@@ -272,9 +290,11 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
     try:
         _wait_until_both_own_inputs(workers)
         _produce(env, events)
-        found = _wait_for_findings(kafka, "same", expected, workers)
+        _wait_for_findings(kafka, "same", expected, workers)
+        _wait_for_actions(kafka, "same", _replayed_actions(tmp_path), workers)
         time.sleep(3)  # anything extra would show up now
         found = _read(kafka.bootstrap, "same.findings")
+        actions = _read(kafka.bootstrap, "same.actions")
         scraped = _diagnostics()
         assert "lockstep_consumer_lag_records" in scraped and "lockstep_findings_total" in scraped
     finally:
@@ -282,6 +302,6 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
     assert {f["finding_id"] for f in found} == expected, _difference(found, tmp_path)
     dead = _read(kafka.bootstrap, "same.dead-letters")
     assert [d["reason"] for d in dead] == ["invalid_json"]
-    actions = _read(kafka.bootstrap, "same.actions")
     ids = [a["action_id"] for a in actions]
     assert len(ids) == len(set(ids)) > 0
+    assert set(ids) == _replayed_actions(tmp_path)

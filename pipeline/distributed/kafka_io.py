@@ -7,19 +7,28 @@ import contextlib
 import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
 
 async def partitions_of(consumer: AIOKafkaConsumer, topic: str, wait_s: float) -> list[int]:
     """The partitions of `topic`, waiting up to `wait_s` for a topic created moments ago
-    to reach the client's metadata; [] if it does not exist by then."""
+    to reach the client's metadata; [] if the broker has answered and has no such topic
+    by then. A broker that gives no answer at all within `wait_s` raises
+    KafkaTimeoutError: a slow broker is not an empty topic (the worker reads the actions
+    topic to know what it already issued, and an empty answer would issue it all again)."""
+    client = consumer._client
     deadline = time.monotonic() + wait_s
+    answered = False
     while (found := consumer.partitions_for_topic(topic)) is None:
         if time.monotonic() > deadline:
-            return []
-        consumer._client.add_topic(topic)
-        await consumer._client.force_metadata_update()
-        await asyncio.sleep(0.2)
+            if answered:
+                return []
+            raise KafkaTimeoutError(f"the broker sent no metadata for {topic} in {wait_s:g} s")
+        client.add_topic(topic)
+        answered = bool(await client.force_metadata_update()) or answered
+        if consumer.partitions_for_topic(topic) is None:
+            await asyncio.sleep(0.2)
     return sorted(found)
 
 
@@ -34,7 +43,7 @@ async def read_to_end(
     await consumer.start()
     try:
         if not await partitions_of(consumer, topic, wait_s):
-            return []  # the topic does not exist: nothing was ever written to it
+            return []  # the broker has no such topic: nothing was ever written to it
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         starts = await consumer.beginning_offsets(tps)
