@@ -376,3 +376,38 @@ def test_if_following_stops_the_hook_says_so_rather_than_answer_from_a_stale_tab
     assert check.status_code == 503 and "stopped following" in check.json()["error"]
     assert "lockstep_throttle_actions_readable 0.0" in scrape
     assert "RuntimeError: a bug while taking actions in" in capsys.readouterr().err
+
+
+# Found by schemathesis against the hook's OpenAPI document (tests/test_openapi.py): a
+# path or method it does not serve was answered in text, not in the documented JSON, and
+# a request aiohttp cannot parse (a NUL in a header) logged a traceback, as for a bug.
+
+
+def test_a_path_or_method_the_hook_does_not_serve_is_a_json_404_or_405() -> None:
+    table = ThrottleTable()
+
+    async def exercise() -> list[httpx.Response]:
+        server = TestServer(app(table, lambda: NOW, ThrottleMetrics(table)), host="127.0.0.1")
+        async with server, httpx.AsyncClient(base_url=str(server.make_url(""))) as client:
+            return [await client.get("/v1/nothing"), await client.request("TRACE", "/v1/throttle")]
+
+    missing, method = asyncio.run(exercise())
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found"}
+    assert method.status_code == 405 and method.json() == {"error": "Method Not Allowed"}
+    assert method.headers["Allow"] == "GET,HEAD"
+
+
+def test_a_request_the_hook_cannot_parse_is_a_400_logged_in_one_line(tmp_path: Path) -> None:
+    actions = tmp_path / "actions.jsonl"
+    actions.write_bytes(_line(_action("close_account", "closed")))
+    with _hook(actions) as (base, proc):
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(b"GET /v1/throttle HTTP/1.1\r\nHost: x\r\nX-Null: \x00\r\n\r\n")
+            answer = conn.recv(4096)
+        assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request")
+        assert _status(base, "closed") == 429  # still serving
+    log = proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert "Traceback" not in log
+    (line,) = [line for line in log.splitlines() if "cannot parse" in line]
+    assert "refused a request it cannot parse from 127.0.0.1: Invalid header value char" in line

@@ -7,6 +7,7 @@ bearer token the config names.
     GET  /v1/appeals                      appeals filed, with their state
     POST /v1/appeals                      {"action_id", "appellant", "reason"}
     POST /v1/actions/{action_id}/reverse  {"reviewer", "reason"}: a `revert` action
+    GET  /openapi.json                    the API's OpenAPI document (open: no token)
 
 Every decision, appeal and reversal is a record in the audit trail. Approving an action
 in review mode issues an enforcing copy of it (its own id, in force for the held action's
@@ -15,7 +16,8 @@ duration from the approval); a reversal of either lifts both: a `revert` action 
 outbox, the audit trail. An action is decided once: a different second decision is a 409,
 and so is any decision after a reversal. Ids are deterministic, so a request repeated (a
 client retry) records nothing new and issues the identical actions again for delivery,
-which every sink takes once per id.
+which every sink takes once per id. A request body that is not one the API documents is a
+400 saying why, before anything is recorded; every error is JSON.
 """
 
 from __future__ import annotations
@@ -28,17 +30,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from msgspec import Meta
 
 from pipeline.contract.deadletter import DeadLetter
 from pipeline.contract.findings import Action, Finding, stable_id
 from pipeline.core.settings import KafkaSettings, Settings
 from pipeline.enforcement.audit import AuditTrail, open_audit
 from pipeline.enforcement.measures import AWAITING_REVIEW
+from pipeline.serve import apidoc
+from pipeline.serve.errors import json_errors, quiet_unparsable_requests
 
 Emit = Callable[[list[Action]], None]  # new actions, to every sink
 Publish = Callable[[], Awaitable[None]]  # what the emitted actions wait on, if anything
@@ -64,6 +69,39 @@ class Appeal(msgspec.Struct, kw_only=True):
     reason: str
     ts: int
 
+
+# Text a person types: anything but NUL, which a PostgreSQL trail cannot store.
+NO_NUL = r"^[^\x00]*$"
+Text = Annotated[str, Meta(pattern=NO_NUL)]
+Required = Annotated[str, Meta(min_length=1, pattern=NO_NUL)]
+
+
+class DecisionRequest(msgspec.Struct, kw_only=True):
+    """The body of POST /v1/reviews/{action_id}: a person's decision on the action."""
+
+    decision: Literal["approve", "reject"]
+    reviewer: Text = ""
+    note: Text = ""
+
+
+class AppealRequest(msgspec.Struct, kw_only=True):
+    """The body of POST /v1/appeals: an appeal against an action (Article 20)."""
+
+    action_id: Required
+    reason: Required
+    appellant: Text = ""
+
+
+class ReversalRequest(msgspec.Struct, kw_only=True):
+    """The body of POST /v1/actions/{action_id}/reverse: who reverses it, and why."""
+
+    reviewer: Text = ""
+    reason: Text = ""
+
+
+Body = TypeVar("Body", DecisionRequest, AppealRequest, ReversalRequest)
+# What the API's OpenAPI document takes from the code: the shapes it decodes and encodes.
+SHAPES = (Action, Decision, Appeal, DecisionRequest, AppealRequest, ReversalRequest)
 
 _DONE = {"approve": "approved", "reject": "rejected"}
 
@@ -263,13 +301,15 @@ def _revert(action: Action, reversal: Decision) -> Action:
     )
 
 
-def _bearer(token: str) -> Middleware:
+def _bearer(token: str, public: frozenset[str] = frozenset()) -> Middleware:
     """A middleware refusing every request without `Authorization: Bearer <token>` (and
-    every request at all when the token is empty)."""
+    every request at all when the token is empty), but a GET of a `public` path."""
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def bearer(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.method in ("GET", "HEAD") and request.path in public:
+            return await handler(request)
         given = request.headers.get("Authorization", "")
         if not token or not hmac.compare_digest(given.encode(), expected):
             return web.json_response({"error": "a valid bearer token is required"}, status=401)
@@ -278,27 +318,42 @@ def _bearer(token: str) -> Middleware:
     return bearer
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; {} for an empty body (the handlers say what is
+def _refuse(error: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": error}), content_type="application/json")
+
+
+async def _body(request: web.Request, into: type[Body]) -> Body:
+    """The request's JSON object as `into` (an empty body as {}: `into` says what is
     missing). Anything else is refused with a 400 saying why, before anything is done."""
     raw = await request.read()
-    if not raw.strip():
-        return {}
     charset = request.charset or "utf-8"
-    try:
-        data = json.loads(raw.decode(charset))
+    data: Any = None
+    try:  # through UTF-8 and msgspec, which refuse lone surrogates (no store takes one)
+        data = msgspec.json.decode(raw.decode(charset).encode("utf-8")) if raw.strip() else {}
     except LookupError:
-        data, why = None, f"its charset {charset!r} is unknown"
+        why = f"its charset {charset!r} is unknown"
+    except UnicodeError as exc:
+        why = f"it is not text in {charset} ({exc.reason})"
     except RecursionError:
-        data, why = None, "it is nested too deeply"
-    except ValueError as exc:  # not JSON, or not in its charset
-        data, why = None, f"it is not JSON ({exc})"
+        why = "it is nested too deeply"
+    except msgspec.DecodeError as exc:
+        why = f"it is not JSON ({exc})"
     else:
         why = f"it is a JSON {type(data).__name__}"
     if not isinstance(data, dict):
-        error = json.dumps({"error": f"the body must be a JSON object: {why}"})
-        raise web.HTTPBadRequest(text=error, content_type="application/json")
-    return data
+        raise _refuse(f"the body must be a JSON object: {why}")
+    try:
+        return msgspec.convert(data, into)
+    except msgspec.ValidationError as exc:
+        raise _refuse(f"the body is not a valid {into.__name__}: {exc}") from None
+
+
+def _action_id(request: web.Request) -> str:
+    """The action id in the path; a 400 for one that holds a NUL (no store takes it)."""
+    action_id = request.match_info["action_id"]
+    if "\x00" in action_id:
+        raise _refuse("an action id holds no NUL")
+    return action_id
 
 
 def _answer(result: dict[str, Any]) -> web.Response:
@@ -317,35 +372,22 @@ class Desk:
         return web.json_response({"pending": self.reviews.pending()})
 
     async def decide(self, request: web.Request) -> web.Response:
-        data = await _body(request)
-        result = self.reviews.decide(
-            request.match_info["action_id"],
-            str(data.get("decision", "")),
-            str(data.get("reviewer", "")),
-            str(data.get("note", "")),
-        )
+        action_id = _action_id(request)
+        asked = await _body(request, DecisionRequest)
+        result = self.reviews.decide(action_id, asked.decision, asked.reviewer, asked.note)
         return await self._published() or _answer(result)
 
     async def list_appeals(self, request: web.Request) -> web.Response:
         return web.json_response({"appeals": self.reviews.appeals()})
 
     async def appeal(self, request: web.Request) -> web.Response:
-        data = await _body(request)
-        if not data.get("action_id") or not data.get("reason"):
-            return web.json_response({"error": "action_id and reason are required"}, status=400)
-        return _answer(
-            self.reviews.appeal(
-                str(data["action_id"]), str(data.get("appellant", "")), str(data["reason"])
-            )
-        )
+        asked = await _body(request, AppealRequest)
+        return _answer(self.reviews.appeal(asked.action_id, asked.appellant, asked.reason))
 
     async def reverse(self, request: web.Request) -> web.Response:
-        data = await _body(request)
-        result = self.reviews.reverse(
-            request.match_info["action_id"],
-            str(data.get("reviewer", "")),
-            str(data.get("reason", "")),
-        )
+        action_id = _action_id(request)
+        asked = await _body(request, ReversalRequest)
+        result = self.reviews.reverse(action_id, asked.reviewer, asked.reason)
         return await self._published() or _answer(result)
 
     async def _published(self) -> web.Response | None:
@@ -361,12 +403,20 @@ class Desk:
         return None
 
 
+def document() -> dict[str, Any]:
+    """The desk's OpenAPI document (openapi/review.yaml)."""
+    return apidoc.load("review", SHAPES)
+
+
 def app(reviews: Reviews, token: str, after: Publish | None = None) -> web.Application:
-    """The aiohttp application; every request needs `Authorization: Bearer <token>`.
-    `after`, if given, is awaited after each decision or reversal (to publish what it
-    issued)."""
+    """The aiohttp application; every request but GET /openapi.json needs
+    `Authorization: Bearer <token>`. `after`, if given, is awaited after each decision or
+    reversal (to publish what it issued)."""
+    quiet_unparsable_requests()
     desk = Desk(reviews, after)
-    application = web.Application(middlewares=[_bearer(token)])
+    public = frozenset({apidoc.PATH})
+    application = web.Application(middlewares=[json_errors, _bearer(token, public)])
+    application.router.add_get(apidoc.PATH, apidoc.route(document()))
     application.router.add_get("/v1/reviews", desk.list_reviews)
     application.router.add_post("/v1/reviews/{action_id}", desk.decide)
     application.router.add_get("/v1/appeals", desk.list_appeals)

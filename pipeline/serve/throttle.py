@@ -21,6 +21,7 @@ reverses. Only actions in mode `enforce` limit anyone: `shadow` and
     GET /healthz   200 {"ok": true}, or 503 {"ok": false, "error": ...}
     GET /metrics  (Prometheus: checks by verdict and reason, check time, limits in force,
                    actions taken in, lines of the actions file refused, file readable)
+    GET /openapi.json  the API's OpenAPI document, with the bounds of its settings
 
 The actions file (`ActionsFile`) is followed every second. A line that is not a valid
 action (`pipeline.contract.findings.read_action`, or a measure the table does not know)
@@ -32,7 +33,8 @@ answer 503 with the reason, and the gateway applies its own failure mode (Envoy'
 `failure_mode_deny`, say), deny or allow, with its health checks seeing the hook down;
 a stale "not limited" would let a closed account act for as long as nobody looked.
 An unreadable file is tried again every second and the hook recovers when it can read.
-A bad request is a 400 (413 when too large) with a JSON error, never a 5xx.
+A bad request is a 400 (413 when too large) with a JSON error, never a 5xx; so is a
+path or method the hook does not serve (404, 405).
 
 A check is two dictionary look-ups and, for a throttle, a counter step: the server's
 cost is its HTTP handling (see benchmarks/RESULTS.md for p50/p99 under load).
@@ -64,6 +66,8 @@ from prometheus_client import (
 from pipeline.contract.findings import Action, InvalidAction, read_action
 from pipeline.core.settings import ThrottleSettings, load_settings
 from pipeline.enforcement.measures import BLOCKING, MEASURES, UNIT_S
+from pipeline.serve import apidoc
+from pipeline.serve.errors import json_errors, quiet_unparsable_requests
 
 ANY = "*"
 
@@ -470,6 +474,13 @@ class ActionsFile:
               file=sys.stderr)  # fmt: skip
 
 
+def document(limits: ThrottleSettings) -> dict[str, Any]:
+    """The hook's OpenAPI document (openapi/throttle.yaml), with the bounds `limits` set."""
+    return apidoc.load(
+        "throttle", max_descriptors=limits.max_descriptors, max_body_bytes=limits.max_body_bytes
+    )
+
+
 def app(
     table: ThrottleTable,
     clock: Callable[[], float],
@@ -485,7 +496,9 @@ def app(
     metrics = metrics or ThrottleMetrics(table)
     trouble = actions.trouble if actions is not None else lambda: None
     checks = Checks(table, clock, metrics, trouble, limits)
-    application = web.Application(client_max_size=limits.max_body_bytes)
+    quiet_unparsable_requests()
+    application = web.Application(client_max_size=limits.max_body_bytes, middlewares=[json_errors])
+    application.router.add_get(apidoc.PATH, apidoc.route(document(limits)))
     application.router.add_get("/v1/throttle", checks.throttle)
     application.router.add_post("/v1/ratelimit", checks.ratelimit)
     application.router.add_get("/healthz", checks.healthz)
