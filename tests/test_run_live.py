@@ -3,14 +3,21 @@ the built-in demo, and following a growing file."""
 
 from __future__ import annotations
 
+import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import IO
 
+from pipeline.contract.deadletter import InputHead
+from pipeline.core.sources import READ_BYTES
+from pipeline.embedded.live import file_lines
 from pipeline.outputs.metrics import EXPORTED_METRICS
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, read_jsonl
 
@@ -181,3 +188,116 @@ def test_a_live_run_adds_to_the_actions_in_force_and_a_replay_starts_anew(tmp_pa
     replay = [sys.executable, "-m", "pipeline.cli", "replay", str(events), "--out", str(out)]
     subprocess.run(replay, check=True, capture_output=True, timeout=60)
     assert "issued-before-the-restart" not in (out / "actions.jsonl").read_text()
+
+
+HUGE_BYTES = 50 << 20  # a line without a newline for 50 MiB: far over input.max_event_bytes
+HUGE_OPENING = b'{"event_id": "huge", "type": "follow", "text": "'
+
+
+def _write_huge_line(handle: IO[bytes]) -> int:
+    """Write the huge line a MiB at a time, as a runaway writer would; returns its size
+    (without its newline)."""
+    handle.write(HUGE_OPENING)
+    block = b"x" * (1 << 20)
+    for _ in range(HUGE_BYTES >> 20):
+        handle.write(block)
+    handle.write(b'"}\n')
+    handle.flush()
+    return len(HUGE_OPENING) + HUGE_BYTES + 2
+
+
+def _peak_rss_mib(proc: subprocess.Popen[bytes]) -> float:
+    """The most memory the process has held so far (Linux's VmHWM: the peak, which polling
+    its resident size could miss)."""
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    (line,) = [line for line in status.splitlines() if line.startswith("VmHWM:")]
+    return int(line.split()[1]) / 1024
+
+
+def _huge_line_is_dead_lettered_in_bounded_memory(
+    proc: subprocess.Popen[bytes], handle: IO[bytes], out: Path
+) -> None:
+    """With the first half of the stream taken in (its invalid line dead-lettered), write
+    the huge line and the second half: the huge line becomes a `too_large` dead letter
+    with its size, the events after it make their findings, and the run's peak memory
+    grows by far less than the line."""
+    lines = _stream_with_jump()
+    half = len(lines) // 2
+    handle.write(("\n".join(lines[:half]) + "\n").encode())
+    handle.flush()
+    _wait_for(out / "dead_letter.jsonl", lambda rows: len(rows) == 1)
+    before = _peak_rss_mib(proc)
+    size = _write_huge_line(handle)
+    handle.write(("\n".join(lines[half:]) + "\n").encode())
+    handle.flush()
+    _wait_for(out / "findings.jsonl", lambda rows: any(f["subject_id"] == "quiet" for f in rows))
+    dead = _wait_for(out / "dead_letter.jsonl", lambda rows: len(rows) == 2)
+    assert [d["reason"] for d in dead] == ["invalid_json", "too_large"]
+    assert dead[1]["raw_bytes"] == size and str(size) in dead[1]["detail"]
+    assert dead[1]["raw_truncated"] and dead[1]["raw"].startswith(HUGE_OPENING.decode())
+    assert proc.poll() is None  # the run goes on
+    grown = _peak_rss_mib(proc) - before
+    assert grown < 16, f"peak memory grew by {grown:.0f} MiB for a {HUGE_BYTES >> 20} MiB line"
+
+
+def test_a_huge_line_in_a_followed_file_is_dead_lettered_and_the_run_reads_on(
+    tmp_path: Path,
+) -> None:
+    events = tmp_path / "growing.jsonl"
+    events.write_bytes(b"")
+    out = tmp_path / "out"
+    proc = _start(str(events), "--follow", "--out", str(out), "--metrics-port", "0")
+    try:
+        with open(events, "ab") as handle:
+            _huge_line_is_dead_lettered_in_bounded_memory(proc, handle, out)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+
+
+def test_a_huge_line_on_stdin_is_dead_lettered_and_the_run_reads_on(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start("-", "--out", str(out), "--metrics-port", "0", stdin=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        _huge_line_is_dead_lettered_in_bounded_memory(proc, proc.stdin, out)
+    finally:
+        proc.stdin.close()
+    assert proc.wait(timeout=30) == 0, proc.stderr.read().decode() if proc.stderr else ""
+
+
+def test_a_followed_file_bounds_its_lines_and_is_read_again_when_replaced(
+    tmp_path: Path,
+) -> None:
+    """The reader `lockstep run` follows a file with: a line longer than the bound and than
+    one read comes as its head and size, lines appended are taken as they end, a replaced
+    file is read from its start, and the reading ends once told to stop."""
+    long = 3 * READ_BYTES  # a line this long is never read in one piece
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"a\n" + b"x" * long + b"\nb\n")
+    read = list(file_lines(str(path), follow=False, max_line_bytes=100))
+    assert read == [b"a\n", b"x" * 101, b"b\n"]
+    assert isinstance(read[1], InputHead) and read[1].size == long
+    stop = threading.Event()
+    taken: queue.Queue[bytes] = queue.Queue()
+    lines = file_lines(str(path), follow=True, poll_s=0.01, stop=stop, max_line_bytes=100)
+    reader = threading.Thread(target=lambda: [taken.put(line) for line in lines], daemon=True)
+    reader.start()
+    try:
+        got = [taken.get(timeout=10) for _ in range(3)]
+        assert got == read and isinstance(got[1], InputHead) and got[1].size == long
+        with open(path, "ab") as handle:
+            handle.write(b"c")
+            handle.flush()
+            time.sleep(0.1)  # a writer mid-line: nothing is taken until the line ends
+            assert taken.empty()
+            handle.write(b"\n")
+        assert taken.get(timeout=10) == b"c\n"
+        replacement = tmp_path / "rotated.jsonl"
+        replacement.write_bytes(b"d\n" + b"y" * long + b"\n")
+        os.replace(replacement, path)
+        assert [taken.get(timeout=10) for _ in range(2)] == [b"d\n", b"y" * 101]
+    finally:
+        stop.set()
+    reader.join(timeout=10)
+    assert not reader.is_alive() and taken.empty()

@@ -41,6 +41,14 @@ class Finding(Struct, kw_only=True):
 
 TimeUnit = Literal["second", "minute", "hour", "day"]  # what a throttle counts requests in
 
+# An action's times are epoch milliseconds up to the last one a datetime holds (the end of
+# 9999), so that every reader can hold them as it must: a datetime in a webhook's
+# CloudEvent, float seconds in the throttle table, a BIGINT in the audit trail. Past it an
+# action that decodes would crash the reader acting on it (10**400 in `expires_at` once
+# stopped the throttling hook following the actions file).
+LAST_MS = 253_402_300_799_999
+ActionMs = Annotated[int, Meta(ge=0, le=LAST_MS)]
+
 
 class Descriptor(Struct):
     """One of a throttle's descriptors: the account it holds, or an action it limits."""
@@ -96,8 +104,8 @@ class Action(Struct, kw_only=True):
     basis: list[str]
     finding_ids: list[str]
     mode: Literal["enforce", "shadow", "review"]
-    ts: int
-    expires_at: int | None = None
+    ts: ActionMs
+    expires_at: ActionMs | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

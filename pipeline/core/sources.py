@@ -34,7 +34,9 @@ class LineSource:
     A line over `max_line_bytes` comes as an InputHead of its first `max_line_bytes + 1`
     bytes: memory stays bounded by that and one read, whatever the input."""
 
-    def __init__(self, path: str, max_line_bytes: int) -> None:
+    def __init__(self, path: str, max_line_bytes: int, stream: BinaryIO | None = None) -> None:
+        """With `stream`, the lines are read from it as it is (`path` names it): a stream
+        whose `read1` waits at its end for more makes a live input's reader."""
         self.name = "stdin" if path == "-" else path
         self.size: int | None = None
         self.max_line_bytes = max_line_bytes
@@ -42,8 +44,8 @@ class LineSource:
         self._stream: BinaryIO
         self._compressed = False
         self._failure: InputError | None = None
-        if path == "-":
-            self._raw = self._stream = sys.stdin.buffer
+        if stream is not None or path == "-":
+            self._raw = self._stream = sys.stdin.buffer if stream is None else stream
             return
         try:
             self._raw = open(path, "rb")  # noqa: SIM115 - closed in close()
@@ -79,18 +81,30 @@ class LineSource:
         if self._failure is not None:
             raise self._failure
 
+    def lines(self) -> Iterator[bytes]:
+        """The lines one by one, each as soon as it is read (a live input's: a batch would
+        wait for a MiB of it); raises InputError, after them, if the input fails."""
+        for lines in self._lines():
+            yield from lines
+        if self._failure is not None:
+            raise self._failure
+
     def _lines(self) -> Iterator[list[bytes]]:
         """The whole lines of each read, in order; an over-long line as its head."""
         limit = self.max_line_bytes
         partial = b""  # a line begun in an earlier read
         while chunk := self._read():
             data = partial + chunk
-            end = data.rfind(b"\n") + 1
-            if end:
-                yield io.BytesIO(data[:end]).readlines()  # split at b"\n" only, in C
-            partial = data[end:]
-            if len(partial) > limit:
-                head, partial = self._skip_line(partial)
+            while True:
+                end = data.rfind(b"\n") + 1
+                if end:
+                    yield io.BytesIO(data[:end]).readlines()  # split at b"\n" only, in C
+                partial = data[end:]
+                if len(partial) <= limit:
+                    break
+                # the lines read after an over-long one go out at once, not with the next
+                # read: on a live input that may be a long while
+                head, data = self._skip_line(partial)
                 yield [head]
         if partial:  # the last line, unended, or what followed a skipped line
             yield io.BytesIO(partial).readlines()

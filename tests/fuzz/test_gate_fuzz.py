@@ -1,18 +1,21 @@
 """Whatever bytes arrive, the gate accounts for every input: admitted, a duplicate, blank,
-or a dead letter with a known reason and a detail; it never raises."""
+or a dead letter with a known reason and a detail; it never raises. The corpus's inputs
+(tests/fuzz/corpus/gate) first, then hypothesis's."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.contract.deadletter import REASONS
 from pipeline.contract.events import EVENT_TYPES
 from pipeline.core.gate import Gate
 from pipeline.core.settings import load_settings
+from tests.fuzz.harness import budget, corpus
 from tests.helpers import T0
 
 SETTINGS = load_settings()
@@ -67,11 +70,7 @@ inputs = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(batches=st.lists(st.lists(inputs, min_size=1, max_size=12), min_size=1, max_size=4))
-def test_every_input_is_admitted_a_duplicate_blank_or_a_dead_letter(
-    batches: list[list[bytes]],
-) -> None:
+def _accounts_for_every_input(batches: list[list[bytes]]) -> None:
     gate = Gate(SETTINGS, wall_clock=lambda: T0 / 1000)
     for batch in batches:
         admitted = gate.admit(batch, "fuzz")
@@ -79,3 +78,20 @@ def test_every_input_is_admitted_a_duplicate_blank_or_a_dead_letter(
         assert accounted + admitted.duplicates + admitted.blank == len(batch)
         for dead in admitted.dead_letters:
             assert dead.reason in REASONS and dead.detail
+
+
+FRESH = json.dumps({"event_id": "fresh", "type": "login", "ts": T0, "actor": "u1"}).encode()
+
+
+@pytest.mark.parametrize("raw", corpus("gate"))
+def test_each_input_of_the_corpus_is_accounted_for(raw: bytes) -> None:
+    """Alone, again (a duplicate, or the same refusal), and among other inputs."""
+    _accounts_for_every_input([[raw], [raw, FRESH, raw]])
+
+
+@budget(300)
+@given(batches=st.lists(st.lists(inputs, min_size=1, max_size=12), min_size=1, max_size=4))
+def test_every_input_is_admitted_a_duplicate_blank_or_a_dead_letter(
+    batches: list[list[bytes]],
+) -> None:
+    _accounts_for_every_input(batches)
