@@ -1,6 +1,7 @@
 """Latency of the throttling hook under load, on loopback.
 
     python -m benchmarks.throttle_latency [--accounts 100000] [--concurrency 32] [--seconds 5]
+                                          [--flood 20] [--flood-descriptors 8192]
 
 Starts `lockstep throttle serve` on an actions file limiting `--accounts` accounts (half
 throttled, half restricted), then a load generator (asyncio, `--concurrency` clients on
@@ -8,6 +9,10 @@ keep-alive connections) asks about random accounts, limited or not, for `--secon
 and measures each request's round trip. The baseline is the same server's `/healthz`
 (routing, JSON and HTTP, no check), run in alternating rounds in the same script: the
 ratio is what the check itself adds. Reports p50, p99 and requests per second.
+
+With `--flood N`, each round measures the checks a third time while N more clients send
+`POST /v1/ratelimit` requests of `--flood-descriptors` descriptors each (unauthenticated,
+as anyone on the network can): what such a flood does to everyone else's checks.
 """
 
 from __future__ import annotations
@@ -87,6 +92,47 @@ async def _load(url: str, params: list[dict[str, str]] | None, clients: int, sec
     return latencies, codes
 
 
+async def _flood(url: str, clients: int, descriptors: int, seconds: float) -> dict[int, int]:
+    """`clients` senders of oversized rate-limit requests, as fast as they are answered."""
+    body = msgspec.json.encode(
+        {
+            "domain": "lockstep",
+            "descriptors": [
+                {"entries": [{"key": "account_id", "value": f"acct{i}"}]}
+                for i in range(descriptors)
+            ],
+        }
+    )
+    codes: dict[int, int] = {}
+    stop = time.perf_counter() + seconds
+    headers = {"Content-Type": "application/json"}
+
+    async def sender(session: aiohttp.ClientSession) -> None:
+        while time.perf_counter() < stop:
+            async with session.post(url, data=body, headers=headers) as response:
+                await response.read()
+                codes[response.status] = codes.get(response.status, 0) + 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        await asyncio.gather(*(sender(session) for _ in range(clients)))
+    return codes
+
+
+def _load_under_flood(base: str, asks: list, args: argparse.Namespace):
+    """The checks' load while the flood runs beside it, from a process of its own (in
+    this one, it would slow the measuring clients rather than the server)."""
+    flood = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.throttle_latency", "--flood-at", f"{base}/v1/ratelimit",
+         "--flood", str(args.flood), "--flood-descriptors", str(args.flood_descriptors),
+         "--seconds", str(args.seconds + 1)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.5)  # its clients under way
+    lat, _ = asyncio.run(_load(f"{base}/v1/throttle", asks, args.concurrency, args.seconds))
+    out, _ = flood.communicate(timeout=60)
+    return lat, msgspec.json.decode(out.strip().splitlines()[-1])
+
+
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
@@ -98,7 +144,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--flood", type=int, default=0)
+    parser.add_argument("--flood-descriptors", type=int, default=8192)
+    parser.add_argument("--flood-at", help=argparse.SUPPRESS)  # the flood's own process
     args = parser.parse_args()
+    if args.flood_at:
+        codes = asyncio.run(_flood(args.flood_at, args.flood, args.flood_descriptors, args.seconds))
+        print(msgspec.json.encode({str(k): v for k, v in codes.items()}).decode())
+        return
     home = Path(tempfile.mkdtemp(prefix="lockstep-throttle-"))
     actions = home / "actions.jsonl"
     _actions(actions, args.accounts)
@@ -141,6 +194,15 @@ def main() -> None:
                 _pct(lat, 0.5), _pct(lat, 0.99), len(lat) / args.seconds,
                 _pct(base_lat, 0.5), _pct(base_lat, 0.99), len(base_lat) / args.seconds,
             )  # fmt: skip
+            if args.flood:
+                flood_lat, flooded = _load_under_flood(base, asks, args)
+                row = (*row, _pct(flood_lat, 0.5), _pct(flood_lat, 0.99))
+                answers = dict(sorted(flooded.items()))
+                print(
+                    f"round {r + 1}, under a flood of {args.flood} clients x "
+                    f"{args.flood_descriptors} descriptors (answers {answers}):"
+                    f" throttle p50 {row[6]:.2f} ms, p99 {row[7]:.2f} ms"
+                )
             rows.append(row)
             print(
                 f"round {r + 1}: throttle p50 {row[0]:.2f} ms, p99 {row[1]:.2f} ms, "
@@ -155,6 +217,12 @@ def main() -> None:
             f"median over rounds: throttle p50 {p50:.2f} ms, p99 {p99:.2f} ms; "
             f"p99 / baseline p99 = {ratio:.2f}; throughput / baseline = {rps:.2f}"
         )
+        if args.flood:
+            flood_p99 = statistics.median(r[7] for r in rows)
+            print(
+                f"median over rounds under the flood: throttle p99 {flood_p99:.2f} ms, "
+                f"{flood_p99 / p99:.2f}x the p99 without it"
+            )
     finally:
         server.terminate()
         server.wait(timeout=10)
