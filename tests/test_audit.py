@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.enforcement.audit import SqliteAudit, open_audit
+from pipeline.contract.findings import Action
+from pipeline.enforcement.audit import SqliteAudit, UnstorableRecord, open_audit, regulator_report
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.postgres import Server
 
@@ -148,3 +149,38 @@ def test_postgres_holds_the_same_trail_appends_once_and_catches_tampering(
     assert proc.returncode == 1 and b"record 2" in proc.stderr and b"modified" in proc.stderr
     down = lockstep("audit", "verify", "postgresql://nobody@127.0.0.1:1/none")
     assert down.returncode == 2 and len(down.stderr.decode().strip().splitlines()) == 1
+
+
+def _action(action_id: str, expires_at: int | None = None) -> Action:
+    return Action(
+        action_id=action_id, action="throttle", subject_type="account", subject_id="u1",
+        basis=["18", "19"], finding_ids=["f1"], mode="enforce", ts=T0, expires_at=expires_at,
+        params={"descriptors": [{"key": "account_id", "value": "u1"}], "requests_per_unit": 1,
+                "unit": "hour"},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+def test_a_nul_in_a_record_is_refused_alike_by_both_stores_and_nothing_is_kept(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """PostgreSQL's text cannot hold a NUL; SQLite's could, but refuses it the same, so a
+    record is kept or refused whichever store a deployment uses."""
+    target = request.getfixturevalue("postgres").url if store == "postgresql" else None
+    trail = open_audit(target or tmp_path / "audit.sqlite")
+    before = list(trail.rows())  # the server's table may hold another test's records
+    for kind, id_field in (("action", "action_id"), ("act\x00ion", "action_id")):
+        with pytest.raises(UnstorableRecord, match=r"holds a NUL character") as refused:
+            trail.append(kind, [_action("fine"), _action("bad\x00id")], id_field)
+        assert isinstance(refused.value, ValueError) and "\x00" not in str(refused.value)
+    assert list(trail.rows()) == before  # the whole batch refused, the good one too
+    trail.close()
+
+
+def test_the_report_keeps_an_expiry_at_the_epoch(tmp_path: Path) -> None:
+    """0 is a time (the epoch): only an action without an end has an empty `expires_at`."""
+    trail = SqliteAudit(tmp_path / "audit.sqlite")
+    trail.append("action", [_action("at-epoch", expires_at=0), _action("for-good")], "action_id")
+    rows = regulator_report(trail, T0, T0 + 1)["rows"]
+    trail.close()
+    assert {r["action_id"]: r["expires_at"] for r in rows} == {"at-epoch": 0, "for-good": ""}

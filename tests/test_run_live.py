@@ -301,3 +301,62 @@ def test_a_followed_file_bounds_its_lines_and_is_read_again_when_replaced(
         stop.set()
     reader.join(timeout=10)
     assert not reader.is_alive() and taken.empty()
+
+
+def _logins(count: int, big: int = 0) -> list[str]:
+    """`count` logins, one of them padded (an ignored field) to `big` bytes if given."""
+    import json
+
+    lines = [
+        json.dumps({"event_id": f"e{i}", "type": "login", "ts": T0 + i, "actor": f"u{i}"})
+        for i in range(count)
+    ]
+    if big:
+        padded = {"event_id": "big", "type": "login", "ts": T0, "actor": "u", "pad": ""}
+        padded["pad"] = "x" * (big - len(json.dumps(padded)))
+        lines.insert(1, json.dumps(padded))
+    return lines
+
+
+def test_a_config_given_by_flag_sets_how_long_a_line_may_be(tmp_path: Path) -> None:
+    """`input.max_event_bytes` from --config bounds the reader as it bounds the gate: a
+    line longer than the shipped bound but within the configured one is an event."""
+    config = tmp_path / "long-lines.yaml"
+    config.write_text("input:\n  max_event_bytes: 200000\n")
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(_logins(3, big=150_000)) + "\n")  # shipped: 64 KiB
+    for args in ([str(events)], ["-"]):
+        out = tmp_path / ("stdin" if args == ["-"] else "file")
+        proc = _start(*args, "--config", str(config), "--out", str(out), "--metrics-port", "0",
+                      stdin=subprocess.PIPE)  # fmt: skip
+        _, stderr = proc.communicate(events.read_bytes() if args == ["-"] else b"", timeout=60)
+        assert proc.returncode == 0, stderr.decode()
+        assert "done: 4 events, 0 dead letters" in stderr.decode(), (args, stderr.decode())
+        dead = out / "dead_letter.jsonl"
+        assert not dead.exists() or not dead.read_text().strip()
+
+
+def test_an_unreadable_input_ends_the_run_with_one_line_after_what_was_read(
+    tmp_path: Path,
+) -> None:
+    """A corrupt gzip file (the reader thread's InputError): what came before it is
+    processed and written, then one line says what failed, and the exit status is 1."""
+    import gzip
+
+    lines = _stream_with_jump()  # its line 11 is not JSON
+    packed = gzip.compress(("\n".join(lines) + "\n").encode())
+    events = tmp_path / "cut.jsonl.gz"
+    events.write_bytes(packed[: len(packed) * 9 // 10])  # truncated: the last tenth is gone
+    out = tmp_path / "out"
+    proc = _start(str(events), "--out", str(out), "--metrics-port", "0")
+    _, raw = proc.communicate(timeout=60)
+    stderr = raw.decode()
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr and "done:" not in stderr
+    said = [line for line in stderr.splitlines() if line.startswith("lockstep: ")]
+    assert said == [stderr.splitlines()[-1]], stderr  # the last line, and the only one
+    assert str(events) in said[0] and "corrupt or truncated" in said[0]
+    dead = read_jsonl(out / "dead_letter.jsonl")  # line 11, and the cut one at the end
+    assert (dead[0]["reason"], dead[0]["position"]) == ("invalid_json", 11)
+    findings = read_jsonl(out / "findings.jsonl")  # the windows read, closed at the end
+    assert any(f["subject_id"] == "quiet" for f in findings)

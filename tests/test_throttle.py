@@ -96,6 +96,20 @@ def test_blocking_measures_limit_everything_until_they_expire_or_are_reverted() 
     assert table.check("b", "follow", NOW) is None
 
 
+def test_a_measure_that_expired_at_the_epoch_limits_no_one() -> None:
+    """`expires_at` 0 is a time (1970), long past: not "for good", which only null means."""
+    expired = msgspec.structs.replace(_throttle("t", per_unit=1), expires_at=0)
+    table = ThrottleTable()
+    table.apply([
+        _action("close_account", "epoch", expires_at=0),
+        _action("close_account", "for-good", expires_at=None),
+        expired,
+    ])  # fmt: skip
+    assert table.check("epoch", "follow", NOW) is None
+    assert table.check("for-good", "follow", NOW)[1] == float("inf")
+    assert [table.check("t", "follow", NOW + i) for i in range(3)] == [None] * 3
+
+
 def test_every_measure_that_blocks_limits_every_action_and_no_other_measure_does() -> None:
     table = ThrottleTable()
     discount = {"engagement": {}, "window_start": 0, "window_end": 1, "from_accounts": []}

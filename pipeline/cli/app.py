@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -128,16 +129,19 @@ def run(
             else "[bold]Lockstep demo[/]"
         )
     elif source == "-":
-        lines, name = stdin_lines(), "stdin"
+        lines, name = stdin_lines(max_line_bytes=settings.input.max_event_bytes), "stdin"
     else:
         if not follow and not Path(source).is_file():
             raise CommandError(f"cannot read {source}: no such file")
-        lines, name = file_lines(source, follow), source
+        bound = settings.input.max_event_bytes
+        lines, name = file_lines(source, follow, max_line_bytes=bound), source
+    reader = _Reader(lines)
     try:
         with reporting(metrics_port_taken(port), OS_ERROR, INTERRUPTED):
             engine = run_live(
-                lines, name, settings, out, metrics_port=port, on_result=_print_findings
+                reader, name, settings, out, metrics_port=port, on_result=_print_findings
             )
+            reader.raise_failure()
     except _Stopped:
         err.print(f"stopped; outputs so far are in {out}", markup=False)
         return
@@ -153,6 +157,29 @@ def run(
 
 class _Stopped(Exception):
     """SIGTERM: a normal shutdown of a live run."""
+
+
+class _Reader:
+    """A live run's lines, read on `run_live`'s reader thread. A failure there (an
+    unreadable or corrupt input) would be a traceback on that thread and an exit 0: it
+    ends the lines instead, so what was read before is processed and written, and is kept
+    for `raise_failure` to raise on the command's own thread, to be reported."""
+
+    def __init__(self, lines: Iterable[bytes]) -> None:
+        self.lines = lines
+        self.failure: Exception | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self.lines
+        except Exception as exc:  # whatever it is: a project error, or a bug's traceback
+            self.failure = exc
+
+    def raise_failure(self) -> None:
+        """Raise what ended the lines early, if anything did (once the lines have ended:
+        the run has seen the end the reader thread queues after it)."""
+        if self.failure is not None:
+            raise self.failure
 
 
 def _stop(signum: int, frame: object) -> None:

@@ -3,16 +3,21 @@
 An action is valid only with the parameters its measure needs, in their types: whoever
 reads actions (the throttling hook, the review desk, `lockstep sink`) acts on them, so an
 action that decodes is one they can act on, and a record that is not is refused with the
-reason (`read_action`).
+reason (`read_action`). A finding read from outside (`lockstep sink`, off Kafka) is refused
+the same way (`read_finding`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal, Protocol
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct, field
+
+from pipeline.contract.events import MAX_DEPTH, classify, nests_too_deep
 
 SubjectType = Literal["account", "content", "group"]
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
@@ -24,6 +29,15 @@ def stable_id(*parts: object) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=12).hexdigest()
 
 
+# Findings' and actions' times are epoch milliseconds up to the last one a datetime holds
+# (the end of 9999), so that every reader can hold them as it must: a datetime in a
+# webhook's CloudEvent, float seconds in the throttle table, a BIGINT in the audit trail. Past it a
+# record that decodes would crash the reader acting on it (10**400 in `expires_at` once
+# stopped the throttling hook following the actions file).
+LAST_MS = 253_402_300_799_999
+EpochMs = Annotated[int, Meta(ge=0, le=LAST_MS)]
+
+
 class Finding(Struct, kw_only=True):
     finding_id: str
     detector: str
@@ -33,21 +47,13 @@ class Finding(Struct, kw_only=True):
     members: list[str] = field(default_factory=list)
     score: float
     severity: str
-    window_start: int
-    window_end: int
-    ts: int
+    window_start: EpochMs
+    window_end: EpochMs
+    ts: EpochMs
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
 TimeUnit = Literal["second", "minute", "hour", "day"]  # what a throttle counts requests in
-
-# An action's times are epoch milliseconds up to the last one a datetime holds (the end of
-# 9999), so that every reader can hold them as it must: a datetime in a webhook's
-# CloudEvent, float seconds in the throttle table, a BIGINT in the audit trail. Past it an
-# action that decodes would crash the reader acting on it (10**400 in `expires_at` once
-# stopped the throttling hook following the actions file).
-LAST_MS = 253_402_300_799_999
-ActionMs = Annotated[int, Meta(ge=0, le=LAST_MS)]
 
 
 class Descriptor(Struct):
@@ -104,8 +110,8 @@ class Action(Struct, kw_only=True):
     basis: list[str]
     finding_ids: list[str]
     mode: Literal["enforce", "shadow", "review"]
-    ts: ActionMs
-    expires_at: ActionMs | None = None
+    ts: EpochMs
+    expires_at: EpochMs | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -120,21 +126,69 @@ class Action(Struct, kw_only=True):
             raise ValueError(f"bad params for a {self.action}: {where}") from None
 
 
-class InvalidAction(ValueError):
-    """A record that is not a valid action; the message says why, in one line."""
+_Record = TypeVar("_Record", Action, Finding)
+QUOTE_CHARS = 200  # the most of a value a refusal quotes
+# A value a message quotes, as Python's repr (and msgspec's messages) quote it.
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'" r'|"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _cut(quoted: re.Match[str]) -> str:
+    """A quoted value, cut to QUOTE_CHARS: never in the middle of an escape."""
+    text = quoted[0]
+    if len(text) <= QUOTE_CHARS + 2:
+        return text
+    head = text[: QUOTE_CHARS + 1]
+    if (len(head) - len(head.rstrip("\\"))) % 2:  # an escape's backslash, without its char
+        head = head[:-1]
+    return head + "…" + text[-1]
+
+
+class InvalidRecord(ValueError):
+    """A record that is not what its reader wants: the message says why, in one line, with
+    any value it quotes cut to QUOTE_CHARS (a 1 MB `mode` must not make a 1 MB log line);
+    `reason` is the dead-letter reason for it (docs/contract.md, Dead letters)."""
+
+    def __init__(self, message: str, reason: str = "invalid_value") -> None:
+        super().__init__(_QUOTED.sub(_cut, message))
+        self.reason = reason
+
+
+class InvalidAction(InvalidRecord):
+    """A record that is not a valid action."""
+
+
+class InvalidFinding(InvalidRecord):
+    """A record that is not a valid finding."""
 
 
 _decode_action = msgspec.json.Decoder(Action).decode
+_decode_finding = msgspec.json.Decoder(Finding).decode
 
 
-def read_action(line: bytes) -> Action:
+def read_action(raw: bytes) -> Action:
     """One JSON record as an action, or `InvalidAction` with the reason it is not one."""
+    return _read(_decode_action, raw, InvalidAction, "an action")
+
+
+def read_finding(raw: bytes) -> Finding:
+    """One JSON record as a finding, or `InvalidFinding` with the reason it is not one."""
+    return _read(_decode_finding, raw, InvalidFinding, "a finding")
+
+
+def _read(
+    decode: Callable[[bytes], _Record], raw: bytes, refusal: type[InvalidRecord], what: str
+) -> _Record:
+    """`raw` decoded, or `refusal` saying why not. Depth is checked before decoding, as the
+    gate checks events: the decoder follows nesting on the stack, so how deep it gets
+    before a RecursionError depends on how deep the stack already is."""
+    if nests_too_deep(raw):
+        raise refusal(f"nested too deeply to be {what} (over {MAX_DEPTH} levels)", "too_deep")
     try:
-        return _decode_action(line)
-    except msgspec.DecodeError as exc:  # not JSON, or not an action (ValidationError)
-        raise InvalidAction(str(exc)) from None
-    except RecursionError:
-        raise InvalidAction("nested too deeply to be an action") from None
+        return decode(raw)
+    except msgspec.DecodeError as exc:  # not JSON, or not one (ValidationError)
+        raise refusal(str(exc), classify(exc)) from None
+    except RecursionError:  # the check's bound, on a stack already deep
+        raise refusal(f"nested too deeply to be {what}", "too_deep") from None
 
 
 class SeverityBands(Protocol):

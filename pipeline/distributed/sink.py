@@ -5,10 +5,13 @@ Workers write findings and actions to their topics; one sink process (its own co
 group, `<prefix>-sink`) reads both and, batch by batch, appends them to OUT's JSON lines
 files (the throttling hook and the review API follow OUT/actions.jsonl), the audit trail
 (PostgreSQL in production) and the webhook outbox (delivered by a background thread);
-then it commits the offsets. A record that is not a finding or an action is written to
-`OUT/dead_letter.jsonl` with its reason, topic, partition and offset, and the sink goes
-on. A crash re-reads a batch: the trail and the outbox take each id once, and readers of
-the actions file drop repeated action_ids (the throttle table does).
+then it commits the offsets. A record that is not a finding or an action (as the
+contract's readers, `read_finding` and `read_action`, decide) or that the trail cannot
+store is written to `OUT/dead_letter.jsonl` with its reason, topic, partition and offset,
+and the sink goes on: a record that stopped the sink would stop it again each time it
+started, since the batch is re-read. A crash re-reads a batch: the trail and the outbox
+take each id once, and readers of the actions file drop repeated action_ids (the throttle
+table does).
 """
 
 from __future__ import annotations
@@ -18,18 +21,21 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.contract.deadletter import DeadLetter, dead_letter
-from pipeline.contract.findings import Action, Finding
+from pipeline.contract.findings import (
+    Action,
+    Finding,
+    InvalidRecord,
+    read_action,
+    read_finding,
+)
 from pipeline.core.settings import Settings
 from pipeline.distributed.kafka_io import partitions_of
 from pipeline.distributed.topics import Topics, ensure_topics
+from pipeline.enforcement.audit import UnstorableRecord, storable
 from pipeline.outputs.fanout import Fanout
-
-_finding = msgspec.json.Decoder(Finding).decode
-_action = msgspec.json.Decoder(Action).decode
 
 
 class _Batch:
@@ -44,23 +50,23 @@ class _Batch:
     def take(self, record: Any, is_finding: bool, keep_bytes: int) -> None:
         """A record's finding or action; one that is not (another writer's mistake, a
         corrupt record) becomes a dead letter naming its topic, partition and offset."""
+        value: bytes | None = record.value
         try:
+            if value is None:  # a tombstone: no record at all
+                raise InvalidRecord("no value", "invalid_json")
             if is_finding:
-                self.findings.append(_finding(record.value))
+                finding = read_finding(value)
+                storable(finding.finding_id, "the finding_id of a finding")
+                self.findings.append(finding)
             else:
-                self.actions.append(_action(record.value))
-        except (msgspec.DecodeError, TypeError) as exc:
+                action = read_action(value)
+                storable(action.action_id, "the action_id of an action")
+                self.actions.append(action)
+        except (InvalidRecord, UnstorableRecord) as exc:
+            reason = exc.reason if isinstance(exc, InvalidRecord) else "invalid_value"
             where = f"{record.topic}:{record.partition}"
-            detail = str(exc) or "no value"
-            reason = (
-                "invalid_json"
-                if not isinstance(exc, msgspec.ValidationError)
-                else "missing_field"
-                if "missing required field" in detail
-                else "wrong_type"
-            )
             self.dead_letters.append(
-                dead_letter(reason, detail, where, record.offset, record.value or b"", keep_bytes)
+                dead_letter(reason, str(exc), where, record.offset, value or b"", keep_bytes)
             )
 
 

@@ -49,6 +49,23 @@ class AuditError(Exception):
     """An audit store that cannot be opened; the message is one line for the user."""
 
 
+class UnstorableRecord(ValueError):
+    """A record the trail cannot store: text with a NUL character, which PostgreSQL's text
+    cannot hold. The SQLite store, which could, refuses it too, so that a record is kept
+    or refused the same whichever store a deployment uses."""
+
+
+def storable(text: str, what: str) -> str:
+    """`text` (`what` of a record, for the message) if the trail can store it, else
+    UnstorableRecord: before it gets to a database, whose driver would fail deep inside or,
+    for SQLite, store it."""
+    if "\x00" in text:
+        raise UnstorableRecord(
+            f"cannot store {what}: it holds a NUL character, which the audit trail cannot"
+        )
+    return text
+
+
 def chain_hash(prev: str, kind: str, record_id: str, body: str) -> str:
     """The hash that links a record to its predecessor."""
     digest = hashlib.sha256()
@@ -72,8 +89,13 @@ class AuditTrail:
         records = list(records)
         if not records:
             return 0
+        # Checked before any query (PostgreSQL refuses a NUL in parameters too); the body
+        # needs no check: it is JSON, which writes a NUL as \u0000.
+        storable(kind, "a record's kind")  # first: the message below names it
+        where = f"the {id_field} of a {kind}"
+        ids = [storable(getattr(r, id_field), where) for r in records]
         with self._writing() as last:
-            seen = self._known(kind, [getattr(r, id_field) for r in records])
+            seen = self._known(kind, ids)
             rows, prev = [], last
             for record in records:
                 record_id = getattr(record, id_field)
@@ -294,7 +316,7 @@ def regulator_report(audit: AuditTrail, start_ms: int, end_ms: int) -> dict[str,
                 "severity": params.get("severity", ""),
                 "credit_level": params.get("credit_level", ""),
                 "finding_ids": " ".join(a["finding_ids"]),
-                "expires_at": a.get("expires_at") or "",
+                "expires_at": "" if a.get("expires_at") is None else a["expires_at"],
             }
         )
     by_article: dict[str, dict[str, int]] = {}

@@ -109,7 +109,8 @@ class ThrottleTable:
     def _enforce(self, a: Action) -> None:
         """Limit the account as the action's measure says: a throttle counts the actions
         its descriptors name, a measure that blocks limits every action, others none."""
-        expires = a.expires_at / 1000 if a.expires_at else None
+        # 0 is the epoch, long gone: only None (no end) limits for good
+        expires = None if a.expires_at is None else a.expires_at / 1000
         if a.action == "throttle":  # its params are valid: `Action` checks them
             unit = UNIT_S[a.params["unit"]]
             per_unit = a.params["requests_per_unit"]
