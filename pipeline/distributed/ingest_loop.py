@@ -99,7 +99,6 @@ class IngestLoop:
         self._in_flight: list[asyncio.Future] = []  # sends not yet known to be delivered
         # partitions read again up to their committed offset, and the mark to resume there
         self._replaying: dict[TopicPartition, tuple[int, GateMark]] = {}
-        self._rebalances = 0  # partitions revoked or assigned so far
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -122,15 +121,8 @@ class IngestLoop:
         self._consumer.subscribe(list(self.topics.inputs), listener=_Rebalance(self))
         try:
             while not self.stopping.is_set():
-                rebalances = self._rebalances
                 records = await self._next_batch()
                 async with self._lock:
-                    if self._rebalances != rebalances:
-                        # Fetched (in part) before partitions moved: their positions have
-                        # moved since (a committed offset, a replay's start), and these
-                        # records come again from there. Handled now, a replay would take
-                        # them for what follows it.
-                        records = {}
                     await self._handle(records)
                     if time.monotonic() - self._committed_at >= kafka.commit_interval_s:
                         await self._commit(list(self._next_offset))
@@ -274,7 +266,6 @@ class IngestLoop:
         if not tps:
             return
         async with self._lock:
-            self._rebalances += 1
             # the public `committed` drops the metadata this needs
             committed = await consumer._coordinator.fetch_committed_offsets(tps)
             for tp, at in committed.items():
@@ -298,7 +289,6 @@ class IngestLoop:
     async def revoked(self, tps: set[TopicPartition]) -> None:
         """Commit what was processed of the partitions leaving, and forget their gates."""
         async with self._lock:
-            self._rebalances += 1
             with contextlib.suppress(Exception):  # the group may already have moved on
                 await self._commit([tp for tp in tps if tp in self._next_offset])
             for tp in tps:
