@@ -69,15 +69,11 @@ class Ingest:
         self.topics = topics
         self.gates: dict[str, Gate] = {}
 
-    def gate(self, tp: str) -> Gate:
-        """Input partition `tp`'s gate (new the first time)."""
+    def admit(self, tp: str, raws: list[bytes], offsets: list[int]) -> Admitted:
         gate = self.gates.get(tp)
         if gate is None:
             gate = self.gates[tp] = Gate(self.settings)
-        return gate
-
-    def admit(self, tp: str, raws: list[bytes], offsets: list[int]) -> Admitted:
-        admitted = self.gate(tp).admit(raws, tp, positions=offsets)
+        admitted = gate.admit(raws, tp, positions=offsets)
         admitted.source = tp
         return admitted
 
