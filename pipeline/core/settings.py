@@ -111,6 +111,7 @@ class KafkaSettings(_Strict):
     stage_take_records: PositiveInt
     stage_round_s: Positive
     commit_interval_s: Positive
+    session_timeout_s: Annotated[float, msgspec.Meta(ge=6, le=300)]  # the broker's bounds
     idle_after_s: Positive
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections import Counter
@@ -27,6 +28,7 @@ from collections.abc import Callable
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalGenerationError, UnknownMemberIdError
 
 from pipeline.core.settings import KafkaSettings
 from pipeline.core.stats import Stats
@@ -34,6 +36,7 @@ from pipeline.distributed.runtime import Ingest
 from pipeline.distributed.topics import Topics
 
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger(__name__)
 
 
 def _name(tp: TopicPartition) -> str:
@@ -79,6 +82,8 @@ class IngestLoop:
             group_id=self.group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            session_timeout_ms=int(kafka.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(kafka.session_timeout_s * 1000 / 10),
             max_partition_fetch_bytes=4 << 20,
         )
         self._producer = AIOKafkaProducer(
@@ -93,7 +98,7 @@ class IngestLoop:
                 async with self._lock:
                     await self._handle(records)
                     if time.monotonic() - self._committed_at >= kafka.commit_interval_s:
-                        await self._commit(list(self._next_offset))
+                        await self._commit_or_rejoin()
         finally:
             async with self._lock:
                 with contextlib.suppress(Exception):
@@ -201,6 +206,17 @@ class IngestLoop:
         if offsets:
             await self._consumer.commit(offsets)
         self._committed_at = time.monotonic()
+
+    async def _commit_or_rejoin(self) -> None:
+        """The periodic commit. One refused because the group moved on (this worker was
+        late with its heartbeats, and its partitions went to another member) is not an
+        end: what it held back is read again by the partitions' owner and counted once
+        (the stages tell redeliveries by offset), and the consumer rejoins."""
+        try:
+            await self._commit(list(self._next_offset))
+        except (CommitFailedError, IllegalGenerationError, UnknownMemberIdError) as exc:
+            log.warning("ingest commit refused, the group has moved on: %s", exc)
+            self._committed_at = time.monotonic()
 
     async def revoked(self, tps: set[TopicPartition]) -> None:
         """Commit what was processed of the partitions leaving, and forget their gates."""

@@ -1,0 +1,54 @@
+"""A periodic ingest commit the group refuses (this worker's heartbeats were late under
+load and its partitions went to another member) is not the end of the worker: it warns
+and goes on, and the consumer rejoins. Before, the refusal escaped the ingest task and the
+worker exited 1 (seen in the SIGKILL test). The consumer here is a stand-in that only
+refuses commits: the real one is exercised by the Kafka tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
+
+from pipeline.core.settings import load_settings
+from pipeline.core.stats import Stats
+from pipeline.distributed.ingest_loop import IngestLoop
+from pipeline.distributed.runtime import Ingest
+from pipeline.distributed.topics import Topics
+
+SETTINGS = load_settings()
+
+
+class _Refusing:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def commit(self, offsets: dict) -> None:
+        raise self.error
+
+
+def _loop(error: Exception) -> IngestLoop:
+    topics = Topics.from_settings(SETTINGS.kafka)
+    loop = IngestLoop(
+        SETTINGS.kafka, Ingest(SETTINGS, [], topics), topics, Stats(), threading.Lock()
+    )
+    loop._consumer = _Refusing(error)  # type: ignore[assignment]
+    loop._next_offset[TopicPartition("t", 0)] = 10
+    return loop
+
+
+def test_a_commit_refused_by_a_group_that_moved_on_is_survived(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = _loop(CommitFailedError("the group has already rebalanced"))
+    asyncio.run(loop._commit_or_rejoin())
+    assert "the group has moved on" in caplog.text
+
+
+def test_any_other_commit_failure_still_stops_the_worker() -> None:
+    loop = _loop(KafkaConnectionError("broker gone"))
+    with pytest.raises(KafkaConnectionError):
+        asyncio.run(loop._commit_or_rejoin())
