@@ -14,20 +14,24 @@ A world is `lockstep simulate --minutes M --seed N --scale S`, followed by a tai
 clicks three hours of event time later (so the workers' watermark passes every window
 `replay` closes at the end of its input: a stream has no end a worker could see);
 `lockstep replay` of that same file gives the expected finding and action ids. The
-workers (`lockstep worker`, RocksDB stores), the sink (`lockstep sink --audit
-postgresql://... --config hooks.yaml`) and everything `lockstep` here run from a copy of
-pipeline/, models/ and config/ taken when the campaign starts, so edits made meanwhile
-change nothing mid-run; the copy's hash and the git state are in the JSON.
+workers (`lockstep worker`, `--store memory` by default: with `rocksdb`, the project's
+default, every stage agent crashes at its first state write-back, see RESULTS.md), the
+sink (`lockstep sink --audit postgresql://... --config hooks.yaml`) and everything
+`lockstep` here run from a copy of pipeline/, models/ and config/ taken when the
+campaign starts, so edits made meanwhile change nothing mid-run; the copy's hash and the
+git state are in the JSON.
 
 The world is streamed into the input topics paced, in file order (routing and keys as
 `lockstep produce`; an idempotent producer that resends a chunk the broker did not
 acknowledge), so that every cycle happens mid-stream: cycle i's fault is injected once the
-(i+1)/(n+1) share of the lines is on the broker, and the rate is set after each cycle so
-the stream lasts the cycles still to come. A cycle injects its fault, waits for the
-recovery, then waits (up to `CHECK_S`) until every replay finding and action whose
-`ts` (the watermark that closed its window) is `MARGIN_MS` behind the event time produced
-at recovery is on the findings and actions topics, in the sink's findings.jsonl and
-actions.jsonl, in the audit trail and (when the receiver is up) at the receiver.
+(i+1)/(n+1) share of the lines is on the broker, at a rate of one such share per cycle
+(the mean of the cycles measured so far), and the stream waits half a share past the
+next fault point if a cycle runs longer. A cycle injects its fault, waits for the
+recovery, then waits (up to `CHECK_S`, or until nothing missing has turned up for
+`STALL_S`) until every replay finding and action whose `ts` (the watermark that closed
+its window) is `MARGIN_MS` behind the event time produced at recovery is on the findings
+and actions topics, in the sink's findings.jsonl and actions.jsonl, in the audit trail
+and (when the receiver is up) at the receiver.
 
 Kinds: `kill` SIGKILLs one of two workers (in turn) and restarts it on its data directory;
 `join` starts a second worker (a fresh data directory each time) beside the one running,
@@ -35,7 +39,8 @@ waits until both own input partitions, then stops it (SIGTERM) so the next cycle
 again; `broker` restarts the broker (kafka.sh stop, then start on the same data
 directory); `postgres` restarts the audit database (pg_ctl stop -m fast, start) while the
 sink writes; `webhook` takes the receiver down (connection refused, or 503 on alternate
-cycles) while one hour of event time passes through the workers' watermark, then back up;
+cycles) while one hour of event time passes through the workers' watermark, then back up
+(the stream waits 5 minutes of event time past each outage until its check is done);
 a 6-hour world holds 4 such cycles, so its cycles are spread over worlds of seeds N, N+1,
 ... Every process the campaign starts is supervised as `restart: unless-stopped` would
 (docker-compose.yml): one that exits is started again after a second, and counted.

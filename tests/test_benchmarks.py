@@ -15,3 +15,43 @@ def test_throughput_runs_its_baseline_and_replay_on_a_small_stream(tmp_path: Pat
     assert decoded == 2_000 and rate > 0
     rate, summary = full_replay(path)
     assert summary["inputs"] == 2_000 and rate > 0
+
+
+def test_fault_campaign_receiver_verifies_and_counts_webhooks() -> None:
+    """benchmarks/faults.py's receiver: a signed webhook is counted by its id (twice is
+    a redelivery), a forged one is refused, and refusing connections comes and goes."""
+    import base64
+    import datetime
+    import json
+    import os
+
+    import httpx
+    from standardwebhooks import Webhook
+
+    from benchmarks.faults import Receiver
+
+    secret = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+    receiver = Receiver(secret)
+    try:
+        body = json.dumps({"id": "a1", "data": {}})
+        stamp = datetime.datetime.now(datetime.UTC)
+        headers = {
+            "webhook-id": "a1",
+            "webhook-timestamp": str(int(stamp.timestamp())),
+            "webhook-signature": Webhook(secret).sign("a1", stamp, body),
+        }
+        for _ in range(2):
+            assert httpx.post(receiver.url("/w"), content=body, headers=headers).status_code == 204
+        forged = {**headers, "webhook-signature": "v1,AAAA"}
+        assert httpx.post(receiver.url("/w"), content=body, headers=forged).status_code == 400
+        receiver.refuse()
+        try:
+            httpx.post(receiver.url("/w"), content=body, headers=headers, timeout=2)
+            raise AssertionError("the receiver still answers")
+        except httpx.ConnectError:
+            pass
+        receiver.up()
+        assert httpx.post(receiver.url("/w"), content=body, headers=headers).status_code == 204
+        assert receiver.delivered("/w") == {"a1": 3}
+    finally:
+        receiver.close()
