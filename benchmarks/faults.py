@@ -111,21 +111,13 @@ def log(message: str) -> None:
 
 def free_port(pair: bool = False) -> int:
     """A free port (and, with `pair`, the next one free too: the broker's controller)."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port == 19392 or port + 1 == 19392 or port > 65000:
-            continue
-        if not pair:
-            return port
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port")
+    if pair:
+        from tests.kafka import free_port_pair
+
+        return free_port_pair()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # --- the code under test, frozen ------------------------------------------------------

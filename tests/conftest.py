@@ -8,31 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kafka import Broker
+from tests.kafka import Broker, free_port_pair
 from tests.postgres import Server
-
-
-def _free_port_pair() -> int:
-    """A free port whose next one is free too (the broker's client and KRaft controller
-    ports): another test run, or a benchmark's broker, may hold any fixed pair."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port >= 65535:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two free ports in a row for the Kafka broker")
 
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    broker = Broker(port=_free_port_pair(), data_dir=tmp_path_factory.mktemp("kafka"))
+    broker = Broker(port=free_port_pair(), data_dir=tmp_path_factory.mktemp("kafka"))
     try:
         broker.start()
     except RuntimeError as exc:

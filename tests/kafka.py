@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -40,3 +41,21 @@ class Broker:
 
     def stop(self) -> None:
         self.run("clean", timeout=120)
+
+
+def free_port_pair() -> int:
+    """A free port whose next one is free too (the broker's client and KRaft controller
+    ports): another test run, or a benchmark's broker, may hold any fixed pair."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port >= 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two free ports in a row for the Kafka broker")
