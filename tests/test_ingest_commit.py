@@ -11,7 +11,7 @@ import threading
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaConnectionError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaConnectionError
 
 from pipeline.core.settings import load_settings
 from pipeline.core.stats import Stats
@@ -25,6 +25,9 @@ SETTINGS = load_settings()
 class _Refusing:
     def __init__(self, error: Exception) -> None:
         self.error = error
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition("t", 0)}
 
     async def commit(self, offsets: dict) -> None:
         raise self.error
@@ -44,6 +47,14 @@ def test_a_commit_refused_by_a_group_that_moved_on_is_survived(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     loop = _loop(CommitFailedError("the group has already rebalanced"))
+    asyncio.run(loop._commit_or_rejoin())
+    assert "the group has moved on" in caplog.text
+
+
+def test_a_commit_of_a_partition_revoked_mid_rebalance_is_survived(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    loop = _loop(IllegalStateError("Partition t-0 is not assigned"))
     asyncio.run(loop._commit_or_rejoin())
     assert "the group has moved on" in caplog.text
 

@@ -28,7 +28,12 @@ from collections.abc import Callable
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalGenerationError, UnknownMemberIdError
+from aiokafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    IllegalStateError,
+    UnknownMemberIdError,
+)
 
 from pipeline.core.settings import KafkaSettings
 from pipeline.core.stats import Stats
@@ -146,6 +151,10 @@ class IngestLoop:
             offsets = [r.offset for r in batch]
             admitted.append(self.ingest.admit(_name(tp), raws, offsets))
             self._next_offset[tp] = offsets[-1] + 1
+            # It spoke: whatever idleness it had is over. Its clock starts again from now
+            # if this batch leaves it caught up, never from an earlier caught-up moment
+            # (a worker keeping up ends nearly every batch caught up).
+            self._idle_since.pop(_name(tp), None)
         with self.stats_lock:
             self.stats.inputs += inputs
             for a in admitted:
@@ -202,7 +211,10 @@ class IngestLoop:
         assert self._consumer is not None
         in_flight, self._in_flight = self._in_flight, []
         await asyncio.gather(*in_flight)
-        offsets = {tp: self._next_offset[tp] for tp in tps if tp in self._next_offset}
+        owned = self._consumer.assignment()
+        offsets = {
+            tp: self._next_offset[tp] for tp in tps if tp in self._next_offset and tp in owned
+        }
         if offsets:
             await self._consumer.commit(offsets)
         self._committed_at = time.monotonic()
@@ -214,7 +226,12 @@ class IngestLoop:
         (the stages tell redeliveries by offset), and the consumer rejoins."""
         try:
             await self._commit(list(self._next_offset))
-        except (CommitFailedError, IllegalGenerationError, UnknownMemberIdError) as exc:
+        except (
+            CommitFailedError,
+            IllegalGenerationError,
+            UnknownMemberIdError,
+            IllegalStateError,  # a partition revoked mid-rebalance: its owner commits it
+        ) as exc:
             log.warning("ingest commit refused, the group has moved on: %s", exc)
             self._committed_at = time.monotonic()
 
