@@ -144,13 +144,14 @@ def _stream(hours: int, seed: int) -> list[str]:
     return _with_bad_input(b.sorted_lines())
 
 
-def _env(broker: Broker, prefix: str, data_dir: Path) -> dict[str, str]:
+def _env(broker: Broker, prefix: str, data_dir: Path, store: str = "rocksdb") -> dict[str, str]:
+    """A worker's environment: the store is the production default unless a test says."""
     return {
         **os.environ,
         "LOCKSTEP_KAFKA_BROKER": broker.bootstrap,
         "LOCKSTEP_TOPIC_PREFIX": prefix,
         "LOCKSTEP_PARTITIONS": str(PARTITIONS),
-        "LOCKSTEP_STORE": "memory",
+        "LOCKSTEP_STORE": store,
         "LOCKSTEP_DATA_DIR": str(data_dir),
     }
 

@@ -18,10 +18,13 @@ module (for `declared_topics`, say) starts nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -72,6 +75,29 @@ class WorkerState:
         return dict(self.keys)
 
 
+class _PartitionEvent:
+    """What a Faust store asks of the current event: the partition of its message."""
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+@contextlib.contextmanager
+def _at_partition(partition: int) -> Iterator[None]:
+    """Writes here go to `partition`'s store. Faust's RocksDB store (one database per
+    partition) picks the database from the event being processed, and asserts there is
+    one; a stage agent's write-back runs between events, so it names the partition the
+    way Faust itself does, through the current-event context variable."""
+    from faust import streams  # faust is imported where a worker starts, not before
+
+    event = _PartitionEvent(partition)
+    token = streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        streams._current_event.reset(token)
+
+
 class PartitionTable(MutableMapping[str, bytes]):
     """One stage partition's view of a Faust table. A stage agent writes state once per
     round of several records, outside Faust's per-record iteration, where the table
@@ -86,7 +112,8 @@ class PartitionTable(MutableMapping[str, bytes]):
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self.table.send_changelog(self.partition, key, value)
-        self.table.data[key] = value
+        with _at_partition(self.partition):
+            self.table.data[key] = value
 
     def __delitem__(self, key: str) -> None:
         self.table.send_changelog(self.partition, key, None, value_serializer="raw")

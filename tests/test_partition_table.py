@@ -1,0 +1,45 @@
+"""A stage agent's write-back lands in its partition's store, whichever store Faust uses.
+Before, Faust's RocksDB store (the default, and compose's) asserted a current event on
+every write, and every stage agent died at its first write-back; the tests used the
+memory store and never saw it. The table here is a real Faust table over a real
+RocksDB store; only the changelog (a Kafka topic) is replaced by a list: the Kafka
+tests exercise it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+import pytest
+from faust.types import TP
+
+from pipeline.distributed.worker import PartitionTable
+
+
+def _table(store: str, datadir: Path) -> tuple[faust.Table, list[tuple]]:
+    app = faust.App(
+        "partition-table-test", broker="kafka://127.0.0.1:1", store=store, datadir=datadir
+    )
+    table = app.Table("state", partitions=4, key_type=str, value_type=bytes)
+    # the partition a worker owns is an active changelog partition: the assignor says so
+    # once the group has formed, which takes a broker
+    active = {TP(table.changelog_topic_name, 2)}
+    app.assignor.assigned_actives = lambda: active  # type: ignore[method-assign]
+    sent: list[tuple] = []
+    table.send_changelog = lambda partition, key, value, **kw: sent.append((partition, key, value))  # type: ignore[method-assign]
+    return table, sent
+
+
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_a_write_back_between_events_lands_in_its_partition(store: str, tmp_path: Path) -> None:
+    table, sent = _table(store, tmp_path)
+    view = PartitionTable(table, 2)
+    view["k1"] = b"one"
+    view["k2"] = b"two"
+    assert view["k1"] == b"one" and view["k2"] == b"two"
+    assert sorted(view) == ["k1", "k2"] and len(view) == 2
+    del view["k1"]
+    assert "k1" not in view and view["k2"] == b"two"
+    assert sent == [(2, "k1", b"one"), (2, "k2", b"two"), (2, "k1", None)]
+    if store == "rocksdb://":
+        assert set(table.data._dbs) == {2}  # partition 2's database, no other
