@@ -14,8 +14,8 @@ A world is `lockstep simulate --minutes M --seed N --scale S`, followed by a tai
 clicks three hours of event time later (so the workers' watermark passes every window
 `replay` closes at the end of its input: a stream has no end a worker could see);
 `lockstep replay` of that same file gives the expected finding and action ids. The
-workers (`lockstep worker`, `--store memory` by default: with `rocksdb`, the project's
-default, every stage agent crashes at its first state write-back, see RESULTS.md), the
+workers (`lockstep worker`, on the project's default `rocksdb` store unless `--store`
+says), the
 sink (`lockstep sink --audit postgresql://... --config hooks.yaml`) and everything
 `lockstep` here run from a copy of pipeline/, models/ and config/ taken when the
 campaign starts, so edits made meanwhile change nothing mid-run; the copy's hash and the
@@ -1461,7 +1461,7 @@ def main() -> None:
     parser.add_argument(
         "--store",
         choices=["memory", "rocksdb"],
-        default="memory",
+        default="rocksdb",
         help="the workers' table store (LOCKSTEP_STORE); see the module's docstring",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
