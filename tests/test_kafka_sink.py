@@ -73,7 +73,7 @@ def _hooks_config(tmp_path: Path, port: int) -> Path:
     config.write_text(
         "webhooks:\n"
         f'  endpoints: [{{url: "http://127.0.0.1:{port}/h", secret: "env:HOOK_SECRET"}}]\n'
-        "  first_backoff_s: 0.05\n  wait_s: 5\n"
+        "  retry_schedule_s: [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]\n  wait_s: 5\n"
     )
     return config
 

@@ -48,7 +48,7 @@ def test_review_appeal_and_reversal_reach_the_sinks_and_the_trail(tmp_path: Path
     config.write_text(
         "webhooks:\n"
         f'  endpoints: [{{url: "http://127.0.0.1:{hook_port}/h", secret: "env:HOOK_SECRET"}}]\n'
-        "  wait_s: 10\n  first_backoff_s: 0.05\n"
+        "  wait_s: 10\n  retry_schedule_s: [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]\n"
     )
     env = {**os.environ, "HOOK_SECRET": SECRET, "LOCKSTEP_REVIEW_TOKEN": TOKEN}
     receiver = Receiver(hook_port)
@@ -261,7 +261,7 @@ def _settings(tmp_path: Path, hook_port: int | None = None) -> Any:
     config.write_text(
         "webhooks:\n"
         f'  endpoints: [{{url: "http://127.0.0.1:{hook_port}/h", secret: "env:HOOK_SECRET"}}]\n'
-        "  first_backoff_s: 0.05\n"
+        "  retry_schedule_s: [0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2]\n"
     )
     return load_settings(config)
 

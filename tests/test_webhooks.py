@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import socket
 import socketserver
@@ -24,6 +25,8 @@ import pytest
 from standardwebhooks import Webhook
 
 from pipeline.contract.findings import Action
+from pipeline.core.settings import ConfigError, load_settings
+from pipeline.outputs import webhooks
 from pipeline.outputs.webhook_sink import WebhookSink
 from pipeline.outputs.webhooks import Endpoint, Outbox, Sender, WebhookPolicy, retry_after_s
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
@@ -128,8 +131,8 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _config(tmp_path: Path, port: int, **policy: float) -> Path:
-    settings = {"max_attempts": 6, "first_backoff_s": 0.05, "max_backoff_s": 0.5, "wait_s": 20}
+def _config(tmp_path: Path, port: int, **policy: object) -> Path:
+    settings: dict[str, object] = {"retry_schedule_s": [0.05, 0.1, 0.2, 0.4, 0.5], "wait_s": 20}
     settings.update(policy)
     lines = "\n".join(f"  {k}: {v}" for k, v in settings.items())
     path = tmp_path / "hooks.yaml"
@@ -205,7 +208,9 @@ def test_a_spent_budget_or_a_client_error_is_a_dead_letter_with_its_reason(
     port = _port()
     receiver = Receiver(port, fail=-1, status=500)
     try:
-        summary = _replay(events, tmp_path / "a", _config(tmp_path, port, max_attempts=3))
+        summary = _replay(
+            events, tmp_path / "a", _config(tmp_path, port, retry_schedule_s=[0.05, 0.1])
+        )
     finally:
         receiver.stop()
     actions = read_jsonl(tmp_path / "a" / "actions.jsonl")
@@ -286,7 +291,7 @@ def test_a_hanging_and_a_trickling_receiver_delay_only_their_own_deliveries(
     tmp_path: Path, three_receivers: tuple
 ) -> None:
     healthy, hanging, trickling, endpoints = three_receivers
-    policy = WebhookPolicy(max_attempts=2, first_backoff_s=0.05, max_backoff_s=0.1, timeout_s=0.5)
+    policy = WebhookPolicy(retry_schedule_s=(0.05,), timeout_s=0.5)  # 2 attempts
     outbox = Outbox(tmp_path / "outbox.sqlite")
     actions = _actions(3, "a")
     outbox.enqueue(actions, endpoints, time.time())
@@ -313,7 +318,7 @@ def test_background_delivery_keeps_a_healthy_receiver_current_while_others_stall
     tmp_path: Path, three_receivers: tuple
 ) -> None:
     healthy, hanging, trickling, endpoints = three_receivers
-    policy = WebhookPolicy(max_attempts=8, first_backoff_s=0.05, max_backoff_s=0.1, timeout_s=1.0)
+    policy = WebhookPolicy(retry_schedule_s=(0.05,) + (0.1,) * 6, timeout_s=1.0)
     outbox = Outbox(tmp_path / "outbox.sqlite")
     sink = WebhookSink(outbox, Sender(outbox, endpoints, policy))
     sink.deliver_in_background()
@@ -362,3 +367,197 @@ def test_background_delivery_that_fails_says_so_at_once_and_its_close_raises(
     # the thread may query between the DROP and the CREATE: either break is the failure
     with pytest.raises(sqlite3.OperationalError, match=r"no such (column|table)"):
         sink.close()
+
+
+class _Clock:
+    """`time.time()` run ahead on demand, for the outbox's schedule: hours of retries in
+    a moment, against a real receiver (only what is due is sent, so jumping to each due
+    time replays the schedule exactly)."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+    def until(self, when: float) -> None:
+        self.ahead = max(self.ahead, when - time.time())
+
+
+DAY_S = 86400.0
+
+
+@pytest.mark.parametrize(
+    ("down_s", "state"),
+    [(44.0, "delivered"), (3600.0, "delivered"), (DAY_S, "delivered"), (2 * DAY_S, "dead")],
+)
+def test_the_default_schedule_outlasts_a_receiver_down_for_a_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, down_s: float, state: str
+) -> None:
+    """The fault campaign's case: 8 attempts doubling from 1 s were over in minutes, so a
+    receiver down for an hour got dead letters; now only one down for over a day does."""
+    port = _port()  # refusing connections until `down_s` has passed
+    url = f"http://127.0.0.1:{port}/hooks"
+    cfg = load_settings(overrides={"webhooks": {"endpoints": [{"url": url, "secret": SECRET}]}})
+    clock = _Clock()
+    monkeypatch.setattr(webhooks, "time", clock)
+    hooks = webhooks.from_settings(cfg.webhooks, tmp_path / "outbox.sqlite")
+    assert hooks is not None
+    outbox, sender = hooks
+    start = clock.time()
+    outbox.enqueue([_action("down")], sender.endpoints, start)
+    receiver: Receiver | None = None
+    try:
+        while (due := outbox.next_due(url)) is not None:
+            clock.until(due)
+            if receiver is None and clock.time() - start >= down_s:
+                receiver = Receiver(port)
+            sender.deliver_due()
+        assert outbox.counts() == {state: 1}
+        dead = outbox.dead()
+    finally:
+        sender.close()
+        outbox.close()
+        if receiver is not None:
+            receiver.stop()
+    if state == "delivered":
+        assert receiver is not None and receiver.seen == {"act-down": 1}
+    else:
+        assert receiver is None and len(dead) == 1
+        assert dead[0][2] == 8 and dead[0][3].endswith("after 8 attempts")
+
+
+def test_a_receiver_503_past_the_old_attempt_count_still_gets_the_delivery(
+    tmp_path: Path,
+) -> None:
+    """Ten 503s, more than the 8 attempts that used to be all: still pending, then once."""
+    port = _port()
+    receiver = Receiver(port, fail=10, status=503)
+    endpoints = [Endpoint(f"http://127.0.0.1:{port}/hooks", SECRET)]
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    outbox.enqueue([_action("late")], endpoints, time.time())
+    sender = Sender(outbox, endpoints, WebhookPolicy(retry_schedule_s=(0.02,) * 12))
+    try:
+        counts = sender.run(wait_s=4)
+        attempts = outbox.db.execute("SELECT attempts FROM outbox").fetchone()[0]
+    finally:
+        sender.close()
+        outbox.close()
+        receiver.stop()
+    assert counts == {"delivered": 1} and attempts == 11
+    assert receiver.requests == 11 and receiver.seen == {"act-late": 1}
+
+
+def test_a_retry_waits_its_scheduled_delay_with_jitter_and_any_longer_retry_after(
+    tmp_path: Path,
+) -> None:
+    plain, slow = _port(), _port()
+    receivers = [Receiver(plain, fail=-1), Receiver(slow, fail=-1, retry_after="100")]
+    endpoints = [Endpoint(f"http://127.0.0.1:{p}/hooks", SECRET) for p in (plain, slow)]
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    outbox.enqueue([_action("s")], endpoints, time.time())
+    sender = Sender(outbox, endpoints, WebhookPolicy(retry_schedule_s=(10, 20)))
+    before = time.time()
+    try:
+        assert sender.deliver_due() == 2
+        after = time.time()
+        plain_due, slow_due = (outbox.next_due(e.url) for e in endpoints)
+    finally:
+        sender.close()
+        outbox.close()
+        for receiver in receivers:
+            receiver.stop()
+    assert plain_due is not None and before + 10 <= plain_due <= after + 10 * 1.2
+    assert slow_due is not None and before + 100 <= slow_due <= after + 100
+
+
+@pytest.mark.parametrize(
+    "schedule", [[], [0], [-5], [math.inf], [5, math.nan], 5, ["soon"]], ids=repr
+)
+def test_a_retry_schedule_must_be_positive_finite_delays(schedule: object) -> None:
+    with pytest.raises(ConfigError, match=r"at `\$\.webhooks\.retry_schedule_s"):
+        load_settings(overrides={"webhooks": {"retry_schedule_s": schedule}})
+
+
+def test_the_replaced_retry_keys_are_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match="unknown field `max_attempts`"):
+        load_settings(overrides={"webhooks": {"max_attempts": 8}})
+
+
+def _deliver(outbox: Path, config: Path, *options: str):
+    env = {**os.environ, "HOOK_SECRET": SECRET}
+    return lockstep("webhooks", "deliver", "--outbox", str(outbox), "--config", str(config),
+                    *options, env=env)  # fmt: skip
+
+
+def test_dead_letters_sent_again_with_dead_reach_the_receiver_once_each(tmp_path: Path) -> None:
+    port = _port()
+    endpoints = [Endpoint(f"http://127.0.0.1:{port}/hooks", SECRET)]
+    actions = _actions(4, "d")
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    outbox.enqueue(actions, endpoints, time.time())
+    failing = Receiver(port, fail=-1, status=500)
+    sender = Sender(outbox, endpoints, WebhookPolicy(retry_schedule_s=(0.02,)))
+    try:
+        assert sender.run(wait_s=4) == {"dead": 4}
+    finally:
+        sender.close()
+        outbox.close()
+        failing.stop()
+    config = _config(tmp_path, port)
+    receiver = Receiver(port)  # back up
+    try:
+        plain = _deliver(path, config, "--wait-s", "2")
+        assert plain.returncode == 0 and b"4 dead" in plain.stdout and receiver.requests == 0
+        resent = _deliver(path, config, "--dead")
+        again = _deliver(path, config, "--dead")
+    finally:
+        receiver.stop()
+    assert resent.returncode == 0, resent.stderr.decode()
+    assert b"4 dead letters resent" in resent.stdout and b"4 delivered" in resent.stdout
+    log = resent.stderr.decode().splitlines()
+    assert len(log) == 4 and all("(was: HTTP 500 after 2 attempts)" in line for line in log)
+    assert f"resending dead letter: act-d0 to {endpoints[0].url}" in log[0]
+    assert again.returncode == 0 and b"0 dead letters resent" in again.stdout
+    assert receiver.seen == Counter({a.action_id: 1 for a in actions})  # exactly once each
+    assert receiver.requests == 4 and receiver.bad_signatures == 0
+
+
+def test_now_sends_pending_rows_before_their_due_time(tmp_path: Path) -> None:
+    """Three rows told to come back in an hour (Retry-After) go out at once with --now."""
+    port = _port()
+    endpoints = [Endpoint(f"http://127.0.0.1:{port}/hooks", SECRET)]
+    actions = _actions(3, "n")
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    outbox.enqueue(actions, endpoints, time.time())
+    receiver = Receiver(port, fail=3, status=503, retry_after="3600")
+    sender = Sender(outbox, endpoints, WebhookPolicy())
+    try:
+        assert sender.deliver_due() == 3
+        assert outbox.counts() == {"pending": 3}
+        assert (outbox.next_due(endpoints[0].url) or 0) > time.time() + 3500
+        sender.close()
+        outbox.close()
+        config = _config(tmp_path, port)
+        waiting = _deliver(path, config, "--wait-s", "2")
+        assert waiting.returncode == 0 and b"3 pending" in waiting.stdout
+        assert receiver.requests == 3  # not due: not sent
+        now = _deliver(path, config, "--now")
+    finally:
+        receiver.stop()
+    assert now.returncode == 0, now.stderr.decode()
+    assert b"3 pending sent now" in now.stdout and b"3 delivered" in now.stdout
+    assert receiver.seen == Counter({a.action_id: 1 for a in actions})
+    assert receiver.requests == 6
+
+
+def test_deliver_without_an_outbox_is_one_line(tmp_path: Path) -> None:
+    proc = _deliver(tmp_path / "missing.sqlite", _config(tmp_path, _port()), "--dead", "--now")
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip().splitlines() == [
+        f"lockstep: no outbox at {tmp_path / 'missing.sqlite'}"
+    ]

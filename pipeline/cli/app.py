@@ -401,8 +401,17 @@ def webhooks_deliver(
     ],
     config: ConfigOpt = None,
     wait_s: Annotated[float, typer.Option("--wait-s", help="Keep retrying this long.")] = 30.0,
+    dead: Annotated[
+        bool, typer.Option("--dead", help="Send dead letters again, their schedule anew.")
+    ] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="Send pending rows now, not at their due time.")
+    ] = False,
 ) -> None:
-    """Deliver what an outbox still holds to the configured endpoints; report what is left."""
+    """Deliver what an outbox still holds to the configured endpoints; report what is left.
+    Once a receiver is back, --dead sends its dead letters again and --now what waits."""
+    import time
+
     from pipeline.outputs import webhooks
 
     if not outbox.exists():
@@ -412,11 +421,26 @@ def webhooks_deliver(
     if hooks is None:
         raise CommandError("no webhook endpoints configured (webhooks.endpoints)")
     box, sender = hooks
-    counts = sender.run(wait_s)
-    for webhook_id, url, attempts, error in box.dead():
-        err.print(f"dead letter: {webhook_id} to {url} after {attempts} attempts: {error}")
-    sender.close()
-    box.close()
+    urls = [e.url for e in sender.endpoints]
+    try:
+        if dead:
+            revived = box.revive(urls, time.time())
+            for webhook_id, url, _, error in revived:
+                err.print(
+                    f"resending dead letter: {webhook_id} to {url} (was: {error})", markup=False
+                )
+            print(f"{len(revived)} dead letters resent")
+        if now:
+            print(f"{box.hasten(urls, time.time())} pending sent now, before their due time")
+        counts = sender.run(wait_s)
+        for webhook_id, url, attempts, error in box.dead():
+            err.print(
+                f"dead letter: {webhook_id} to {url} after {attempts} attempts: {error}",
+                markup=False,
+            )
+    finally:
+        sender.close()
+        box.close()
     print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "nothing queued")
 
 

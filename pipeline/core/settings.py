@@ -65,9 +65,8 @@ class WebhookSettings(_Strict):
     endpoints: list[WebhookEndpointSettings]
     outbox: str
     wait_s: NonNegative
-    max_attempts: PositiveInt
-    first_backoff_s: Positive
-    max_backoff_s: Positive
+    # the delay after each failed attempt; used up, the delivery is a dead letter
+    retry_schedule_s: Annotated[list[Positive], msgspec.Meta(min_length=1)]
     timeout_s: Positive
 
 

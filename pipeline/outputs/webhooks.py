@@ -6,12 +6,14 @@ same action again (a restart, a replay) adds nothing and a receiver can drop rep
 id. Delivery reads the outbox: a POST with `webhook-id`, `webhook-timestamp` and
 `webhook-signature` (HMAC-SHA256 over id, timestamp and body, by the `standardwebhooks`
 package) and a CloudEvents 1.0 JSON body; a 2xx marks the row delivered, a 408, 429 or
-5xx or a network error schedules a retry with exponential backoff and jitter (never
-sooner than the receiver's `Retry-After`), any other status or the end of the retry
-budget makes it a dead letter with the reason. Each endpoint has a worker of its own and
-each attempt a deadline (`timeout_s`, however slowly a receiver answers), so a receiver
-that hangs delays only its own deliveries. A process that stops mid-way leaves the rest
-in the outbox for the next (`lockstep webhooks deliver`).
+5xx or a network error schedules a retry after the next delay of `retry_schedule_s`
+(with jitter, never sooner than the receiver's `Retry-After`: by default over a day, as
+Standard Webhooks senders do, so a receiver down for hours loses nothing), any other
+status or the end of the schedule makes it a dead letter with the reason. Each endpoint
+has a worker of its own and each attempt a deadline (`timeout_s`, however slowly a
+receiver answers), so a receiver that hangs delays only its own deliveries. A process
+that stops mid-way leaves the rest in the outbox for the next (`lockstep webhooks
+deliver`, which can also send dead letters again and pending rows before they are due).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 RETRYABLE = {408, 429}
+JITTER = 0.2  # a retry waits up to this share longer: receivers back up are not stampeded
 
 
 class Endpoint(msgspec.Struct, forbid_unknown_fields=True):
@@ -58,9 +61,8 @@ class Endpoint(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class WebhookPolicy(msgspec.Struct, forbid_unknown_fields=True):
-    max_attempts: int = 8
-    first_backoff_s: float = 1.0
-    max_backoff_s: float = 600.0
+    # the delay after each failed attempt, then a dead letter: 8 attempts over 27.6 h
+    retry_schedule_s: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
     timeout_s: float = 10.0
 
 
@@ -149,6 +151,39 @@ class Outbox:
                 "WHERE webhook_id = ? AND url = ?",
                 (state, attempts, due, error, webhook_id, url),
             )
+
+    def revive(self, urls: list[str], now: float) -> list[tuple[str, str, int, str]]:
+        """Dead letters of the endpoints `urls` pending again, due `now`, their attempts
+        reset so the whole schedule is theirs again (the receiver is back): what they were,
+        (webhook-id, url, attempts, error), for the operator's log."""
+        marks = ", ".join("?" * len(urls))
+        where = f"state = 'dead' AND url IN ({marks})"
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")  # what is listed is what is revived
+            rows = list(
+                self.db.execute(
+                    f"SELECT webhook_id, url, attempts, error FROM outbox WHERE {where} "
+                    "ORDER BY webhook_id, url",
+                    urls,
+                )
+            )
+            self.db.execute(
+                f"UPDATE outbox SET state = 'pending', attempts = 0, due = ? WHERE {where}",
+                [now, *urls],
+            )
+        return rows
+
+    def hasten(self, urls: list[str], now: float) -> int:
+        """Pending rows of the endpoints `urls` not due yet due `now`, whatever the schedule
+        or a `Retry-After` said (an operator who knows the receiver is back); how many."""
+        marks = ", ".join("?" * len(urls))
+        with self.db:
+            cursor = self.db.execute(
+                "UPDATE outbox SET due = ? WHERE state = 'pending' AND due > ? "
+                f"AND url IN ({marks})",
+                [now, now, *urls],
+            )
+            return cursor.rowcount
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
@@ -304,13 +339,14 @@ class Sender:
     def _retry(
         self, outbox: Outbox, webhook_id: str, url: str, attempt: int, error: str, at_least: float
     ) -> None:
-        policy = self.policy
-        if attempt >= policy.max_attempts:
+        """After failed attempt number `attempt`: the schedule's next delay (never less),
+        or a dead letter once the schedule is used up."""
+        schedule = self.policy.retry_schedule_s
+        if attempt > len(schedule):
             reason = f"{error} after {attempt} attempts"
             outbox.mark(webhook_id, url, "dead", attempt, 0, reason)
             return
-        backoff = min(policy.max_backoff_s, policy.first_backoff_s * 2 ** (attempt - 1))
-        delay = max(at_least, backoff * (0.5 + 0.5 * self.rng.random()))  # jitter
+        delay = max(at_least, schedule[attempt - 1] * (1 + JITTER * self.rng.random()))
         outbox.mark(webhook_id, url, "pending", attempt, time.time() + delay, error)
 
 
@@ -383,7 +419,7 @@ def from_settings(cfg: Any, default_outbox: Path) -> tuple[Outbox, Sender] | Non
             if not secret:
                 raise ConfigError(f"webhooks: {e.secret[4:]} is not set (the secret of {e.url})")
         endpoints.append(Endpoint(e.url, secret))
-    policy = WebhookPolicy(cfg.max_attempts, cfg.first_backoff_s, cfg.max_backoff_s, cfg.timeout_s)
+    policy = WebhookPolicy(tuple(cfg.retry_schedule_s), cfg.timeout_s)
     outbox = Outbox(cfg.outbox or default_outbox)
     try:
         return outbox, Sender(outbox, endpoints, policy)
