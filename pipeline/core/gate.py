@@ -64,6 +64,15 @@ class Admitted:
         return sum(len(v) for v in self.by_type.values())
 
 
+class GateMark(msgspec.Struct, array_like=True):
+    """Where a gate stands: the first input position whose ids it may remember, its
+    latest event time, and the events waiting to confirm a jump."""
+
+    remembered_from: int | None
+    max_ts: int
+    ahead: list[int]
+
+
 class Gate:
     def __init__(self, settings: Settings, wall_clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -88,6 +97,17 @@ class Gate:
         if self.max_ts == NO_TIME and self._ahead:
             return max(self._ahead)
         return self.max_ts
+
+    def mark(self) -> GateMark:
+        """What a new owner of this input needs to go on where this gate stands."""
+        return GateMark(self.dedup.remembered_from, self.max_ts, list(self._ahead))
+
+    def resume(self, mark: GateMark) -> None:
+        """Go on from `mark`, once the input from its `remembered_from` position up to
+        where it was taken has been admitted again (its ids are remembered again; the
+        latest event time and a jump waiting for confirmation are the mark's)."""
+        self.max_ts = mark.max_ts
+        self._ahead[:] = mark.ahead
 
     def _land_ahead(self, ts: int) -> None:
         """Count an event a jump ahead of the latest event time (any event, before there is
@@ -120,6 +140,8 @@ class Gate:
         Positions name each input in its source for dead letters: `positions[i]` when
         given (Kafka offsets), else `first_position + i` (line numbers).
         """
+        if positions and positions[0].__class__ is int:
+            self.dedup.note(positions[0])  # type: ignore[arg-type]
         clean = self._admit_clean(raws, positions)
         if clean is not None:
             return clean

@@ -14,6 +14,16 @@ while the last one's sends are in flight. The watermarks of the input
 partitions travel on the last record to each stage partition; when no input arrives, an
 empty batch still reports them every `batch_wait_s`, so stage windows close on an idle
 stream too.
+
+A partition that moves keeps its gate's judgement. Each commit carries, as the offset's
+metadata, the mark of the gate that reached it (`Gate.mark`: the first offset whose ids
+it may remember, its latest event time, a jump waiting for confirmation). The worker
+that takes the partition reads it again from that first offset up to the committed one
+(with a consumer of its own, before the group consumer fetches from the committed
+offset), admitting those records only to remember their ids (nothing is sent), then
+resumes the mark: a redelivery whose original the old owner admitted is dropped, and an event the
+old owner would have called late is late here too, as in replay. (Kafka Streams keeps
+its partition time in commit metadata for the same reason.)
 """
 
 from __future__ import annotations
@@ -35,13 +45,35 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 
+from pipeline.core.gate import GateMark
 from pipeline.core.settings import KafkaSettings
 from pipeline.core.stats import Stats
+from pipeline.distributed.kafka_io import read_ranges
 from pipeline.distributed.runtime import Ingest
 from pipeline.distributed.topics import Topics
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
+_decode_mark = msgspec.json.Decoder(GateMark).decode
+MAX_MARK_BYTES = 3_000  # under the broker's offset.metadata.max.bytes (4096 by default)
+
+
+def encode_mark(mark: GateMark) -> str:
+    """A gate's mark as commit metadata (without the jump in waiting if it is too long)."""
+    text = _encode(mark).decode()
+    if len(text) > MAX_MARK_BYTES:
+        text = _encode(GateMark(mark.remembered_from, mark.max_ts, [])).decode()
+    return text
+
+
+def decode_mark(metadata: str | None) -> GateMark | None:
+    """The mark in commit metadata; None where there is none (or it is not one)."""
+    if not metadata:
+        return None
+    try:
+        return _decode_mark(metadata)
+    except msgspec.DecodeError:
+        return None
 
 
 def _name(tp: TopicPartition) -> str:
@@ -75,6 +107,8 @@ class IngestLoop:
         self._data_since: float | None = None  # when this worker first read an input record
         self._committed_at = 0.0
         self._in_flight: list[asyncio.Future] = []  # sends not yet known to be delivered
+        # partitions read again up to their committed offset, and the mark to resume there
+        self._replaying: dict[TopicPartition, tuple[int, GateMark]] = {}
         self._lock = asyncio.Lock()  # a batch and a rebalance never interleave
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -144,6 +178,12 @@ class IngestLoop:
         for tp, batch in records.items():
             if tp not in owned or not batch:
                 continue  # revoked while in flight: its new owner reads it again
+            done = self._next_offset.get(tp, -1)
+            if batch[0].offset < done:
+                # fetched again after a hand-over or before one: handled here already
+                batch = [r for r in batch if r.offset >= done]
+                if not batch:
+                    continue
             inputs += len(batch)
             if self._data_since is None:
                 self._data_since = time.monotonic()
@@ -213,7 +253,9 @@ class IngestLoop:
         await asyncio.gather(*in_flight)
         owned = self._consumer.assignment()
         offsets = {
-            tp: self._next_offset[tp] for tp in tps if tp in self._next_offset and tp in owned
+            tp: (self._next_offset[tp], self._mark(tp))
+            for tp in tps
+            if tp in self._next_offset and tp in owned
         }
         if offsets:
             await self._consumer.commit(offsets)
@@ -235,6 +277,60 @@ class IngestLoop:
             log.warning("ingest commit refused, the group has moved on: %s", exc)
             self._committed_at = time.monotonic()
 
+    def _mark(self, tp: TopicPartition) -> str:
+        gate = self.ingest.gates.get(_name(tp))
+        return "" if gate is None else encode_mark(gate.mark())
+
+    async def assigned(self, tps: set[TopicPartition]) -> None:
+        """Partitions coming here: each goes on where its last owner committed, after
+        reading again what that owner's gate remembered (see the module's docstring).
+        The reading again is a consumer of its own, so the group consumer's position
+        (the committed offset) and its fetches are left as they are."""
+        consumer = self._consumer
+        assert consumer is not None
+        if not tps:
+            return
+        async with self._lock:
+            # the public `committed` drops the metadata this needs
+            committed = await consumer._coordinator.fetch_committed_offsets(tps)
+            ranges = {}
+            for tp, at in committed.items():
+                start = self.take_over(tp, at.offset, at.metadata)
+                if start is not None:
+                    ranges[tp] = (start, at.offset)
+            if not ranges:
+                return
+            try:
+                seen = await read_ranges(self.kafka.broker, ranges)
+            except Exception as exc:  # the broker went away: judge from the mark alone
+                log.warning("could not read again what the last owner remembered: %s", exc)
+                seen = {}
+            for tp in ranges:
+                self.reread(tp, seen.get(tp, []))
+
+    def take_over(self, tp: TopicPartition, committed: int, metadata: str) -> int | None:
+        """Go on from the mark committed with `tp`'s offset: at once, or after reading
+        again from the offset this returns up to `committed` (`reread`)."""
+        mark = decode_mark(metadata)
+        if mark is None or committed < 0:
+            return None
+        self._next_offset[tp] = committed
+        start = mark.remembered_from
+        if start is None or start >= committed:
+            self.ingest.gate(_name(tp)).resume(mark)
+            return None
+        self._replaying[tp] = (committed, mark)
+        return start
+
+    def reread(self, tp: TopicPartition, records: list) -> None:
+        """Admit the records the old owner already handled, only for their ids (they
+        were sent before), then resume the old owner's mark."""
+        until, mark = self._replaying.pop(tp)
+        seen = [r for r in records if r.offset < until]
+        if seen:
+            self.ingest.admit(_name(tp), [r.value or b"" for r in seen], [r.offset for r in seen])
+        self.ingest.gate(_name(tp)).resume(mark)
+
     async def revoked(self, tps: set[TopicPartition]) -> None:
         """Commit what was processed of the partitions leaving, and forget their gates."""
         async with self._lock:
@@ -242,6 +338,7 @@ class IngestLoop:
                 await self._commit([tp for tp in tps if tp in self._next_offset])
             for tp in tps:
                 self._next_offset.pop(tp, None)
+                self._replaying.pop(tp, None)
                 self._idle_since.pop(_name(tp), None)
                 self.ingest.gates.pop(_name(tp), None)
 
@@ -257,4 +354,4 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.loop.revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        return None
+        await self.loop.assigned(set(assigned))

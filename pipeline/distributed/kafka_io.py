@@ -1,4 +1,5 @@
-"""Reading a whole topic from the beginning to its current end, with a plain consumer."""
+"""Reading topics with a plain consumer (no group): a whole topic to its current end, or
+ranges of partitions."""
 
 from __future__ import annotations
 
@@ -57,6 +58,44 @@ async def read_to_end(
                 records.extend(batch)
             remaining = {tp for tp in remaining if await consumer.position(tp) < ends[tp]}
         return records
+    finally:
+        with contextlib.suppress(asyncio.CancelledError):  # aiokafka cancels its idle task
+            await consumer.stop()
+
+
+async def read_ranges(
+    bootstrap: str, ranges: dict[TopicPartition, tuple[int, int]], wait_s: float = 60.0
+) -> dict[TopicPartition, list[ConsumerRecord]]:
+    """The records of each partition from `start` up to (not including) `until`, or from
+    the earliest the broker still keeps where retention has removed the start. Raises
+    KafkaTimeoutError if that takes more than `wait_s`."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        tps = list(ranges)
+        consumer.assign(tps)
+        firsts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        stops = {tp: min(ranges[tp][1], ends[tp]) for tp in tps}
+        out: dict[TopicPartition, list[ConsumerRecord]] = {tp: [] for tp in tps}
+        remaining = set()
+        for tp in tps:
+            start = max(ranges[tp][0], firsts[tp])
+            if start < stops[tp]:
+                consumer.seek(tp, start)
+                remaining.add(tp)
+        deadline = time.monotonic() + wait_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise KafkaTimeoutError(
+                    f"reading {sorted(map(str, remaining))} took over {wait_s} s"
+                )
+            for tp, batch in (await consumer.getmany(*remaining, timeout_ms=500)).items():
+                out[tp].extend(r for r in batch if r.offset < stops[tp])
+            remaining = {tp for tp in remaining if await consumer.position(tp) < stops[tp]}
+        return out
     finally:
         with contextlib.suppress(asyncio.CancelledError):  # aiokafka cancels its idle task
             await consumer.stop()

@@ -69,11 +69,15 @@ class Ingest:
         self.topics = topics
         self.gates: dict[str, Gate] = {}
 
-    def admit(self, tp: str, raws: list[bytes], offsets: list[int]) -> Admitted:
+    def gate(self, tp: str) -> Gate:
+        """Input partition `tp`'s gate (new the first time)."""
         gate = self.gates.get(tp)
         if gate is None:
             gate = self.gates[tp] = Gate(self.settings)
-        admitted = gate.admit(raws, tp, positions=offsets)
+        return gate
+
+    def admit(self, tp: str, raws: list[bytes], offsets: list[int]) -> Admitted:
+        admitted = self.gate(tp).admit(raws, tp, positions=offsets)
         admitted.source = tp
         return admitted
 
