@@ -10,8 +10,9 @@ contract's readers, `read_finding` and `read_action`, decide) or that the trail 
 store is written to `OUT/dead_letter.jsonl` with its reason, topic, partition and offset,
 and the sink goes on: a record that stopped the sink would stop it again each time it
 started, since the batch is re-read. A crash re-reads a batch: the trail and the outbox
-take each id once, and readers of the actions file drop repeated action_ids (the throttle
-table does).
+take each id once, and so do the JSON lines files: opened to append, each cuts off a line
+a kill tore and skips the findings and actions its last lines hold (`jsonl_sink`, sized by
+BATCH_RECORDS). Dead letters of a re-read batch are written again.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pipeline.distributed.kafka_io import partitions_of
 from pipeline.distributed.topics import Topics, ensure_topics
 from pipeline.enforcement.audit import UnstorableRecord, storable
 from pipeline.outputs.fanout import Fanout
+from pipeline.outputs.jsonl_sink import BATCH_RECORDS
 
 
 class _Batch:
@@ -90,7 +92,7 @@ async def run_sink(settings: Settings, out: Path, audit: str | None, stop: async
     taken = 0
     try:
         while not stop.is_set():
-            got = await consumer.getmany(timeout_ms=500, max_records=5000)
+            got = await consumer.getmany(timeout_ms=500, max_records=BATCH_RECORDS)
             if not got:
                 continue
             batch = _Batch()

@@ -34,10 +34,11 @@ class Fanout(Sink):
         append: bool = False,
         publish: bool = True,
     ) -> Fanout:
-        """The JSON lines files in `out` (`append`: added to, else started anew), the audit
-        trail (`audit`, by default OUT/audit.sqlite, started anew when `fresh`), with
-        webhook endpoints the webhook outbox, and with `publish` and `publish.broker` set
-        the Kafka topics (`lockstep sink` reads those, so it does not publish)."""
+        """The JSON lines files in `out` (`append`: added to, each finding and action once
+        across restarts, else started anew), the audit trail (`audit`, by default
+        OUT/audit.sqlite, started anew when `fresh`), with webhook endpoints the webhook
+        outbox, and with `publish` and `publish.broker` set the Kafka topics (`lockstep
+        sink` reads those, so it does not publish)."""
         # first: a broker that cannot be reached stops the run before it writes anything
         kafka = kafka_publish.from_settings(settings) if publish else None
         files = JsonlSink(out, append)
