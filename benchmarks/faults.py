@@ -40,6 +40,7 @@ again; `broker` restarts the broker (kafka.sh stop, then start on the same data
 directory); `postgres` restarts the audit database (pg_ctl stop -m fast, start) while the
 sink writes; `webhook` takes the receiver down (connection refused, or 503 on alternate
 cycles) while one hour of event time passes through the workers' watermark, then back up
+(the sink retries on the project's schedule compressed as the world's time is, `hook_schedule`)
 (the stream waits 5 minutes of event time past each outage until its check is done);
 a 6-hour world holds 4 such cycles, so its cycles are spread over worlds of seeds N, N+1,
 ... Every process the campaign starts is supervised as `restart: unless-stopped` would
@@ -870,6 +871,7 @@ class Run:
             "webhooks:\n"
             f'  endpoints: [{{url: "{self.receiver.url(self.hook_path)}", '
             'secret: "env:FAULTS_HOOK_SECRET"}]\n'
+            f"  retry_schedule_s: {json.dumps(hook_schedule(world))}\n"
         )
         self.env = {
             **code.env,
@@ -1169,6 +1171,16 @@ def run_webhook_cycles(run: Run, n: int) -> list[Cycle]:
         )
     producer.limit = total
     return cycles
+
+
+def hook_schedule(world: World) -> list[float]:
+    """The project's retry schedule, compressed as the webhook worlds compress event time
+    (their 6 hours pass in `HOOK_WORLD_S`): an outage of an hour of event time meets the
+    retries a receiver down for an hour meets in production."""
+    from pipeline.core.settings import load_settings
+
+    squeeze = (world.end_ms - world.start_ms) / 1000 / HOOK_WORLD_S
+    return [round(s / squeeze, 3) for s in load_settings().webhooks.retry_schedule_s]
 
 
 def _clock(ms: int) -> str:
