@@ -261,3 +261,32 @@ def test_a_new_owner_judges_no_window_its_key_already_closed() -> None:
     second.apply(_record(events[moved:], {"in:0": (events[-1].ts, False)}, offsets), "s")
     assert len(judged) == len(set(judged)), "a window judged twice"
     assert judged == embedded
+
+
+def test_stage_records_stay_under_the_broker_limit_however_large_the_events() -> None:
+    """A thousand long comments (the contract allows 10,000 characters) would make one
+    stage record of up to 30 MB, which the producer refuses (the ingest task, and the
+    worker, died).
+    Records are cut by size too, in order, the watermarks on the last one only."""
+    from pipeline.distributed.runtime import STAGE_RECORD_BYTES
+
+    stages = [s for s in build_stages(SETTINGS) if s.detector == "duplicate_content"]
+    ingest = Ingest(SETTINGS, stages, TOPICS)
+    text = "字" * 9_000  # under the contract's 10,000 characters, 27 kB in UTF-8
+    raws = [
+        json.dumps(
+            {"event_id": f"c{i}", "type": "comment", "ts": T0 + i, "actor": f"u{i}",
+             "target": "acct", "content_id": "acct/p0", "text": text}
+        ).encode()
+        for i in range(200)
+    ]  # fmt: skip
+    admitted = ingest.admit("in:0", raws, list(range(200)))
+    assert admitted.events == 200
+    records = [r for _, _, r in ingest.pack([admitted], {"in:0": False})]
+    assert all(len(r) <= STAGE_RECORD_BYTES for r in records)
+    batches = [decode_batch(r) for r in records]
+    assert [b.watermarks != {} for b in batches if b.events].count(True) == 1
+    assert batches[-1].watermarks
+    offsets = [o for b in batches for o in b.offsets]
+    assert offsets == list(range(200))
+    assert sum(c for b in batches for _, c in b.sources) == 200

@@ -13,7 +13,7 @@ import faust
 import pytest
 from faust.types import TP
 
-from pipeline.distributed.worker import PartitionTable
+from pipeline.distributed.worker import PART_BYTES, PartitionTable
 
 
 def _table(store: str, datadir: Path) -> tuple[faust.Table, list[tuple]]:
@@ -43,3 +43,25 @@ def test_a_write_back_between_events_lands_in_its_partition(store: str, tmp_path
     assert sent == [(2, "k1", b"one"), (2, "k2", b"two"), (2, "k1", None)]
     if store == "rocksdb://":
         assert set(table.data._dbs) == {2}  # partition 2's database, no other
+
+
+@pytest.mark.parametrize("store", ["rocksdb://", "memory://"])
+def test_a_state_larger_than_a_changelog_record_is_stored_in_parts(
+    store: str, tmp_path: Path
+) -> None:
+    """Before, one key's state over 1 MB (duplicate_content's one key, its window of
+    texts and its learned models, on the 6-hour world) was refused by the producer and
+    every stage agent of the worker crashed."""
+    table, sent = _table(store, tmp_path)
+    view = PartitionTable(table, 2)
+    big = bytes(range(256)) * (5 * PART_BYTES // 256 // 2)  # two and a half parts
+    view["texts"] = big
+    assert all(len(v) <= PART_BYTES for _, _, v in sent if v is not None)
+    assert view["texts"] == big and list(view) == ["texts"] and len(view) == 1
+    reopened = PartitionTable(table, 2)  # a restarted worker's view of the same store
+    assert reopened["texts"] == big
+    reopened["texts"] = b"small"
+    assert reopened["texts"] == b"small" and list(table.data.keys()) == ["texts"]
+    reopened["texts"] = big
+    del reopened["texts"]
+    assert list(table.data.keys()) == []

@@ -120,7 +120,8 @@ class Ingest:
             topic = self.topics.stage(stage.detector)
             for partition, bucket in enumerate(buckets):
                 for record in bucket.records(watermarks, max_events):
-                    yield topic, partition, _encode_batch(record)
+                    for data in _encoded(record, STAGE_RECORD_BYTES):
+                        yield topic, partition, data
 
 
 def pack_derived(
@@ -237,6 +238,25 @@ class _Bucket:
             start = end
         rest = [(source, count) for source, count in runs if count]
         yield StageBatch(events[start:], watermarks, rest, offsets[start:])
+
+
+STAGE_RECORD_BYTES = 512 << 10  # a stage record at most (the broker's limit is 1 MiB)
+
+
+def _encoded(batch: StageBatch, max_bytes: int) -> Iterator[bytes]:
+    """`batch` as one record, or as several in order if it would exceed `max_bytes`
+    (events near `input.max_event_bytes` each); the last one carries the watermarks."""
+    data = _encode_batch(batch)
+    if len(data) <= max_bytes or len(batch.events) <= 1:
+        yield data
+        return
+    half = len(batch.events) // 2
+    runs = [[source, count] for source, count in batch.sources]
+    first = StageBatch(batch.events[:half], {}, _take(runs, half), batch.offsets[:half])
+    rest = [(source, count) for source, count in runs if count]
+    last = StageBatch(batch.events[half:], batch.watermarks, rest, batch.offsets[half:])
+    yield from _encoded(first, max_bytes)
+    yield from _encoded(last, max_bytes)
 
 
 def _take(runs: list[list], n: int) -> list[tuple[str, int]]:

@@ -98,32 +98,69 @@ def _at_partition(partition: int) -> Iterator[None]:
         streams._current_event.reset(token)
 
 
+PART_BYTES = 512 << 10  # a changelog record at most (Faust's producer takes 1,000,000 bytes)
+_HEAD = b"\x00parts:"  # a state stored in parts; a pickle never starts with a NUL byte
+
+
+def _part_key(key: str, i: int) -> str:
+    return f"\x00{key}\x00{i}"  # a NUL first: no event's key, skipped when iterating
+
+
 class PartitionTable(MutableMapping[str, bytes]):
     """One stage partition's view of a Faust table. A stage agent writes state once per
     round of several records, outside Faust's per-record iteration, where the table
-    cannot tell the changelog partition from the current event: here it is explicit."""
+    cannot tell the changelog partition from the current event: here it is explicit.
+
+    A state larger than a changelog record may be (a stage with one key, its window's
+    texts and its learned models) is stored in parts of `PART_BYTES`, under keys of
+    their own, and a head naming how many."""
 
     def __init__(self, table: Any, partition: int) -> None:
         self.table = table
         self.partition = partition
+        self._parts: dict[str, int] = {}  # keys stored in parts, and how many
 
     def __getitem__(self, key: str) -> bytes:
-        return self.table.data[key]
+        value: bytes = self.table.data[key]
+        if not value.startswith(_HEAD):
+            return value
+        n = int(value[len(_HEAD) :])
+        self._parts[key] = n
+        return b"".join(self.table.data[_part_key(key, i)] for i in range(n))
 
     def __setitem__(self, key: str, value: bytes) -> None:
+        before = self._parts.pop(key, 0)
+        n = 0
+        if len(value) > PART_BYTES:
+            n = -(-len(value) // PART_BYTES)
+            for i in range(n):
+                self._put(_part_key(key, i), value[i * PART_BYTES : (i + 1) * PART_BYTES])
+            self._parts[key] = n
+            value = _HEAD + str(n).encode()
+        self._put(key, value)
+        for i in range(n, before):
+            self._drop(_part_key(key, i))
+
+    def __delitem__(self, key: str) -> None:
+        for i in range(self._parts.pop(key, 0)):
+            self._drop(_part_key(key, i))
+        self._drop(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (k for k in self.table.data if not k.startswith("\x00"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def _put(self, key: str, value: bytes) -> None:
         self.table.send_changelog(self.partition, key, value)
         with _at_partition(self.partition):
             self.table.data[key] = value
 
-    def __delitem__(self, key: str) -> None:
+    def _drop(self, key: str) -> None:
         self.table.send_changelog(self.partition, key, None, value_serializer="raw")
-        del self.table.data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.table.data.keys())
-
-    def __len__(self) -> int:
-        return len(self.table.data)
+        with contextlib.suppress(KeyError):
+            del self.table.data[key]
 
 
 class EmittedActions:
