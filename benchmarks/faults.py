@@ -871,7 +871,7 @@ class Run:
             "webhooks:\n"
             f'  endpoints: [{{url: "{self.receiver.url(self.hook_path)}", '
             'secret: "env:FAULTS_HOOK_SECRET"}]\n'
-            f"  retry_schedule_s: {json.dumps(hook_schedule(world))}\n"
+            f"  retry_schedule_s: {json.dumps(hook_schedule(world, code))}\n"
         )
         self.env = {
             **code.env,
@@ -1173,14 +1173,15 @@ def run_webhook_cycles(run: Run, n: int) -> list[Cycle]:
     return cycles
 
 
-def hook_schedule(world: World) -> list[float]:
-    """The project's retry schedule, compressed as the webhook worlds compress event time
+def hook_schedule(world: World, code: Code) -> list[float]:
+    """The snapshot's retry schedule, compressed as the webhook worlds compress event time
     (their 6 hours pass in `HOOK_WORLD_S`): an outage of an hour of event time meets the
     retries a receiver down for an hour meets in production."""
-    from pipeline.core.settings import load_settings
+    import yaml
 
+    config = yaml.safe_load((code.root / "lockstep_config" / "lockstep.yaml").read_text())
     squeeze = (world.end_ms - world.start_ms) / 1000 / HOOK_WORLD_S
-    return [round(s / squeeze, 3) for s in load_settings().webhooks.retry_schedule_s]
+    return [round(s / squeeze, 3) for s in config["webhooks"]["retry_schedule_s"]]
 
 
 def _clock(ms: int) -> str:
