@@ -561,6 +561,20 @@ class Proc:
         if self.popen is not None:
             self.popen.wait(timeout=30)
 
+    def dump_stacks(self) -> None:
+        """Where a process that will not stop is stuck: every thread's stack, appended to
+        its log (py-spy, if installed; `pip install py-spy`)."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        if self.popen is None or not Path(spy).exists():
+            return
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            proc = subprocess.run(
+                [spy, "dump", "--pid", str(self.popen.pid)],
+                capture_output=True, text=True, timeout=30, check=False,
+            )  # fmt: skip
+            with open(self.log_path, "a") as log_file:
+                log_file.write(f"--- stacks (py-spy) while ignoring SIGTERM\n{proc.stdout}\n")
+
     def stop(self, timeout: float = 60.0) -> float:
         """SIGTERM and wait (SIGKILL after `timeout`); seconds it took."""
         started = time.monotonic()
@@ -572,6 +586,7 @@ class Proc:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 log(f"{self.name} ignored SIGTERM for {timeout:g} s: SIGKILL")
+                self.dump_stacks()
                 self.popen.kill()
                 self.popen.wait(timeout=30)
         return time.monotonic() - started
