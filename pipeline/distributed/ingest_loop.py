@@ -139,13 +139,25 @@ class IngestLoop:
                     if time.monotonic() - self._committed_at >= kafka.commit_interval_s:
                         await self._commit_or_rejoin()
         finally:
-            async with self._lock:
-                with contextlib.suppress(Exception):
-                    await self._commit(list(self._next_offset))
+            await self._close()
+
+    async def _close(self) -> None:
+        """The last commit, then the clients stopped, each in bounded time."""
+        try:
+            await asyncio.wait_for(self._last_commit(), STOP_COMMIT_S)
+        except (Exception, asyncio.CancelledError) as exc:  # its owner reads it again
+            log.warning("ingest stopping without its last commit: %r", exc)
+        for client in (self._consumer, self._producer):
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._consumer.stop()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._producer.stop()
+                await asyncio.wait_for(client.stop(), STOP_CLIENT_S)  # type: ignore[union-attr]
+
+    async def _last_commit(self) -> None:
+        """What was handled, committed on the way out. Bounded by the caller: in the middle
+        of a rebalance the group may hold a commit back while its listener waits for this
+        loop, and a worker told to stop must stop (what is not committed is read again by
+        the partitions' next owner, and counted once)."""
+        async with self._lock:
+            await self._commit(list(self._next_offset))
 
     async def _next_batch(self) -> dict[TopicPartition, list]:
         """Up to `batch_size` records, or what arrived within `batch_wait_s`: one fetch
@@ -343,6 +355,8 @@ class IngestLoop:
                 self.ingest.gates.pop(_name(tp), None)
 
 
+STOP_COMMIT_S = 10.0  # the last commit on the way out, at most
+STOP_CLIENT_S = 10.0  # closing the consumer, and the producer, at most
 IDLE_PATIENCE = 12  # idle periods a worker that has read nothing waits before any idleness
 
 
