@@ -32,6 +32,12 @@ ALLOWED: dict[str, set[str]] = {
         "pipeline.outputs",
         "pipeline.distributed.topics",
     },
+    "pipeline.console": {
+        "pipeline.contract",
+        "pipeline.core",
+        "pipeline.enforcement",
+        "pipeline.serve",
+    },
     "pipeline.topology": {"pipeline.core", "pipeline.detectors", "pipeline.enforcement"},
     "pipeline.embedded": {
         "models",

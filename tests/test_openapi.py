@@ -1,16 +1,19 @@
 """The HTTP APIs describe themselves in OpenAPI, and keep to it on any input.
 
-The real servers (`lockstep review serve`, `lockstep throttle serve`) run on loopback;
+The real servers (`lockstep review serve`, `lockstep throttle serve`, `lockstep console`)
+run on loopback;
 schemathesis reads each one's GET /openapi.json and sends every operation requests made
 from it, valid and invalid, and checks each answer: no 5xx, a status, content type,
 headers and body the document gives, invalid input refused with a 4xx and valid input
 not, and no traceback in the server's log. The review desk is tried with its token (and
 schemathesis checks that the same request without it is refused) and without it (every
-request but a GET of the document is a 401). Each router and its document list the same routes.
+request but a GET of the document is a 401), and so is the console (but its login page and
+login). Each router and its document list the same routes.
 
 The run is deterministic (schemathesis's coverage cases, in order, then Hypothesis
 derandomized, no example database) and bounded: MAX_EXAMPLES valid and MAX_EXAMPLES
-invalid requests an operation beside its coverage cases, the whole file in about 25 s.
+invalid requests an operation beside its coverage cases (CONSOLE_EXAMPLES for the
+console's many), the whole file in about 40 s.
 schemathesis's own pytest plugin (`from_fixture`) is not used: it breaks on pytest 9.2.
 """
 
@@ -157,7 +160,30 @@ class Known:
         return case
 
 
-def _served(server: Server, known: Known) -> Any:
+class KnownAll:
+    """Several parameters' known values, aimed at together."""
+
+    def __init__(self, *known: Known) -> None:
+        self.known = known
+
+    def hook(self) -> Callable[..., Any]:
+        hooks = [k.hook() for k in self.known]
+
+        def flatmap_case(ctx: Any, case: Case) -> st.SearchStrategy[Case]:
+            strategy = st.just(case)
+            for each in hooks:
+                strategy = strategy.flatmap(lambda c, each=each: each(ctx, c))
+            return strategy
+
+        return flatmap_case
+
+    def aim(self, case: Case, turn: int) -> Case:
+        for k in self.known:
+            k.aim(case, turn)
+        return case
+
+
+def _served(server: Server, known: Known | KnownAll) -> Any:
     """The schema the server serves, loaded by schemathesis from its /openapi.json."""
     schema = schemathesis.openapi.from_url(f"{server.base}/openapi.json", config=_config(server))
     schema.hook(known.hook())
@@ -178,7 +204,13 @@ def _operations(document: dict[str, Any]) -> list[str]:
     return [f"{method.upper()} {path}" for method, path in _documented(document)]
 
 
-def _fuzz(schema: Any, operation: str, known: Known, test: Callable[[Case], None]) -> None:
+def _fuzz(
+    schema: Any,
+    operation: str,
+    known: Known | KnownAll,
+    test: Callable[[Case], None],
+    examples: int = MAX_EXAMPLES,
+) -> None:
     """`test` on the requests schemathesis makes for `operation` ("POST /v1/appeals"), the
     same on every run: its coverage cases (each boundary and each way to be invalid, other
     methods included), then MAX_EXAMPLES invalid ones (if it takes any input) and
@@ -197,7 +229,7 @@ def _fuzz(schema: Any, operation: str, known: Known, test: Callable[[Case], None
     for mode in (GenerationMode.NEGATIVE, GenerationMode.POSITIVE)[0 if takes else 1 :]:
         strategy = api_operation.as_strategy(generation_mode=mode)
 
-        @settings(max_examples=MAX_EXAMPLES, derandomize=True, deadline=None, database=None,
+        @settings(max_examples=examples, derandomize=True, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))  # fmt: skip
         @given(case=strategy)
         def each(case: Case) -> None:
@@ -338,6 +370,128 @@ def test_each_server_serves_its_document_the_hooks_with_the_bounds_it_runs_with(
     assert document["paths"]["/v1/ratelimit"]["post"]["requestBody"]["x-max-body-bytes"] == 4096
 
 
+# The console over a run's outputs: a ring whose members' measures are held, an account
+# warned and appealing, all in the findings, the actions and the trail.
+
+CONSOLE_EXAMPLES = 5  # valid ones, then invalid ones, an operation: the console has many
+
+
+def _console_outputs(out: Path) -> KnownAll:
+    """A run's outputs in `out`, consistent in its files and its trail; the values its
+    requests can name."""
+    from pipeline.console.cases import case_id
+    from pipeline.contract.findings import make_finding
+    from pipeline.serve.review_api import Appeal
+
+    now = int(time.time() * 1000)
+    ring = make_finding(
+        detector="lockstep_group", article="18(4)", subject_type="group", subject_id="ring-1",
+        window_start=now - 600_000, window_end=now, score=0.9, severity="high",
+        members=["m1", "m2", "m3"], evidence={"target": "star", "members": 3, "explanation":
+        "3 accounts acted together", "rounds": [{"content_id": "p1", "start": now - 600_000,
+        "end": now - 300_000, "actors": 3, "members": 3}]},
+    )  # fmt: skip
+    burst = make_finding(
+        detector="follower_jump", article="12", subject_type="account", subject_id="star",
+        window_start=now - 300_000, window_end=now, score=0.97, severity="critical",
+        members=["b1", "b2"], evidence={"observed": 300, "expected": 2.0, "explanation": "300"},
+    )  # fmt: skip
+
+    def action(action_id: str, measure: str, mode: str, finding: Any, subject: str) -> Action:
+        lasts = measure == "restrict_functions"  # the others do not expire
+        return Action(action_id=action_id, action=measure, subject_type="account",
+                      subject_id=subject, basis=["18", "19"], finding_ids=[finding.finding_id],
+                      mode=mode, ts=now, expires_at=now + WEEK_MS if lasts else None,
+                      params={"rule": "r"})  # type: ignore[arg-type]  # fmt: skip
+
+    actions = [action(f"r-{m}", "restrict_functions", "review", ring, m) for m in ring.members]
+    actions += [action(f"h-{m}", "human_review", "review", ring, m) for m in ring.members]
+    actions += [action("w-star", "warn", "enforce", burst, "star"),
+                action("h-star", "human_review", "enforce", burst, "star")]  # fmt: skip
+    appeal = Appeal(appeal_id="ap-star", action_id="w-star", appellant="star", reason="mine",
+                    ts=now)  # fmt: skip
+    (out / "findings.jsonl").write_bytes(
+        b"".join(msgspec.json.encode(f) + b"\n" for f in (ring, burst))
+    )
+    (out / "actions.jsonl").write_bytes(b"".join(msgspec.json.encode(a) + b"\n" for a in actions))
+    trail = open_audit(str(out / "audit.sqlite"))
+    trail.append("finding", [ring, burst], "finding_id")
+    trail.append("action", actions, "action_id")
+    trail.append("appeal", [appeal], "appeal_id")
+    trail.close()
+    cases = [
+        case_id("group", "ring-1", ring.finding_id),
+        case_id("account", "star", burst.finding_id),
+    ]
+    return KnownAll(
+        Known(ParameterLocation.PATH, "case_id", cases),
+        Known(ParameterLocation.PATH, "action_id", [a.action_id for a in actions]),
+        Known(ParameterLocation.PATH, "appeal_id", ["ap-star"]),
+        Known(ParameterLocation.PATH, "account_id", ["star", "m1", "b1"]),
+    )
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, KnownAll]]:
+    out = tmp_path_factory.mktemp("console")
+    known = _console_outputs(out)
+    env = {**os.environ, "LOCKSTEP_REVIEW_TOKEN": TOKEN}
+    server = Server(out / "stderr.log", "console", "--out", str(out), env=env)
+    yield server, known
+    assert "Traceback" not in server.stop()
+
+
+@pytest.fixture(scope="module")
+def console_schema(console: tuple[Server, KnownAll]) -> Any:
+    return _served(*console)
+
+
+def _console_document() -> dict[str, Any]:
+    from pipeline.console.api import document
+
+    return document(load_settings(None))
+
+
+CONSOLE_OPERATIONS = _operations(_console_document())
+CONSOLE_PUBLIC = {"GET /openapi.json": [200], "GET /login": [200],
+                  "POST /login": [400, 401, 413]}  # fmt: skip
+
+
+@pytest.mark.parametrize("operation", CONSOLE_OPERATIONS)
+def test_the_console_keeps_to_its_document_with_the_token(
+    console: tuple[Server, KnownAll], console_schema: Any, operation: str
+) -> None:
+    """A login is refused (401) to every generated credential: valid, yet not accepted."""
+    server, known = console
+    checks = [c for c in STRICT if operation != "POST /login" or c is not positive_data_acceptance]
+
+    def test(case: Case) -> None:
+        case.call_and_validate(headers=AUTH, checks=[*checks, ignored_auth])
+        _no_traceback(server)
+
+    _fuzz(console_schema, operation, known, test, CONSOLE_EXAMPLES)
+
+
+@pytest.mark.parametrize("operation", CONSOLE_OPERATIONS)
+def test_the_console_refuses_every_request_without_a_login(
+    console: tuple[Server, KnownAll], console_schema: Any, operation: str
+) -> None:
+    server, known = console
+
+    def test(case: Case) -> None:
+        case.headers = {k: v for k, v in (case.headers or {}).items() if k != "Authorization"}
+        answer = case.call_and_validate(checks=CONFORMANCE)
+        public = CONSOLE_PUBLIC.get(f"{case.method} {case.operation.path}", [401])
+        assert answer.status_code in public, answer.text
+        _no_traceback(server)
+
+    _fuzz(console_schema, operation, known, test, CONSOLE_EXAMPLES)
+
+
+def test_the_console_serves_its_document(console: tuple[Server, KnownAll]) -> None:
+    assert httpx.get(f"{console[0].base}/openapi.json").json() == _console_document()
+
+
 # The documents cannot drift from the routers.
 
 
@@ -355,6 +509,13 @@ def test_every_route_is_documented_and_every_documented_route_is_served(tmp_path
     desk = review_api.app(review_api.Reviews(trail, lambda actions: None), TOKEN)
     assert _routes(desk) == set(_documented(review_api.document()))
     trail.close()
+    from pipeline.console.api import console_app
+    from pipeline.enforcement.policy import load_policy
+
+    (tmp_path / "findings.jsonl").write_bytes(b"")
+    settings = load_settings(None)
+    console = console_app(tmp_path, str(tmp_path / "audit.sqlite"), settings, load_policy(), TOKEN)
+    assert _routes(console) == set(_documented(_console_document()))
     limits = load_settings(None).throttle
     table = throttle.ThrottleTable()
     hook = throttle.app(table, time.time, throttle.ThrottleMetrics(table), settings=limits)

@@ -519,3 +519,75 @@ def sink(
     settings = _settings(config)
     with reporting(*cannot_consume_from(settings.kafka.broker)):
         run_sink(settings, out, audit)
+
+
+console_app = typer.Typer(
+    invoke_without_command=True,
+    help="The web console over a run's outputs: cases, decisions, look-ups.",
+)
+app.add_typer(console_app, name="console")
+
+
+@console_app.callback()
+def console(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="The run's (or the sink's) output directory.")
+    ] = None,
+    audit: Annotated[
+        str | None,
+        typer.Option("--audit", help="Audit store (default OUT/audit.sqlite; or postgresql://)."),
+    ] = None,
+    config: ConfigOpt = None,
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8088,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    kafka: Annotated[
+        bool, typer.Option("--kafka", help="Publish new actions on the actions topic.")
+    ] = False,
+) -> None:
+    """Serve the console over OUT, following its files and trail as they grow; a login
+    (the review token, or console.users) is needed for everything but /openapi.json."""
+    import os
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if out is None:
+        raise CommandError("lockstep console needs --out DIR: the outputs of a run or a sink")
+    from pipeline.console.api import serve
+    from pipeline.core.settings import policy_path
+    from pipeline.enforcement.policy import load_policy
+
+    settings = _settings(config)
+    token, secret = settings.review.token, settings.console.session_secret
+    token = os.environ.get(token[4:], "") if token.startswith("env:") else token
+    secret = os.environ.get(secret[4:], "") if secret.startswith("env:") else secret
+    if not token and not settings.console.users:
+        raise CommandError(
+            f"nobody can log in: set {settings.review.token[4:] or 'review.token'} "
+            "or configure console.users"
+        )
+    if not out.is_dir():
+        raise CommandError(f"no directory {out} for the outputs")
+    target = audit or str(out / "audit.sqlite")
+    if "://" not in target and not Path(target).exists():
+        raise CommandError(f"no audit store at {target}")
+    policy = load_policy(policy_path(settings))
+    serve(out, target, settings, policy, token, secret, host, port, kafka)
+
+
+@console_app.command("hash-password")
+def console_hash_password(
+    stdin: Annotated[
+        bool, typer.Option("--stdin", help="Read the password from standard input (one line).")
+    ] = False,
+) -> None:
+    """Print a password's hash, for a user's `password` in console.users."""
+    from pipeline.console.auth import hash_password
+
+    if stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not password:
+        raise CommandError("an empty password is no password")
+    print(hash_password(password))

@@ -79,6 +79,25 @@ class ReviewSettings(_Strict):
     token: str  # bearer token of the review API; env:NAME reads it from NAME
 
 
+class ConsoleUser(_Strict):
+    """One person who may log in to the console: a name, a role, a password hash."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+    role: Literal["viewer", "reviewer"]  # viewers read; reviewers also decide
+    password: str  # `lockstep console hash-password`'s output, never the password itself
+
+
+class ConsoleSettings(_Strict):
+    users: list[ConsoleUser]
+    session_secret: str  # "": a random one per process; env:NAME reads it from NAME
+    session_ttl_s: PositiveInt
+    secure_cookies: bool
+    page_size: PositiveInt
+    max_page_size: Annotated[int, msgspec.Meta(ge=1, le=1000)]  # a page is one response
+    refresh_s: Positive
+    verify_every_s: Positive
+
+
 class ThrottleSettings(_Strict):
     max_descriptors: PositiveInt  # checks in one POST /v1/ratelimit at most
     max_body_bytes: PositiveInt
@@ -125,6 +144,7 @@ class Settings(_Strict):
     webhooks: WebhookSettings
     publish: PublishSettings
     review: ReviewSettings
+    console: ConsoleSettings
     throttle: ThrottleSettings
     run: RunSettings
     kafka: KafkaSettings
@@ -173,6 +193,13 @@ def _check(settings: Settings) -> None:
     for e in settings.webhooks.endpoints:
         if not e.url.startswith(("http://", "https://")):
             raise ConfigError(f"webhooks: endpoint url must be http(s)://, not {e.url!r}")
+    console = settings.console
+    if console.page_size > console.max_page_size:
+        raise ConfigError("console: page_size must be at most max_page_size")
+    if len({u.name for u in console.users}) < len(console.users):
+        raise ConfigError("console: users: two users with one name")
+    if any(u.name == "review-token" for u in console.users):  # what the token's records say
+        raise ConfigError("console: users: review-token is the review token's name")
     cut = settings.severity
     if not cut.low <= cut.medium <= cut.high <= cut.critical:
         raise ConfigError("severity: need 0 <= low <= medium <= high <= critical <= 1")

@@ -1,0 +1,377 @@
+"""What the console shows of one case, of one account, and of the run as a whole.
+
+A case view puts together what a reviewer needs to decide: the one-line explanation and
+the numbers behind it, the subject's activity over time (`series`), the members and what
+is known of each, what they share, for a ring the rounds it worked (`picture`), the actions
+with where each stands, the appeals, the case's records in the audit trail with the
+chain's last verification, and the cases related to it. Only the case's own records are
+read again from the files (by their offsets), so a view costs what the case holds, not
+what the run does; long lists are cut at a bound and say how long they were.
+
+The activity series is the finding's own when its evidence carries one (`evidence.series`:
+`{"t": [epoch ms...], "value": [...], "expected": [...]}`, the recent windows of the subject
+the detector judged, an optional field); otherwise it is drawn from the case's findings,
+one point per window: the count the detector judged and the level it expected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import msgspec
+
+from pipeline.console.cases import ActionRef, Case, CaseBook
+from pipeline.console.index import ConsoleIndex
+from pipeline.console.records import appeal_decision_id
+from pipeline.console.trail import ChainStatus, rows_of
+from pipeline.contract.findings import Finding
+from pipeline.enforcement.policy import Policy
+from pipeline.serve.throttle import ANY, ThrottleTable
+
+MAX_FINDINGS = 200  # findings of a case shown whole (the latest)
+MAX_MEMBERS = 500
+MAX_ACTIONS = 1000
+MAX_RELATED = 20
+MAX_AUDIT = 2000  # audit records of a case listed
+MAX_CASES = 200  # cases of an account listed
+MAX_POINTS = 200  # buckets of a chart of the overview
+# The count each detector judges a window by, as its evidence names it (first found).
+SERIES_KEYS = (
+    "observed", "events", "follows", "forced", "registrations", "quick_undos", "dormant",
+    "silent", "accounts", "members",
+)  # fmt: skip
+# What a finding's evidence says its members have in common.
+SHARED_KEYS = (
+    "source", "networks", "target", "targets", "owner", "owners", "items", "centre_text",
+    "distinct_devices", "distinct_addresses", "distinct_networks", "young_share",
+    "network_crowding", "device_crowding", "devices_per_registration",
+)  # fmt: skip
+CHECKED_ACTIONS = ("follow", "unfollow", "click", "repost", "comment", ANY)
+
+
+def _builtins(record: Any) -> Any:
+    return msgspec.to_builtins(record) if record is not None else None
+
+
+def case_view(index: ConsoleIndex, case_id: str, chain: ChainStatus, now_ms: int) -> Any:
+    """Everything about one case, or None if there is no such case."""
+    book = index.book
+    book.settle()
+    case = book.cases.get(case_id)
+    if case is None:
+        return None
+    shown_ids = case.finding_ids[-MAX_FINDINGS:]
+    findings = [f for x in shown_ids if (f := index.finding(x)) is not None]
+    gravest = max(findings, key=lambda f: (f.score, f.ts), default=None)
+    evidence = gravest.evidence if gravest is not None else {}
+    return {
+        "case": case.summary(),
+        "explanation": case.explanation,
+        "numbers": {
+            k: v
+            for k, v in evidence.items()
+            if k != "explanation" and isinstance(v, int | float | bool | str) and len(str(v)) < 200
+        },
+        "findings": [msgspec.to_builtins(f) for f in findings],
+        "findings_total": len(case.finding_ids),
+        "series": _series(findings),
+        "members": _members(book, case, findings),
+        "members_total": len(case.members),
+        "shared": {k: evidence[k] for k in SHARED_KEYS if k in evidence},
+        "picture": _picture(findings),
+        "actions": [_action(book, book.actions[a], now_ms) for a in case.action_ids[:MAX_ACTIONS]],
+        "actions_total": len(case.action_ids),
+        "appeals": [_appeal(book, appeal) for appeal in book.case_appeals(case)],
+        "audit": {"records": _audit_rows(index, case), "chain": chain.as_json()},
+        "related": _related(book, case),
+    }
+
+
+def _series(findings: list[Finding]) -> dict[str, Any]:
+    """The subject's activity over time with its expected level, and the flagged windows."""
+    flagged = [[f.window_start, f.window_end, f.finding_id] for f in findings]
+    for f in reversed(findings):  # the latest finding's own series, if it has one
+        own = f.evidence.get("series")
+        if isinstance(own, dict) and _valid_series(own):
+            return {"source": "evidence", **{k: own[k] for k in ("t", "value", "expected")
+                                             if k in own}, "flagged": flagged}  # fmt: skip
+    points = sorted(
+        (f.window_start, value, f.evidence.get("expected"))
+        for f in findings
+        if (value := _judged(f)) is not None
+    )
+    return {
+        "source": "findings",
+        "t": [p[0] for p in points],
+        "value": [p[1] for p in points],
+        "expected": [p[2] if isinstance(p[2], int | float) else None for p in points],
+        "flagged": flagged,
+    }
+
+
+def _valid_series(series: dict[str, Any]) -> bool:
+    t, value = series.get("t"), series.get("value")
+    expected = series.get("expected", value)
+    return (
+        isinstance(t, list)
+        and isinstance(value, list)
+        and isinstance(expected, list)
+        and len(t) == len(value) == len(expected)
+    )
+
+
+def _judged(f: Finding) -> float | None:
+    """The count `f`'s detector judged its window by."""
+    for key in SERIES_KEYS:
+        value = f.evidence.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _members(book: CaseBook, case: Case, findings: list[Finding]) -> list[dict[str, Any]]:
+    """The members, each with its bot-likeness where a detector computed it, its actions
+    in this case and how many other cases it is in (as a member or a subject)."""
+    bots: dict[str, float] = {}
+    for f in findings:
+        scores = f.evidence.get("bot_scores")
+        if isinstance(scores, dict):
+            bots.update({m: s for m, s in scores.items() if isinstance(s, int | float)})
+    acted: dict[str, list[str]] = {}
+    for a in case.action_ids:
+        ref = book.actions[a]
+        if ref.subject_type == "account" and ref.subject_id in case.members:
+            acted.setdefault(ref.subject_id, []).append(a)
+    listed = sorted(case.members, key=lambda m: (-bots.get(m, -1.0), m))[:MAX_MEMBERS]
+    members = []
+    for m in listed:
+        others = book.by_member.get(m, set()) | set(book.by_subject.get(("account", m), ()))
+        states = [book.state(book.actions[a]) for a in acted.get(m, [])]
+        members.append({
+            "account_id": m,
+            "bot_score": bots.get(m),
+            "other_cases": len(others - {case.case_id}),
+            "actions": acted.get(m, []),
+            "in_force": sum(s.in_force for s in states),
+            "pending": sum(s.pending for s in states),
+        })  # fmt: skip
+    return members
+
+
+def _picture(findings: list[Finding]) -> dict[str, Any] | None:
+    """A ring's rounds (items by time, with how many members acted in each), if any."""
+    for f in reversed(findings):
+        rounds = f.evidence.get("rounds")
+        if isinstance(rounds, list) and rounds:
+            return {"kind": "rounds", "finding_id": f.finding_id, "rounds": rounds}
+    return None
+
+
+def _action(book: CaseBook, a: ActionRef, now_ms: int) -> dict[str, Any]:
+    state = book.state(a)
+    return {
+        "action_id": a.action_id,
+        "action": a.action,
+        "mode": a.mode,
+        "subject_type": a.subject_type,
+        "subject_id": a.subject_id,
+        "ts": a.ts,
+        "expires_at": a.expires_at,
+        "expired": a.expires_at is not None and a.expires_at <= now_ms,
+        "rule": a.rule,
+        "reverts": a.reverts or None,
+        "approves": a.approves or None,
+        "state": state.state,
+        "in_force": state.in_force and not (a.expires_at is not None and a.expires_at <= now_ms),
+        "pending": state.pending,
+        "decision": _builtins(book.reviewed.get(a.action_id)),
+        "reversal": _builtins(book.reversal(a)),
+        "appeals": list(book.appeals_of.get(a.action_id, [])),
+    }
+
+
+def _appeal(book: CaseBook, appeal: Any) -> dict[str, Any]:
+    return {
+        **msgspec.to_builtins(appeal),
+        "state": book.appeal_state(appeal),
+        "decision": _builtins(book.appeal_decisions.get(appeal.appeal_id)),
+    }
+
+
+def _audit_rows(index: ConsoleIndex, case: Case) -> list[dict[str, Any]]:
+    """The case's records in the trail: its findings, actions, decisions, appeals."""
+    book = index.book
+    wanted = [("finding", f) for f in case.finding_ids]
+    for a in case.action_ids:
+        wanted.append(("action", a))
+        for kept in (book.reviewed, book.reversals):
+            if (d := kept.get(a)) is not None:
+                wanted.append(("decision", d.decision_id))
+        for appeal_id in book.appeals_of.get(a, []):
+            wanted += [("appeal", appeal_id), ("appeal_decision", appeal_decision_id(appeal_id))]
+    rows = rows_of(index.audit, dict.fromkeys(wanted[:MAX_AUDIT]))
+    keys = ("seq", "kind", "record_id", "ts", "hash")
+    return [dict(zip(keys, row, strict=True)) for row in rows]
+
+
+def _related(book: CaseBook, case: Case) -> list[dict[str, Any]]:
+    """Other cases of the same subject, sharing members, or about the same target."""
+    why: dict[str, set[str]] = {}
+    for other in book.by_subject.get((case.subject_type, case.subject_id), ()):
+        why.setdefault(other, set()).add("same subject")
+    shared: Counter[str] = Counter()
+    for m in sorted(case.members)[:MAX_MEMBERS]:
+        shared.update(book.by_member.get(m, ()))
+    for other, _ in shared.most_common(MAX_RELATED + 1):
+        why.setdefault(other, set()).add("shared members")
+    targets = set(case.targets)
+    if case.subject_type == "account":
+        targets.add(case.subject_id)
+    for t in sorted(targets):
+        for other in (*book.by_target.get(t, ()), *book.by_subject.get(("account", t), ())):
+            why.setdefault(other, set()).add("same target")
+    why.pop(case.case_id, None)
+    ranked = sorted(why, key=lambda c: (-shared.get(c, 0), -book.cases[c].last_ts, c))
+    return [
+        {
+            "case_id": c,
+            "subject_type": book.cases[c].subject_type,
+            "subject_id": book.cases[c].subject_id,
+            "status": book.cases[c].status,
+            "severity": book.cases[c].severity,
+            "why": sorted(why[c]),
+            "shared_members": shared.get(c, 0),
+        }
+        for c in ranked[:MAX_RELATED]
+    ]
+
+
+def account_view(index: ConsoleIndex, account_id: str, now_ms: int) -> dict[str, Any]:
+    """Everything about one account: its cases as the subject and as a member, its actions
+    with those in force now, and the throttling hook's verdict for it now (the hook's own
+    table over the account's actions; a throttle's count of requests is the hook's, so a
+    throttled action shows as allowed with its limit listed)."""
+    book = index.book
+    book.settle()
+    as_subject = [book.cases[c] for c in book.by_subject.get(("account", account_id), ())]
+    as_member = sorted(
+        (book.cases[c] for c in book.by_member.get(account_id, ())),
+        key=lambda c: (-c.last_ts, c.case_id),
+    )
+    action_ids = book.by_account.get(account_id, [])
+    refs = [book.actions[a] for a in action_ids]
+    table = ThrottleTable()
+    table.apply([a for ref in refs if (a := index.action(ref.action_id)) is not None])
+    verdicts = {}
+    for kind in CHECKED_ACTIONS:
+        hit = table.check(account_id, kind, now_ms / 1000)
+        if hit is None:
+            verdicts[kind] = {"limited": False}
+        else:
+            limit, wait = hit
+            retry = None if math.isinf(wait) else max(1, math.ceil(wait))
+            verdicts[kind] = {"limited": True, "reason": limit.kind,
+                              "action_id": limit.action_id, "retry_after_s": retry}  # fmt: skip
+    actions = [_action(book, ref, now_ms) for ref in refs[-MAX_ACTIONS:]]
+    return {
+        "account_id": account_id,
+        "cases_as_subject": [c.summary() for c in as_subject[-MAX_CASES:]],
+        "cases_as_member": [c.summary() for c in as_member[:MAX_CASES]],
+        "member_of_total": len(as_member),
+        "actions": actions,
+        "actions_total": len(refs),
+        "in_force": [a for a in actions if a["in_force"]],
+        "verdict": verdicts,
+        "limits": _limits(table, account_id),
+    }
+
+
+def overview(index: ConsoleIndex, policy: Policy) -> dict[str, Any]:
+    """The run at a glance: findings and actions over time by detector, article, measure
+    and mode; the review backlog and the time decisions took; the policy's rules with
+    how many actions each issued in each mode; cases per status."""
+    book = index.book
+    book.settle()
+    hours = [h for h, _, _ in book.findings_by_hour] + [h for h, _, _ in book.actions_by_hour]
+    span = (max(hours) - min(hours) + 1) if hours else 1
+    per = max(1, -(-span // MAX_POINTS))  # hours a bucket
+    bucket_ms = per * 3_600_000
+
+    def series(counts: Counter[tuple[int, str, str]], part: int) -> dict[str, list[list[int]]]:
+        by: dict[str, Counter[int]] = {}
+        for key, n in counts.items():
+            by.setdefault(key[part], Counter())[key[0] // per * bucket_ms] += n
+        return {name: sorted(map(list, c.items())) for name, c in sorted(by.items())}
+
+    waiting = [c for c in book.cases.values() if c.pending]
+    waits = sorted(
+        (d.ts - book.actions[d.action_id].ts) / 1000
+        for kept in (book.reviewed, book.reversals)
+        for d in kept.values()
+        if d.action_id in book.actions
+    )
+    by_mode: Counter[str] = Counter()
+    for (_, _, mode), n in book.actions_by_hour.items():
+        by_mode[mode] += n
+    return {
+        "bucket_ms": bucket_ms,
+        "findings": {
+            "by_detector": series(book.findings_by_hour, 1),
+            "by_article": series(book.findings_by_hour, 2),
+        },
+        "actions": {
+            "by_action": series(book.actions_by_hour, 1),
+            "by_mode": series(book.actions_by_hour, 2),
+        },
+        "backlog": {
+            "pending_actions": sum(c.pending for c in waiting),
+            "cases": sum(1 for c in book.cases.values() if c.status == "needs_review"),
+            "oldest_ts": min((c.pending_since or 0 for c in waiting), default=None),
+        },
+        "time_to_decision": {
+            "decisions": len(waits),
+            "p50_s": _quantile(waits, 0.5),
+            "p90_s": _quantile(waits, 0.9),
+        },
+        "policy": {
+            "cooldown_s": policy.cooldown_s,
+            "rules": [_rule(book, rule.name, rule.mode) for rule in policy.rules],
+            "actions_by_mode": {m: by_mode.get(m, 0) for m in ("enforce", "shadow", "review")},
+        },
+        "statuses": book.counts(),
+        "cases": len(book.cases),
+        "findings_total": len(book.findings),
+        "actions_total": len(book.actions),
+    }
+
+
+def _limits(table: ThrottleTable, account_id: str) -> list[dict[str, Any]]:
+    """The limits the hook's table holds on the account, per action it limits."""
+    return [
+        {
+            "action": kind,
+            "action_id": limit.action_id,
+            "measure": limit.kind,
+            "expires_at": None if limit.expires_at is None else int(limit.expires_at * 1000),
+            "requests_per_unit": limit.per_unit or None,
+            "unit_s": limit.unit_s or None,
+        }
+        for (who, kind), held in sorted(table.limits.items())
+        if who == account_id
+        for limit in held
+    ]
+
+
+def _rule(book: CaseBook, name: str, mode: str) -> dict[str, Any]:
+    """A rule of the policy in force, with the actions it issued in each mode."""
+    issued = {m: book.actions_by_rule.get((name, m), 0) for m in ("enforce", "shadow", "review")}
+    return {"rule": name, "mode": mode, "actions": issued}
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    """The `q` quantile of sorted `values` (nearest rank), or None for none."""
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
