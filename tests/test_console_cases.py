@@ -12,10 +12,9 @@ from collections.abc import Sequence
 import pytest
 
 from pipeline.console.cases import CaseBook, action_ref, case_id, finding_ref
-from pipeline.console.records import AppealDecision, appeal_decision_id
 from pipeline.contract.findings import Action, Finding, make_finding, stable_id
 from pipeline.enforcement.policy import Enforcer, load_policy
-from pipeline.serve.review_api import Appeal, Decision
+from pipeline.serve.review_api import Appeal, AppealDecision, Decision, appeal_decision_id
 from tests.helpers import MINUTE, T0
 
 COOLDOWN_MS = 3600 * 1000

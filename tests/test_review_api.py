@@ -681,3 +681,36 @@ def test_a_request_aiohttp_cannot_parse_is_logged_in_one_line_without_a_tracebac
     assert record.exc_info is None and record.levelname == "WARNING"
     message = record.getMessage()
     assert "refused a request it cannot parse" in message and "\n" not in message
+
+
+def test_an_approved_human_review_no_longer_waits_and_decided_appeals_say_how(
+    tmp_path: Path,
+) -> None:
+    """Before, the enforcing copy of an approved review-mode `human_review` was listed as
+    waiting again, and an appeal decided in the console (upheld, or overturned) was listed
+    here as open: the desk and the console must tell one story."""
+    from pipeline.contract.findings import Action
+    from pipeline.enforcement.audit import open_audit
+    from pipeline.serve.review_api import APPEAL_DECISION, AppealDecision, Reviews
+    from pipeline.serve.review_api import appeal_decision_id as decision_of
+
+    trail = open_audit(str(tmp_path / "audit.sqlite"))
+    held = Action(action_id="h1", action="human_review", subject_type="account",
+                  subject_id="u1", basis=["12"], finding_ids=["f1"], mode="review",
+                  ts=T0, expires_at=T0 + WEEK_MS)  # fmt: skip
+    trail.append("action", [held], "action_id")
+    reviews = Reviews(trail, lambda issued: trail.append("action", issued, "action_id"))
+    assert [a["action_id"] for a in reviews.pending()] == ["h1"]
+    reviews.decide("h1", "approve", "li", "a person looked")
+    assert len(list(trail.bodies("action"))) == 2  # the held action and its copy
+    assert reviews.pending() == []
+    kept = reviews.appeal("h1", "u1", "not me")["appeal"]
+    lifted = reviews.appeal("h1", "u2", "me neither")["appeal"]
+    for appeal, decision in ((kept, "uphold"), (lifted, "overturn")):
+        record = AppealDecision(decision_id=decision_of(appeal["appeal_id"]),
+                                appeal_id=appeal["appeal_id"], action_id="h1",
+                                decision=decision, reviewer="li", note="", ts=T0)  # fmt: skip
+        trail.append(APPEAL_DECISION, [record], "decision_id")
+    states = {a["appellant"]: a["state"] for a in reviews.appeals()}
+    assert states == {"u1": "upheld", "u2": "overturned"}
+    trail.close()

@@ -9,9 +9,8 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import Meta
 
-from pipeline.console.records import AppealDecision
 from pipeline.contract.findings import Action, Finding
-from pipeline.serve.review_api import Appeal, Decision, Required, Text
+from pipeline.serve.review_api import Appeal, AppealDecision, Decision, Required, Text
 
 
 class ActionDecisionRequest(msgspec.Struct, kw_only=True):

@@ -28,10 +28,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.console.records import AppealDecision
 from pipeline.contract.findings import SEVERITIES, Action, Finding, stable_id
 from pipeline.enforcement.measures import AWAITING_REVIEW
-from pipeline.serve.review_api import Appeal, Decision
+from pipeline.serve.review_api import Appeal, AppealDecision, Decision
 
 STATUSES: tuple[str, ...] = (
     "needs_review",

@@ -5,7 +5,8 @@ records in the audit trail and the same actions to every sink.
 An approval, a rejection, a reversal and an appeal are `review_api.Reviews`' own (with the
 reviewer who is logged in, and the reason as its note). Two decisions are the console's:
 
-- an appeal decided (`records.AppealDecision`): upheld, the measure stands; overturned, it
+- an appeal decided (`review_api.AppealDecision`, listed by the desk too): upheld, the
+  measure stands; overturned, it
   is recorded and the action reversed through the desk;
 - a case decided as one: approving a case approves each action in it that awaits a
   person; rejecting it rejects those and reverses its measures in force; a member
@@ -28,8 +29,7 @@ import msgspec
 
 from pipeline.console.cases import NOT_MEASURES, ActionRef
 from pipeline.console.index import ConsoleIndex
-from pipeline.console.records import APPEAL_DECISION, AppealDecision, appeal_decision_id
-from pipeline.serve.review_api import Reviews
+from pipeline.serve.review_api import APPEAL_DECISION, AppealDecision, Reviews, appeal_decision_id
 
 Op = Literal["approve", "reject", "reverse"]
 

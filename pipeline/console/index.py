@@ -26,7 +26,6 @@ import msgspec
 
 from pipeline.console import trail
 from pipeline.console.cases import STATUSES, Case, CaseBook, action_ref, finding_ref
-from pipeline.console.records import APPEAL_DECISION, AppealDecision
 from pipeline.console.tail import Tail
 from pipeline.contract.findings import (
     Action,
@@ -37,7 +36,7 @@ from pipeline.contract.findings import (
     read_finding,
 )
 from pipeline.enforcement.audit import AuditTrail, open_audit
-from pipeline.serve.review_api import Appeal, Decision
+from pipeline.serve.review_api import APPEAL_DECISION, Appeal, AppealDecision, Decision
 
 SORTS = ("severity", "-severity", "time", "-time", "size", "-size")
 _REVIEW_KINDS: dict[str, type[Decision] | type[Appeal] | type[AppealDecision]] = {

@@ -24,10 +24,10 @@ import msgspec
 
 from pipeline.console.cases import ActionRef, Case, CaseBook
 from pipeline.console.index import ConsoleIndex
-from pipeline.console.records import appeal_decision_id
 from pipeline.console.trail import ChainStatus, rows_of
 from pipeline.contract.findings import Finding
 from pipeline.enforcement.policy import Policy
+from pipeline.serve.review_api import appeal_decision_id
 from pipeline.serve.throttle import ANY, ThrottleTable
 
 MAX_FINDINGS = 200  # findings of a case shown whole (the latest)

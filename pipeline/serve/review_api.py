@@ -76,6 +76,28 @@ Text = Annotated[str, Meta(pattern=NO_NUL)]
 Required = Annotated[str, Meta(min_length=1, pattern=NO_NUL)]
 
 
+APPEAL_DECISION = "appeal_decision"  # its kind in the trail
+
+
+class AppealDecision(msgspec.Struct, kw_only=True):
+    """A person's decision on an appeal (Article 20), as the audit trail keeps it: upheld,
+    the measure stands; overturned, the action is reversed (its reversal is the desk's own
+    record). One per appeal: its id is a hash of the appeal's (`appeal_decision_id`)."""
+
+    decision_id: str
+    appeal_id: str
+    action_id: str
+    decision: Literal["uphold", "overturn"]
+    reviewer: str
+    note: str
+    ts: int
+
+
+def appeal_decision_id(appeal_id: str) -> str:
+    """The id of the one decision an appeal gets."""
+    return stable_id(APPEAL_DECISION, appeal_id)
+
+
 class DecisionRequest(msgspec.Struct, kw_only=True):
     """The body of POST /v1/reviews/{action_id}: a person's decision on the action."""
 
@@ -126,12 +148,15 @@ class Reviews:
         return None
 
     def pending(self) -> list[dict[str, Any]]:
+        """Actions held for a person, undecided. An approved copy is a decision's outcome
+        (even of a `human_review`), never waiting itself."""
         decided = {d["action_id"] for d in self._records("decision")}
         return [
             a
             for a in self._records("action")
             if (a["mode"] == "review" or a["action"] in AWAITING_REVIEW)
             and a["action_id"] not in decided
+            and not (a.get("params") or {}).get("approves")
         ]
 
     def decide(self, action_id: str, decision: str, reviewer: str, note: str) -> dict[str, Any]:
@@ -230,8 +255,14 @@ class Reviews:
             if d["decision"] == "reverse" and (named := self.action(d["action_id"]))
             for a in self._standing(named)
         }
+        decided = {d["appeal_id"]: d["decision"] for d in self._records(APPEAL_DECISION)}
+        states = {"uphold": "upheld", "overturn": "overturned"}
         return [
-            {**a, "state": "reversed" if a["action_id"] in reversed_ids else "open"}
+            {
+                **a,
+                "state": states.get(decided.get(a["appeal_id"], ""))
+                or ("reversed" if a["action_id"] in reversed_ids else "open"),
+            }
             for a in self._records("appeal")
         ]
 
