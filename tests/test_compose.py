@@ -1,7 +1,8 @@
 """docker-compose.yml cannot be run here (no Docker engine), so it is checked by parsing.
 
 The stack is Kafka (KRaft, one node), two Lockstep workers, the embedded pipeline behind the
-`embedded` profile, Prometheus and Grafana, all configured from files in this repository.
+`embedded` profile, the hooks (throttling, review API, case console) beside either,
+Prometheus and Grafana, all configured from files in this repository.
 Checked: every mounted file exists; every Lockstep command is a real, valid `lockstep`
 invocation (with the service's environment, as in the container); the workers reach Kafka
 on its advertised listener once it is healthy and agree on topics; Prometheus scrapes every
@@ -30,9 +31,9 @@ WORKERS = ("lockstep-worker-1", "lockstep-worker-2")
 SINK = "lockstep-sink"  # the workers' results to the audit trail and the webhooks
 DEFAULT_SERVICES = {"kafka", *WORKERS, SINK, "prometheus", "grafana"}  # `docker compose up`
 EMBEDDED = "lockstep"  # the embedded pipeline, profile `embedded`
-HOOKS = ("throttle", "review")  # the throttling hook and the review API, beside it
+HOOKS = ("throttle", "review", "console")  # the throttling hook, review API, case console
 # The same hooks over the sink's outputs in the distributed deployment, profile `hooks`.
-DISTRIBUTED_HOOKS = ("lockstep-throttle", "lockstep-review")
+DISTRIBUTED_HOOKS = ("lockstep-throttle", "lockstep-review", "lockstep-console")
 THROTTLES = ("throttle", "lockstep-throttle")  # scraped on their serving port
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"  # Grafana's default provisioning path
 HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
@@ -121,7 +122,8 @@ def test_default_up_is_the_distributed_deployment() -> None:
         assert SINK in services[name]["depends_on"]
         sink_volume = next(v for v in services[SINK]["volumes"] if "sink" in v)
         assert sink_volume in services[name]["volumes"]
-    assert "--kafka" in _args(services["lockstep-review"])
+    for name in ("lockstep-review", "lockstep-console"):  # their decisions go to the sink
+        assert "--kafka" in _args(services[name])
     for name in default:  # compose refuses to start a service whose dependency is off
         for dep in services[name].get("depends_on", []):
             assert dep in default, f"{name} depends on {dep}, which is behind a profile"
@@ -168,7 +170,9 @@ def test_lockstep_command_is_a_real_subcommand_with_valid_options(
     ctx = group.make_context("lockstep", list(args))
     sub = group.get_command(ctx, args[0])
     assert sub is not None, f"{name}: `lockstep {args[0]}` does not exist"
-    while isinstance(sub, click.Group):  # `lockstep throttle serve ...`: down to the command
+    # `lockstep throttle serve ...`: down to the command; `lockstep console --out ...` is a
+    # group run without a subcommand, its own options given
+    while isinstance(sub, click.Group) and len(args) > 1 and not args[1].startswith("-"):
         ctx = sub.make_context(args[0], [], parent=ctx)
         args = args[1:]
         nested = sub.get_command(ctx, args[0])

@@ -14,6 +14,10 @@ place its pages and assets are served from (`static/`, at / and /static/).
     GET  /api/session                       who is logged in, and the session's CSRF token
     GET  /login, POST /login, POST /logout  a browser's login (`auth`)
     GET  /openapi.json                      the API's OpenAPI document (open, as the desk's)
+    GET  /, /static/{name}, /static/vendor/{name}
+                                            the pages (static/index.html, a single page over
+                                            the API) and their assets; the login page's own
+                                            (LOGIN_ASSETS) are served without a login
 
 The outputs are read again every `console.refresh_s` (`index.ConsoleIndex`) and the chain
 verified every `console.verify_every_s` in the background (`trail.Verifier`). Decisions go
@@ -68,7 +72,8 @@ from pipeline.serve.review_api import NO_NUL, ActionsTopic, Publish, Reviews, Ru
 
 MODES = ("enforce", "shadow", "review")
 MAX_PAGE = 10**9  # the highest page number asked for (the document's bound)
-PUBLIC = frozenset({apidoc.PATH, "/login"})  # served without a login
+LOGIN_ASSETS = ("console.css", "login.js")  # what the login page itself loads: no secret
+PUBLIC = frozenset({apidoc.PATH, "/login", *(f"/static/{name}" for name in LOGIN_ASSETS)})
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
           ".svg": "image/svg+xml", ".json": "application/json", ".woff2": "font/woff2",
@@ -340,15 +345,12 @@ class Console:
         return _page("index.html")
 
     async def asset(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        suffix = Path(name).suffix
-        if not _STATIC_NAME.fullmatch(name) or suffix not in _TYPES:  # never its .py
-            return _json(404, f"no asset {name[:80]}")
-        try:
-            body = _asset(name)
-        except (FileNotFoundError, IsADirectoryError):
-            return _json(404, f"no asset {name}")
-        return web.Response(body=body, content_type=_TYPES[suffix])
+        return _served_asset(request.match_info["name"])
+
+    async def vendor_asset(self, request: web.Request) -> web.Response:
+        """A third-party file the pages use (static/vendor/vendor.json says which, of what
+        version and licence), installed with the console: nothing comes from a CDN."""
+        return _served_asset(request.match_info["name"], "vendor/")
 
     # -- following the outputs
 
@@ -369,6 +371,18 @@ class Console:
         self.verifier.stop()
 
 
+def _served_asset(name: str, folder: str = "") -> web.Response:
+    """A file of `static/` (or of a folder in it) by its name, of a type a page loads."""
+    suffix = Path(name).suffix
+    if not _STATIC_NAME.fullmatch(name) or suffix not in _TYPES:  # never its .py
+        return _json(404, f"no asset {name[:80]}")
+    try:
+        body = _asset(folder + name)
+    except (FileNotFoundError, IsADirectoryError):
+        return _json(404, f"no asset {name}")
+    return web.Response(body=body, content_type=_TYPES[suffix])
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -384,6 +398,7 @@ def app(console: Console) -> web.Application:
     add.add_post("/logout", console.logout)
     add.add_get("/", console.home)
     add.add_get("/static/{name}", console.asset)
+    add.add_get("/static/vendor/{name}", console.vendor_asset)
     add.add_get("/api/session", console.session)
     add.add_get("/api/cases", console.cases)
     add.add_get("/api/cases/{case_id}", console.case)

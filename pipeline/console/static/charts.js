@@ -1,0 +1,202 @@
+// The console's charts, drawn with Chart.js (static/vendor/, a global `Chart`): a case's
+// activity against its expected level with the flagged windows shaded, a group's lockstep
+// (members by time, one bar per round they acted in), and the overview's counts over time.
+// Time axes are linear in epoch ms, labelled in UTC (no date adapter needed).
+
+import { clock, when } from "./ui.js";
+
+const PALETTE = [
+  "#2456c9",
+  "#d9480f",
+  "#2b8a3e",
+  "#862e9c",
+  "#e67700",
+  "#0b7285",
+  "#c2255c",
+  "#5c940d",
+  "#495057",
+];
+const drawn = new Set();
+
+/** Charts of the page being left: destroyed, so none keeps its canvas or listeners. */
+export function destroyCharts() {
+  for (const chart of drawn) chart.destroy();
+  drawn.clear();
+}
+
+function make(canvas, config) {
+  const chart = new window.Chart(canvas, config);
+  drawn.add(chart);
+  return chart;
+}
+
+const timeAxis = (min, max) => ({
+  type: "linear",
+  min,
+  max,
+  ticks: { callback: (v) => clock(v), maxTicksLimit: 8 },
+  grid: { color: "#eceff4" },
+});
+
+/** Shades each window of `options.windows` ([start, end, id] in ms) behind the data. */
+const flaggedWindows = {
+  id: "flaggedWindows",
+  beforeDatasetsDraw(chart, _args, options) {
+    const { ctx, chartArea, scales } = chart;
+    if (!options.windows || !options.windows.length) return;
+    ctx.save();
+    ctx.fillStyle = options.color || "rgba(180, 35, 24, 0.12)";
+    ctx.strokeStyle = "rgba(180, 35, 24, 0.45)";
+    for (const [start, end] of options.windows) {
+      const left = Math.max(chartArea.left, scales.x.getPixelForValue(start));
+      const right = Math.min(chartArea.right, scales.x.getPixelForValue(end));
+      if (right <= left) continue;
+      ctx.fillRect(left, chartArea.top, right - left, chartArea.bottom - chartArea.top);
+      ctx.strokeRect(left, chartArea.top, right - left, chartArea.bottom - chartArea.top);
+    }
+    ctx.restore();
+  },
+};
+
+/** The subject's activity (the count each window was judged by), its expected level, and
+ * the windows its findings flagged. */
+export function activityChart(canvas, series) {
+  const order = series.t.map((t, i) => i).sort((a, b) => series.t[a] - series.t[b]);
+  const observed = order.map((i) => ({ x: series.t[i], y: series.value[i] }));
+  const expected = order
+    .filter((i) => series.expected && typeof series.expected[i] === "number")
+    .map((i) => ({ x: series.t[i], y: series.expected[i] }));
+  const times = [...series.t, ...series.flagged.flatMap((w) => [w[0], w[1]])];
+  let min = Math.min(...times);
+  let max = Math.max(...times);
+  const pad = Math.max((max - min) * 0.05, 60_000);
+  min -= pad;
+  max += pad;
+  return make(canvas, {
+    type: "line",
+    data: {
+      datasets: [
+        {
+          label: "observed",
+          data: observed,
+          borderColor: PALETTE[0],
+          backgroundColor: PALETTE[0],
+          pointRadius: 4,
+          tension: 0,
+        },
+        {
+          label: "expected level",
+          data: expected,
+          borderColor: "#868e96",
+          backgroundColor: "#868e96",
+          borderDash: [6, 4],
+          pointRadius: 2,
+          tension: 0,
+        },
+      ],
+    },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      parsing: false,
+      scales: { x: timeAxis(min, max), y: { beginAtZero: true, grid: { color: "#eceff4" } } },
+      plugins: {
+        flaggedWindows: { windows: series.flagged },
+        legend: {
+          position: "bottom",
+          labels: { usePointStyle: true, pointStyle: "line", pointStyleWidth: 28 },
+        },
+        tooltip: { callbacks: { title: (items) => when(items[0].parsed.x) } },
+      },
+    },
+    plugins: [flaggedWindows],
+  });
+}
+
+/** A group's lockstep: one row per member, a bar over each round (an item's burst of
+ * actions) the member certainly acted in. The finding records how many of the rounds each
+ * member joined, not which: a member in all of them is drawn in each; one in fewer is drawn
+ * as one pale bar over the rounds' whole span, marked with how many it joined. */
+export function lockstepChart(canvas, picture, finding) {
+  const rounds = [...picture.rounds].sort((a, b) => a.start - b.start);
+  const joined = (finding && finding.evidence && finding.evidence.items_joined) || {};
+  const members = [...((finding && finding.members) || [])].sort(
+    (a, b) => (joined[b] || 0) - (joined[a] || 0) || (a < b ? -1 : 1),
+  );
+  const all = rounds.length;
+  const first = rounds[0].start;
+  const last = rounds[all - 1].end;
+  const certain = (m) => all > 0 && joined[m] === all;
+  const datasets = rounds.map((r, i) => ({
+    label: `${r.content_id}: ${r.members} of ${r.actors} actors`,
+    data: members.map((m) => (certain(m) ? [r.start, r.end] : null)),
+    backgroundColor: PALETTE[i % PALETTE.length],
+    grouped: false,
+    barPercentage: 0.9,
+    categoryPercentage: 1,
+  }));
+  datasets.push({
+    label: "in fewer rounds (which ones is not recorded)",
+    data: members.map((m) => (certain(m) ? null : [first, last])),
+    backgroundColor: "rgba(134, 142, 150, 0.35)",
+    grouped: false,
+    barPercentage: 0.5,
+    categoryPercentage: 1,
+  });
+  const pad = Math.max((last - first) * 0.04, 60_000);
+  return make(canvas, {
+    type: "bar",
+    data: { labels: members, datasets },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      indexAxis: "y",
+      scales: {
+        x: timeAxis(first - pad, last + pad),
+        y: {
+          ticks: { display: members.length <= 40, autoSkip: false, font: { size: 10 } },
+          grid: { display: false },
+        },
+      },
+      plugins: {
+        legend: { position: "bottom" },
+        tooltip: {
+          callbacks: {
+            title: (items) => items[0].label,
+            label: (item) => {
+              const m = members[item.dataIndex];
+              const of = `${joined[m] || "?"} of ${all} rounds`;
+              return item.datasetIndex < all ? `${item.dataset.label} (${of})` : `in ${of}`;
+            },
+          },
+        },
+      },
+    },
+  });
+}
+
+/** Counts per bucket of time, one stacked series per name: {name: [[t, n], ...]}. */
+export function countsChart(canvas, byName, bucketMs) {
+  const times = Object.values(byName).flatMap((points) => points.map((p) => p[0]));
+  if (!times.length) return null;
+  const start = Math.min(...times);
+  const end = Math.max(...times);
+  const buckets = [];
+  for (let t = start; t <= end && buckets.length < 400; t += bucketMs) buckets.push(t);
+  const index = new Map(buckets.map((t, i) => [t, i]));
+  const datasets = Object.entries(byName).map(([name, points], i) => {
+    const counts = buckets.map(() => 0);
+    for (const [t, n] of points) if (index.has(t)) counts[index.get(t)] += n;
+    return { label: name, data: counts, backgroundColor: PALETTE[i % PALETTE.length], stack: "all" };
+  });
+  return make(canvas, {
+    type: "bar",
+    data: { labels: buckets.map((t) => when(t).slice(5, 16)), datasets },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      scales: { x: { stacked: true, grid: { display: false } }, y: { stacked: true, beginAtZero: true } },
+      plugins: { legend: { position: "bottom" } },
+    },
+  });
+}
