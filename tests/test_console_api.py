@@ -268,6 +268,7 @@ def test_the_case_view_has_members_actions_series_audit_and_related(out: Path) -
     assert view["numbers"]["members"] == len(view["findings"][-1]["members"])
     series = view["series"]
     assert series["source"] == "findings" and len(series["t"]) == len(series["value"]) >= 1
+    assert series["t"] == sorted(end for _, end, _ in series["flagged"])  # judged at the end
     assert len(series["flagged"]) == view["findings_total"]
     records = view["audit"]["records"]
     assert {r["kind"] for r in records} == {"finding", "action"}

@@ -97,8 +97,9 @@ def _series(findings: list[Finding]) -> dict[str, Any]:
         if isinstance(own, dict) and _valid_series(own):
             return {"source": "evidence", **{k: own[k] for k in ("t", "value", "expected")
                                              if k in own}, "flagged": flagged}  # fmt: skip
+    # a point where its window was judged (its end): a group's windows share their start
     points = sorted(
-        (f.window_start, value, f.evidence.get("expected"))
+        (f.window_end, value, f.evidence.get("expected"))
         for f in findings
         if (value := _judged(f)) is not None
     )
