@@ -14,8 +14,6 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,7 @@ from pipeline.core.settings import Settings, load_settings, policy_path
 from pipeline.enforcement.audit import open_audit
 from pipeline.enforcement.policy import load_policy
 from tests.helpers import lockstep, read_jsonl
-from tests.test_webhooks import _port
+from tests.test_review_api import _serving
 
 TOKEN = "console-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -81,20 +79,6 @@ def _settings(tmp_path: Path) -> Settings:
         f'    - {{name: vera, role: viewer, password: "{HASHES["vera"]}"}}\n'
     )
     return load_settings(config)
-
-
-@asynccontextmanager
-async def _serving(application: Any) -> AsyncIterator[str]:
-    from aiohttp import web
-
-    runner = web.AppRunner(application)
-    await runner.setup()
-    port = _port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def _console(out: Path) -> Any:
