@@ -97,7 +97,7 @@ def run_partitioned(
     for start in range(0, len(lines), chunk):
         raws = lines[start : start + chunk]
         admitted = ingest.admit("in:0", raws, list(range(start, start + len(raws))))
-        records = list(ingest.pack([admitted], {"in:0": False}, max_events=max_events))
+        records = list(ingest.pack([admitted], ingest.busy("in:0"), max_events=max_events))
         deliver(records, twice=start == crash)  # a crash upstream: delivered twice
         if start == moved and moved != crash:
             duplicates = run.duplicates

@@ -42,16 +42,49 @@ def _record(events: list, watermarks: dict, offsets: list[int], source: str = "i
     return StageBatch(events, watermarks, [(source, len(events))], offsets)
 
 
-def test_watermark_waits_for_every_input_and_ignores_caught_up_ones() -> None:
+def test_watermark_waits_for_every_input_read_to_its_end_or_not() -> None:
     part = _stage_partition({}, 0, {"a:0", "b:0"})
     part.apply(StageBatch([], {"a:0": (T0, False)}), "s")
     assert part.watermark == NO_TIME  # b:0 has not reported yet
     part.apply(StageBatch([], {"b:0": (T0 - 5_000, False)}), "s")
-    assert part.watermark == T0 - 5_000  # the slowest busy input
+    assert part.watermark == T0 - 5_000  # the slowest input
     part.apply(StageBatch([], {"b:0": (T0 - 9_000, True)}), "s")
-    assert part.watermark == T0  # b:0 is caught up: the busy a:0 decides
+    assert part.upstream["b:0"] == (T0 - 5_000, True)  # a watermark never goes back
     part.apply(StageBatch([], {"a:0": (T0 + 60_000, True)}), "s")
-    assert part.watermark == T0 + 60_000  # everything caught up: the furthest
+    assert part.watermark == T0 - 5_000  # read to its end, b:0 still holds what it vouched
+
+
+def _held(hold_s: float = 5.0) -> tuple[StagePartition, list[float]]:
+    clock = [0.0]
+    stage = build_stages(SETTINGS)[0]
+    part = StagePartition(
+        stage, TableCache({}, lambda k: True), {"a:0", "b:0"}, 8192, hold_s, lambda: clock[0]
+    )
+    part.apply(StageBatch([], {"a:0": (T0, False), "b:0": (T0, True)}), "s")
+    return part, clock
+
+
+def test_an_input_standing_still_while_others_move_past_stops_holding() -> None:
+    part, clock = _held()
+    for second in range(1, 6):  # a:0 passes b:0 at 1 s, and goes on
+        clock[0] = second
+        part.apply(StageBatch([], {"a:0": (T0 + second * 1000, False)}), "s")
+        assert part.watermark == T0  # b:0 has stood still for less than 5 s of a moving on
+    clock[0] = 6
+    part.apply(StageBatch([], {"a:0": (T0 + 6_000, False)}), "s")
+    assert part.watermark == T0 + 6_000  # now a:0 alone decides
+    part.apply(StageBatch([], {"b:0": (T0 + 6_000, True)}), "s")  # b:0 moves: it holds again
+    part.apply(StageBatch([], {"a:0": (T0 + 9_000, False)}), "s")
+    assert part.watermark == T0 + 6_000
+
+
+def test_a_pause_of_the_whole_input_is_not_standing_still() -> None:
+    part, clock = _held()
+    clock[0] = 1
+    part.apply(StageBatch([], {"a:0": (T0 + 1_000, False)}), "s")
+    clock[0] = 3_600  # nothing moves for an hour; then a:0 goes on first
+    part.apply(StageBatch([], {"a:0": (T0 + 600_000, False)}), "s")
+    assert part.watermark == T0  # b:0's next records are still to come
 
 
 def test_stage_partitions_find_what_the_embedded_engine_finds_despite_redelivery() -> None:
@@ -72,7 +105,7 @@ def test_stage_partitions_find_what_the_embedded_engine_finds_despite_redelivery
     for start in range(0, len(lines), chunk):
         raws = [x.encode() for x in lines[start : start + chunk]]
         admitted = ingest.admit("in:0", raws, list(range(start, start + len(raws))))
-        records = list(ingest.pack([admitted], {"in:0": False}, max_events=40))
+        records = list(ingest.pack([admitted], ingest.busy("in:0"), max_events=40))
         chunked += sum(1 for _, _, r in records if not decode_batch(r).watermarks)
         if start == chunk * 3:  # a crash upstream: the same records are forwarded twice
             records = records + records
@@ -282,7 +315,7 @@ def test_stage_records_stay_under_the_broker_limit_however_large_the_events() ->
     ]  # fmt: skip
     admitted = ingest.admit("in:0", raws, list(range(200)))
     assert admitted.events == 200
-    records = [r for _, _, r in ingest.pack([admitted], {"in:0": False})]
+    records = [r for _, _, r in ingest.pack([admitted], ingest.busy("in:0"))]
     assert all(len(r) <= STAGE_RECORD_BYTES for r in records)
     batches = [decode_batch(r) for r in records]
     assert [b.watermarks != {} for b in batches if b.events].count(True) == 1

@@ -154,7 +154,7 @@ def test_only_events_that_can_matter_are_routed_to_the_watch() -> None:
     admitted = ingest.admit("in:0", raws, list(range(len(raws))))
     routed = [
         e.actor
-        for _, _, record in ingest.pack([admitted], {"in:0": False}, max_events=100)
+        for _, _, record in ingest.pack([admitted], ingest.busy("in:0"), max_events=100)
         for e in decode_batch(record).events
     ]
     assert sorted(routed) == sorted(young)

@@ -96,6 +96,9 @@ class _Owning:
     def highwater(self, tp: TopicPartition) -> int:
         return 0
 
+    def last_poll_timestamp(self, tp: TopicPartition) -> int:
+        return 0
+
     async def send(self, topic: str, value: bytes, partition: int | None = None):
         import asyncio
 

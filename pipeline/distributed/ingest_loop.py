@@ -15,6 +15,14 @@ partitions travel on the last record to each stage partition; when no input arri
 empty batch still reports them every `batch_wait_s`, so stage windows close on an idle
 stream too.
 
+A partition this worker has read to its end (a quiet event type, or a stream paused)
+reports a watermark the worker can vouch for rather than its own: its next record is
+appended after the fetch that showed it caught up, so it comes after, in the input's
+order, every record this worker had handled by then, and replay would call it late
+below the highest watermark those records reached. Its stage watermarks so move on with
+the rest of this worker's input, without any wall-clock guess, and never past another
+worker's (see `StagePartition` for the one guess left).
+
 A partition that moves keeps its gate's judgement. Each commit carries, as the offset's
 metadata, the mark of the gate that reached it (`Gate.mark`: the first offset whose ids
 it may remember, its latest event time, a jump waiting for confirmation). The worker
@@ -33,7 +41,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 import msgspec
@@ -45,6 +53,7 @@ from aiokafka.errors import (
     UnknownMemberIdError,
 )
 
+from pipeline.contract.events import NO_TIME
 from pipeline.core.gate import GateMark
 from pipeline.core.settings import KafkaSettings
 from pipeline.core.stats import Stats
@@ -102,9 +111,8 @@ class IngestLoop:
         self.observe_latency = observe_latency
         self.lag: dict[str, int] = {}
         self._next_offset: dict[TopicPartition, int] = {}  # processed up to, per partition
-        self._idle_since: dict[str, float] = {}
-        self._started = time.monotonic()
-        self._data_since: float | None = None  # when this worker first read an input record
+        # (wall ms when handled, the highest watermark of any gate here by then), rising
+        self._handled: deque[tuple[int, int]] = deque([(0, NO_TIME)])
         self._committed_at = 0.0
         self._in_flight: list[asyncio.Future] = []  # sends not yet known to be delivered
         # partitions read again up to their committed offset, and the mark to resume there
@@ -197,16 +205,11 @@ class IngestLoop:
                 if not batch:
                     continue
             inputs += len(batch)
-            if self._data_since is None:
-                self._data_since = time.monotonic()
             raws = [r.value or b"" for r in batch]
             offsets = [r.offset for r in batch]
             admitted.append(self.ingest.admit(_name(tp), raws, offsets))
             self._next_offset[tp] = offsets[-1] + 1
-            # It spoke: whatever idleness it had is over. Its clock starts again from now
-            # if this batch leaves it caught up, never from an earlier caught-up moment
-            # (a worker keeping up ends nearly every batch caught up).
-            self._idle_since.pop(_name(tp), None)
+        self._note_handled()
         with self.stats_lock:
             self.stats.inputs += inputs
             for a in admitted:
@@ -224,39 +227,59 @@ class IngestLoop:
         if inputs:
             self.observe_latency(time.perf_counter() - started)
 
-    async def _progress(self, owned: set[TopicPartition]) -> dict[str, bool]:
-        """Each input partition this worker owns, and whether it is idle: caught up, and
-        for `kafka.idle_after_s` already. A partition that is only momentarily caught up
-        (a producer replaying history faster than real time) still holds the stage
-        watermarks back; one with nothing to say for a while no longer does."""
+    def _note_handled(self) -> None:
+        """Remember how far this worker's gates have come, and when (see `_vouched`)."""
+        gates = self.ingest.gates.values()
+        reached = max((g.watermark for g in gates), default=NO_TIME)
+        if reached > self._handled[-1][1]:
+            self._handled.append((int(time.time() * 1000), reached))
+
+    def _vouched(self, polled_ms: int) -> int:
+        """The highest watermark of the records handled here before `polled_ms`: a
+        partition caught up in a fetch at that moment has nothing to come below it."""
+        handled = self._handled
+        best = NO_TIME
+        for at, reached in handled:
+            if at > polled_ms:
+                break
+            best = reached
+        return best
+
+    async def _progress(self, owned: set[TopicPartition]) -> dict[str, tuple[int, bool]]:
+        """Each input partition this worker owns: its watermark, and whether it is read
+        to its end. A partition still being read reports its gate's watermark; one read
+        to its end reports what this worker vouches for (the module's docstring)."""
         assert self._consumer is not None
-        now = time.monotonic()
-        idle: dict[str, bool] = {}
-        wait = self.kafka.idle_after_s
-        # Nothing is idle before data has flowed here for a while: at start, every partition
-        # is caught up, and one reported idle then would let another worker's first
-        # reports carry the stage watermarks past this one's backlog, about to arrive. A
-        # worker that never reads anything (it owns only silent partitions) says so after
-        # `IDLE_PATIENCE` idle periods.
-        flowing = self._data_since is not None and now - self._data_since >= wait
-        may_idle = flowing or now - self._started >= IDLE_PATIENCE * wait
+        consumer = self._consumer
+        progress: dict[str, tuple[int, bool]] = {}
         lag: Counter[str] = Counter()
+        oldest_poll: int | None = None
         for tp in owned:
             name = _name(tp)
+            own = self.ingest.watermark(name)
             position = self._next_offset.get(tp)
             if position is None:
-                position = await self._consumer.position(tp)
-            highwater = self._consumer.highwater(tp)
-            if highwater is not None and position >= highwater:
-                since = self._idle_since.setdefault(name, now)
-                idle[name] = may_idle and now - since >= wait
+                position = await consumer.position(tp)
+            highwater = consumer.highwater(tp)
+            polled = consumer.last_poll_timestamp(tp)
+            if highwater is not None and polled is not None and position >= highwater:
+                progress[name] = (max(own, self._vouched(polled)), True)
+                oldest_poll = polled if oldest_poll is None else min(oldest_poll, polled)
             else:
-                self._idle_since.pop(name, None)
-                idle[name] = False
+                progress[name] = (own, False)
             if highwater is not None:
                 lag[tp.topic] += max(highwater - position, 0)
         self.lag = dict(lag)
-        return idle
+        self._forget_handled(oldest_poll)
+        return progress
+
+    def _forget_handled(self, oldest_poll: int | None) -> None:
+        """Drop the moments no caught-up partition's poll can still need."""
+        handled = self._handled
+        if oldest_poll is None:
+            oldest_poll = int(time.time() * 1000) - 60_000  # none caught up: keep a minute
+        while len(handled) > 1 and handled[1][0] <= oldest_poll:
+            handled.popleft()
 
     async def _commit(self, tps: list[TopicPartition]) -> None:
         """Commit after every send so far is delivered (a failed send raises here)."""
@@ -351,13 +374,11 @@ class IngestLoop:
             for tp in tps:
                 self._next_offset.pop(tp, None)
                 self._replaying.pop(tp, None)
-                self._idle_since.pop(_name(tp), None)
                 self.ingest.gates.pop(_name(tp), None)
 
 
 STOP_COMMIT_S = 10.0  # the last commit on the way out, at most
 STOP_CLIENT_S = 10.0  # closing the consumer, and the producer, at most
-IDLE_PATIENCE = 12  # idle periods a worker that has read nothing waits before any idleness
 
 
 class _Rebalance(ConsumerRebalanceListener):

@@ -7,10 +7,13 @@ side's watermark of every input partition it owns.
 
 Stage (the worker owning stage partition p): a `StagePartition` holds the stage's
 `KeyedRunner` over a write-back cache of the Faust table, and derives its watermark from
-the upstream watermarks: once every input partition has reported, the minimum over the
-partitions that are not idle (or, when all are idle, the maximum). No input
-partition can then deliver an on-time event below it, so windows hold exactly what the
-embedded runtime would put in them.
+the upstream watermarks: once every input partition has reported, their minimum. A
+partition read to its end reports what its worker vouches for (see
+`pipeline/distributed/ingest_loop.py`), so no input partition can deliver an on-time
+event below that minimum, and windows hold exactly what the embedded runtime would put
+in them. One guess remains, so that a quiet worker cannot stall every window: a
+partition read to its end that has stood still for `kafka.idle_after_s` while input
+elsewhere moved past it stops holding it (its later events may be late).
 
 Redeliveries (an input re-read from its last committed offset after a crash or a
 rebalance, a stage record consumed again) are told from new events by input position:
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from operator import attrgetter
 from typing import Any
@@ -44,7 +48,8 @@ from pipeline.distributed.topics import Topics
 class StageBatch(msgspec.Struct, gc=False):
     """One record on a stage topic: events for keys of one partition, and upstream progress.
 
-    `watermarks` maps an input partition ("topic:partition") to (watermark, idle).
+    `watermarks` maps an input partition ("topic:partition") to (watermark, read to its
+    end).
     `offsets` holds each event's input offset and `sources` the input partitions they
     came from, as runs of (input partition, number of events); both are empty when the
     events carry no position.
@@ -76,25 +81,34 @@ class Ingest:
             gate = self.gates[tp] = Gate(self.settings)
         return gate
 
+    def watermark(self, tp: str) -> int:
+        """Input partition `tp`'s own watermark (NO_TIME before it has a gate)."""
+        gate = self.gates.get(tp)
+        return NO_TIME if gate is None else gate.watermark
+
+    def busy(self, tp: str) -> dict[str, tuple[int, bool]]:
+        """`tp`'s progress as a partition still being read (for `pack`)."""
+        return {tp: (self.watermark(tp), False)}
+
     def admit(self, tp: str, raws: list[bytes], offsets: list[int]) -> Admitted:
         admitted = self.gate(tp).admit(raws, tp, positions=offsets)
         admitted.source = tp
         return admitted
 
     def pack(
-        self, admitted: list[Admitted], progress: dict[str, bool], max_events: int = 1000
+        self,
+        admitted: list[Admitted],
+        progress: dict[str, tuple[int, bool]],
+        max_events: int = 1000,
     ) -> Iterator[tuple[str, int, bytes]]:
         """(stage topic, partition, record) for every stage partition: each one hears the
         watermarks even when no event of this batch is for it. `progress` maps each input
-        partition this worker owns to whether it is idle.
+        partition this worker owns to its watermark and whether it is read to its end.
 
         A partition's events are cut into records of at most `max_events` (records stay
         well under the broker's size limit); only the last one carries the watermarks,
         so no event of the batch arrives after the watermark its admission produced."""
-        watermarks = {
-            tp: ((self.gates[tp].watermark if tp in self.gates else NO_TIME), idle)
-            for tp, idle in progress.items()
-        }
+        watermarks = progress
         partitions = self.topics.partitions
         partition_of = self.topics.partition_of
         for stage in self.stages:
@@ -402,6 +416,9 @@ class TableRunner(KeyedRunner):
         return fresh, late
 
 
+PAUSE_SHARE = 0.2  # of `hold_s`: the most a gap between two moves of the input counts
+
+
 class StagePartition:
     """One partition of one stage, as owned by one worker."""
 
@@ -411,19 +428,24 @@ class StagePartition:
         store: TableCache,
         expected_inputs: set[str],
         keep_raw: int,
+        hold_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runner = TableRunner(stage, store)
         self.expected = expected_inputs
-        self.upstream: dict[str, tuple[int, bool]] = {}
+        self.upstream: dict[str, tuple[int, bool]] = {}  # (watermark, read to its end)
         self.watermark = NO_TIME
         self.keep_raw = keep_raw
+        self.hold_s = hold_s  # `kafka.idle_after_s`
+        self.clock = clock
+        self._held_s: dict[str, float] = {}  # how long each has stood still, passed
+        self._passed_at: dict[str, float] = {}  # and since when
+        self._last_rise: float | None = None
 
     def apply(self, batch: StageBatch, source: str) -> tuple[list[Finding], list[DeadLetter]]:
         fresh, late = self.runner.filter(batch, self.watermark)
         self.runner.add_batch(fresh)
-        for tp, (mark, idle) in batch.watermarks.items():
-            old = self.upstream.get(tp)
-            self.upstream[tp] = (mark if old is None else max(old[0], mark), idle)
+        self._hear(batch.watermarks)
         self.watermark = max(self.watermark, self._upstream_watermark())
         findings = self.runner.advance(self.watermark)
         dead = [
@@ -439,10 +461,61 @@ class StagePartition:
         ]
         return findings, dead
 
+    def _hear(self, watermarks: dict[str, tuple[int, bool]]) -> None:
+        """Take in upstream progress. Each time input moves on, every partition read to
+        its end and passed by it has stood still a little longer (see
+        `_upstream_watermark`)."""
+        upstream = self.upstream
+        holding = self._held_s
+        risen = NO_TIME
+        for tp, (mark, ended) in watermarks.items():
+            old = upstream.get(tp)
+            rose = old is None or mark > old[0]
+            if rose:
+                risen = max(risen, mark)
+            else:
+                mark = old[0]
+            if rose or not ended:
+                holding.pop(tp, None)
+                self._passed_at.pop(tp, None)
+            upstream[tp] = (mark, ended)
+        if risen == NO_TIME:
+            return
+        now = self.clock()
+        last, self._last_rise = self._last_rise, now
+        # a pause of the whole stream counts as one short step, not as standing still
+        step = 0.0 if last is None else min(now - last, self.hold_s * PAUSE_SHARE)
+        for tp, (mark, ended) in upstream.items():
+            if tp in holding:
+                holding[tp] += step
+            elif ended and mark < risen and tp not in watermarks:
+                holding[tp] = 0.0
+                self._passed_at[tp] = now
+
     def _upstream_watermark(self) -> int:
+        """The minimum over the input partitions, but for those read to their end that have
+        stood still for `hold_s` of input moving past them: a quiet worker (its
+        partitions say nothing, the producer of one event type is down) must not stall
+        every window. Time counts only while input moves on elsewhere, so a stream that
+        pauses and resumes in a burst finds every worker's partitions holding as before."""
         if not self.expected <= self.upstream.keys():
             return NO_TIME  # an input partition has not been heard from yet
-        busy = [mark for mark, idle in self.upstream.values() if not idle]
-        if busy:
-            return min(busy)
-        return max(mark for mark, _ in self.upstream.values())
+        now = self.clock()
+        counted = [
+            mark
+            for tp, (mark, ended) in self.upstream.items()
+            if not (ended and self._quiet(tp, mark, now))
+        ]
+        if not counted:  # cannot happen (the furthest is never passed), but never stall
+            return max(mark for mark, _ in self.upstream.values())
+        return min(counted)
+
+    def _quiet(self, tp: str, mark: int, now: float) -> bool:
+        """Whether `tp`, read to its end and passed, has stood still long enough."""
+        held = self._held_s.get(tp)
+        if held is None:
+            return False
+        if held >= self.hold_s:
+            return True
+        # its worker has never read anything: there is no pause to wait out for it
+        return mark == NO_TIME and now - self._passed_at[tp] >= self.hold_s

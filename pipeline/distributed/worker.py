@@ -302,6 +302,7 @@ class StageAgent:
                 cache,
                 self.upstream,
                 self.wiring.settings.input.dead_letter_raw_bytes,
+                self.wiring.settings.kafka.idle_after_s,
             )
         return part
 
