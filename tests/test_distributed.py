@@ -66,16 +66,28 @@ def _held(hold_s: float = 5.0) -> tuple[StagePartition, list[float]]:
 
 def test_an_input_standing_still_while_others_move_past_stops_holding() -> None:
     part, clock = _held()
-    for second in range(1, 6):  # a:0 passes b:0 at 1 s, and goes on
+    for second in range(1, 6):  # a:0 passes b:0 at 1 s, and goes on; b:0 says it has none
         clock[0] = second
+        part.apply(StageBatch([], {"b:0": (T0, True)}), "s")
         part.apply(StageBatch([], {"a:0": (T0 + second * 1000, False)}), "s")
         assert part.watermark == T0  # b:0 has stood still for less than 5 s of a moving on
     clock[0] = 6
+    part.apply(StageBatch([], {"b:0": (T0, True)}), "s")
     part.apply(StageBatch([], {"a:0": (T0 + 6_000, False)}), "s")
     assert part.watermark == T0 + 6_000  # now a:0 alone decides
     part.apply(StageBatch([], {"b:0": (T0 + 6_000, True)}), "s")  # b:0 moves: it holds again
     part.apply(StageBatch([], {"a:0": (T0 + 9_000, False)}), "s")
     assert part.watermark == T0 + 6_000
+
+
+def test_the_inputs_of_a_worker_that_stopped_reporting_hold_until_their_next_owner() -> None:
+    part, clock = _held()
+    for second in range(1, 60):  # b:0's worker was killed: it reports nothing more
+        clock[0] = second
+        part.apply(StageBatch([], {"a:0": (T0 + second * 1000, False)}), "s")
+    assert part.watermark == T0  # its backlog is still to come, from whoever takes it
+    part.apply(StageBatch([], {"b:0": (T0 + 50_000, False)}), "s")
+    assert part.watermark == T0 + 50_000
 
 
 def test_a_pause_of_the_whole_input_is_not_standing_still() -> None:

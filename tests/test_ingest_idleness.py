@@ -214,5 +214,6 @@ def test_a_worker_that_never_read_anything_stops_holding_after_the_wait() -> Non
     b.read(stage, {FOLLOWS_B: [1]})
     assert stage.watermark == NO_TIME  # a holds: its first records may be on their way
     time.sleep(HOLD_S * 1.5)  # a stream that stops at once still closes its windows
+    a.read(stage, {})  # a is there, and has nothing
     b.read(stage, {})
     assert stage.watermark == T0 + 1_000 - LATENESS

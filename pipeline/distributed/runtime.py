@@ -26,6 +26,7 @@ same table record. Only then are events for windows a key has already closed lat
 
 from __future__ import annotations
 
+import math
 import pickle
 import sys
 import time
@@ -440,6 +441,7 @@ class StagePartition:
         self.clock = clock
         self._held_s: dict[str, float] = {}  # how long each has stood still, passed
         self._passed_at: dict[str, float] = {}  # and since when
+        self._heard_at: dict[str, float] = {}  # when each was last reported
         self._last_rise: float | None = None
 
     def apply(self, batch: StageBatch, source: str) -> tuple[list[Finding], list[DeadLetter]]:
@@ -468,7 +470,9 @@ class StagePartition:
         upstream = self.upstream
         holding = self._held_s
         risen = NO_TIME
+        now = self.clock()
         for tp, (mark, ended) in watermarks.items():
+            self._heard_at[tp] = now
             old = upstream.get(tp)
             rose = old is None or mark > old[0]
             if rose:
@@ -481,13 +485,13 @@ class StagePartition:
             upstream[tp] = (mark, ended)
         if risen == NO_TIME:
             return
-        now = self.clock()
         last, self._last_rise = self._last_rise, now
         # a pause of the whole stream counts as one short step, not as standing still
         step = 0.0 if last is None else min(now - last, self.hold_s * PAUSE_SHARE)
         for tp, (mark, ended) in upstream.items():
             if tp in holding:
-                holding[tp] += step
+                if self._speaking(tp, now):  # a worker gone (killed) is not a quiet one
+                    holding[tp] += step
             elif ended and mark < risen and tp not in watermarks:
                 holding[tp] = 0.0
                 self._passed_at[tp] = now
@@ -496,8 +500,9 @@ class StagePartition:
         """The minimum over the input partitions, but for those read to their end that have
         stood still for `hold_s` of input moving past them: a quiet worker (its
         partitions say nothing, the producer of one event type is down) must not stall
-        every window. Time counts only while input moves on elsewhere, so a stream that
-        pauses and resumes in a burst finds every worker's partitions holding as before."""
+        every window. Time counts only while input moves on elsewhere and the partition's
+        worker keeps reporting it, so a stream that pauses and resumes in a burst, or a
+        worker killed mid-stream, finds every partition holding as before."""
         if not self.expected <= self.upstream.keys():
             return NO_TIME  # an input partition has not been heard from yet
         now = self.clock()
@@ -518,4 +523,11 @@ class StagePartition:
         if held >= self.hold_s:
             return True
         # its worker has never read anything: there is no pause to wait out for it
-        return mark == NO_TIME and now - self._passed_at[tp] >= self.hold_s
+        return (
+            mark == NO_TIME and now - self._passed_at[tp] >= self.hold_s and self._speaking(tp, now)
+        )
+
+    def _speaking(self, tp: str, now: float) -> bool:
+        """Whether `tp`'s worker still reports it (every `batch_wait_s` when quiet): the
+        partitions of a worker that died wait for their next owner, never pass."""
+        return now - self._heard_at.get(tp, -math.inf) <= self.hold_s * PAUSE_SHARE
