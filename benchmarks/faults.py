@@ -101,7 +101,8 @@ HOOK_FIRST_MS = 30 * MINUTE  # first outage starts this long after the world's s
 HOOK_DOWN_MS = HOUR
 HOOK_PERIOD_MS = 75 * MINUTE  # outage starts this far apart: an hour down, 15 min up
 HOOK_WORLD_S = 240.0  # wall time a webhook world's stream is paced to
-MIN_RATE, MAX_RATE = 20.0, 20_000.0  # lines per second the producer is paced between
+MIN_RATE = 20.0  # lines per second the producer is paced at least
+PACE = {"max": 20_000.0}  # and at most (`--max-rate`)
 BASELINE_RATE = float(os.environ.get("FAULTS_BASELINE_RATE", "5000"))  # no faults: this pace
 
 
@@ -1088,7 +1089,7 @@ def inject(run: Run, kind: str, i: int) -> tuple[float, str]:
 
 
 def set_pace(run: Run, lines_left: int, seconds: float) -> None:
-    run.producer.rate = max(MIN_RATE, min(MAX_RATE, lines_left / max(seconds, 1.0)))
+    run.producer.rate = max(MIN_RATE, min(PACE["max"], lines_left / max(seconds, 1.0)))
 
 
 def run_cycles(run: Run, kind: str, n: int) -> list[Cycle]:
@@ -1492,8 +1493,16 @@ def main() -> None:
         default="rocksdb",
         help="the workers' table store (LOCKSTEP_STORE); see the module's docstring",
     )
+    parser.add_argument(
+        "--max-rate",
+        type=float,
+        default=PACE["max"],
+        help="lines/s the stream is paced at most: slower, sparse input partitions fall "
+        "silent between records (nearer real time)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data directories")
     args = parser.parse_args()
+    PACE["max"] = args.max_rate
     kinds = args.kind or list(KINDS)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     home = DATA / "faults" / stamp
