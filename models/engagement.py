@@ -38,6 +38,9 @@ class EngagementBaseline(PriorCountBaseline, gc=False):
     per event, learned from windows not judged fabricated."""
 
     accounts_per_event: float = 1.0  # each event its own account, until seen otherwise
+    # its latest windows as judged, if its caller keeps them (`models.recent_windows`);
+    # last, so a state pickled before it existed still loads
+    recent: bytes | None = None
 
     def learn_accounts_per_event(self, accounts: int, events: int) -> None:
         if events > 0:

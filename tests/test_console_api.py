@@ -259,6 +259,26 @@ def test_the_case_view_has_members_actions_series_audit_and_related(out: Path) -
     assert len([r for r in records if r["kind"] == "action"]) == len(ring["action_ids"])
     assert view["audit"]["chain"]["verified"] is True
     assert account["series"]["expected"][0] is not None  # follower_jump expects a level
+    # the detectors' own evidence: the account's windows up to the flagged one, the ring's
+    # members at the rounds they acted in, what is known of the members and what they share
+    own = account["series"]
+    latest = max(account["findings"], key=lambda f: (f["ts"], f["finding_id"]))
+    assert own["source"] == "evidence" and own["t"][-1] == latest["window_end"]
+    assert len(own["t"]) == len(own["value"]) == len(own["expected"]) <= 48
+    acted = view["picture"]["member_rounds"]
+    assert acted and set(acted) <= set(ring["members"])
+    assert all(0 <= i < len(view["picture"]["rounds"]) for m in acted for i, _ in acted[m])
+    described = [m for m in view["members"] if m["network"] is not None]
+    assert described and all(m["age_s"] is None or m["age_s"] >= 0 for m in view["members"])
+    shared = hoarded["shared"]  # a batch: one source, registered within minutes
+    kind, _, source = hoard["subject_id"].partition(":")
+    (several,) = shared["member_networks" if kind == "net" else "member_devices"].items()
+    assert shared["source"] == hoard["subject_id"] and several[0] == source and several[1] > 1
+    created = shared["member_created"]
+    assert created["first"] <= created["last"] and created["members"] > 1
+    assert created["span_s"] == (created["last"] - created["first"]) // 1000
+    dated = [m for m in hoarded["members"] if m["created_at"] is not None]
+    assert len(dated) >= min(len(hoard["members"]), 100) and created["members"] == len(dated)
     assert {d for f in account["findings"] for d in [f["detector"]]} >= {"follower_jump"}
     batch = next(
         c

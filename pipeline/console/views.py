@@ -12,6 +12,16 @@ The activity series is the finding's own when its evidence carries one (`evidenc
 `{"t": [epoch ms...], "value": [...], "expected": [...]}`, the recent windows of the subject
 the detector judged, an optional field); otherwise it is drawn from the case's findings,
 one point per window: the count the detector judged and the level it expected.
+
+What is known of each member comes from the findings' optional `evidence.member_facts`
+(`{account: {"created_at": ms, "network": str, "device": str}}`, only the fields known, a
+later finding's facts over an earlier one's): each listed member gets its creation time,
+its age when it was found, its network and its device. What the members share is what the
+evidence says they share (`SHARED_KEYS`) and, from those facts, the networks and devices
+several members came from and when they were created (`member_networks`,
+`member_devices`, `member_created`). A ring's picture carries `evidence.member_rounds`
+when the finding has it (`{member: [[index of a listed round, ts of its first action in
+it], ...]}`), so each member is drawn at the rounds it acted in, not only counted.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ MAX_RELATED = 20
 MAX_AUDIT = 2000  # audit records of a case listed
 MAX_CASES = 200  # cases of an account listed
 MAX_POINTS = 200  # buckets of a chart of the overview
+MAX_SHARED = 10  # networks (devices) shared by several members listed
 # The count each detector judges a window by, as its evidence names it (first found).
 SERIES_KEYS = (
     "observed", "events", "follows", "forced", "registrations", "quick_undos", "dormant",
@@ -66,6 +77,7 @@ def case_view(index: ConsoleIndex, case_id: str, chain: ChainStatus, now_ms: int
     findings = [f for x in shown_ids if (f := index.finding(x)) is not None]
     gravest = max(findings, key=lambda f: (f.score, f.ts), default=None)
     evidence = gravest.evidence if gravest is not None else {}
+    facts = _facts(findings)
     return {
         "case": case.summary(),
         "explanation": case.explanation,
@@ -77,9 +89,12 @@ def case_view(index: ConsoleIndex, case_id: str, chain: ChainStatus, now_ms: int
         "findings": [msgspec.to_builtins(f) for f in findings],
         "findings_total": len(case.finding_ids),
         "series": _series(findings),
-        "members": _members(book, case, findings),
+        "members": _members(book, case, findings, facts),
         "members_total": len(case.members),
-        "shared": {k: evidence[k] for k in SHARED_KEYS if k in evidence},
+        "shared": {
+            **{k: evidence[k] for k in SHARED_KEYS if k in evidence},
+            **_member_shared(facts, case.members),
+        },
         "picture": _picture(findings),
         "actions": [_action(book, book.actions[a], now_ms) for a in case.action_ids[:MAX_ACTIONS]],
         "actions_total": len(case.action_ids),
@@ -132,9 +147,57 @@ def _judged(f: Finding) -> float | None:
     return None
 
 
-def _members(book: CaseBook, case: Case, findings: list[Finding]) -> list[dict[str, Any]]:
-    """The members, each with its bot-likeness where a detector computed it, its actions
-    in this case and how many other cases it is in (as a member or a subject)."""
+def _facts(findings: list[Finding]) -> dict[str, dict[str, Any]]:
+    """What the findings' `member_facts` say of each member (the later finding's word on
+    a field over an earlier one's), with its age when the finding that described it was
+    made (`age_s`)."""
+    facts: dict[str, dict[str, Any]] = {}
+    for f in sorted(findings, key=lambda f: (f.ts, f.finding_id)):
+        described = f.evidence.get("member_facts")
+        if not isinstance(described, dict):
+            continue
+        for member, known in described.items():
+            if not isinstance(known, dict):
+                continue
+            mine = facts.setdefault(member, {})
+            for field in ("network", "device"):
+                if isinstance(known.get(field), str):
+                    mine[field] = known[field]
+            created = known.get("created_at")
+            if isinstance(created, int) and not isinstance(created, bool):
+                mine["created_at"] = created
+                mine["age_s"] = max(0, f.ts - created) // 1000
+    return facts
+
+
+def _member_shared(facts: dict[str, dict[str, Any]], members: set[str]) -> dict[str, Any]:
+    """What several of the members have in common by their facts: the networks and the
+    devices more than one came from (most first, with how many), and when the described
+    ones were created (the first, the last, the span)."""
+    described = [facts[m] for m in sorted(members) if m in facts]
+    shared: dict[str, Any] = {}
+    for field, key in (("network", "member_networks"), ("device", "member_devices")):
+        counts = Counter(k[field] for k in described if field in k)
+        several = [(v, n) for v, n in counts.most_common() if n > 1][:MAX_SHARED]
+        if several:
+            shared[key] = dict(several)
+    created = sorted(k["created_at"] for k in described if "created_at" in k)
+    if len(created) > 1:
+        shared["member_created"] = {
+            "first": created[0],
+            "last": created[-1],
+            "span_s": (created[-1] - created[0]) // 1000,
+            "members": len(created),
+        }
+    return shared
+
+
+def _members(
+    book: CaseBook, case: Case, findings: list[Finding], facts: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The members, each with its bot-likeness where a detector computed it, what is
+    known of its account (`facts`), its actions in this case and how many other cases it
+    is in (as a member or a subject)."""
     bots: dict[str, float] = {}
     for f in findings:
         scores = f.evidence.get("bot_scores")
@@ -150,9 +213,14 @@ def _members(book: CaseBook, case: Case, findings: list[Finding]) -> list[dict[s
     for m in listed:
         others = book.by_member.get(m, set()) | set(book.by_subject.get(("account", m), ()))
         states = [book.state(book.actions[a]) for a in acted.get(m, [])]
+        known = facts.get(m, {})
         members.append({
             "account_id": m,
             "bot_score": bots.get(m),
+            "created_at": known.get("created_at"),
+            "age_s": known.get("age_s"),
+            "network": known.get("network"),
+            "device": known.get("device"),
             "other_cases": len(others - {case.case_id}),
             "actions": acted.get(m, []),
             "in_force": sum(s.in_force for s in states),
@@ -162,11 +230,16 @@ def _members(book: CaseBook, case: Case, findings: list[Finding]) -> list[dict[s
 
 
 def _picture(findings: list[Finding]) -> dict[str, Any] | None:
-    """A ring's rounds (items by time, with how many members acted in each), if any."""
+    """A ring's rounds (items by time, with how many members acted in each), and which
+    members acted in which round when the finding says (`member_rounds`), if any."""
     for f in reversed(findings):
         rounds = f.evidence.get("rounds")
         if isinstance(rounds, list) and rounds:
-            return {"kind": "rounds", "finding_id": f.finding_id, "rounds": rounds}
+            picture = {"kind": "rounds", "finding_id": f.finding_id, "rounds": rounds}
+            acted = f.evidence.get("member_rounds")
+            if isinstance(acted, dict):
+                picture["member_rounds"] = acted
+            return picture
     return None
 
 

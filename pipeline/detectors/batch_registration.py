@@ -37,14 +37,23 @@ import msgspec
 
 from models.network import network_of
 from models.prior_baseline import PriorCountBaseline
+from models.recent_windows import remember
 from models.registration_burst import devices_per_registration, source_of
 from models.scales import decay_alpha, saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of
 from pipeline.core.derived import Derived
-from pipeline.core.numbers import AtLeastTwo, NonNegative, Positive, PositiveInt, PositiveShare
+from pipeline.core.numbers import (
+    AtLeastTwo,
+    NonNegative,
+    NonNegativeInt,
+    Positive,
+    PositiveInt,
+    PositiveShare,
+)
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.case_evidence import member_facts, series
 from pipeline.detectors.hoarded_accounts import MEMBER_STREAM, member_record
 from pipeline.detectors.registry import Build, Detector, DetectorSettings, check_hops
 
@@ -65,6 +74,7 @@ class BatchRegistrationSettings(DetectorSettings):
     max_devices_per_registration: PositiveShare
     max_members: PositiveInt
     idle_ttl_ms: PositiveInt
+    series_points: NonNegativeInt
 
     def check(self) -> None:
         where = "detectors.batch_registration"
@@ -79,6 +89,7 @@ class SourceModel(msgspec.Struct, gc=False):
 
     baseline: PriorCountBaseline
     named: dict[str, int] = {}
+    recent: bytes | None = None  # its latest busy windows as judged (`models.recent_windows`)
 
 
 def _source(event: Any) -> str:
@@ -131,6 +142,7 @@ class BatchRegistrationStage(WholeWindowStage):
             model: SourceModel = models.get(source, create=True)
             baseline = model.baseline
             score = baseline.update(t, count)
+            model.recent = remember(model.recent, end, count, baseline.expected, cfg.series_points)
             if score < 0.5 or count < cfg.min_ratio * max(baseline.expected, 1.0):
                 continue
             mine = [e for e, s in zip(events, sources, strict=True) if s == source]
@@ -182,6 +194,7 @@ class BatchRegistrationStage(WholeWindowStage):
         first, last = mine[0].ts, mine[-1].ts
         span_s = (last - first) / 1000
         baseline = model.baseline
+        members = [e.actor for e in new]
         what = source.partition(":")[2]
         where = f"network {what}" if source.startswith("net:") else f"device {what}"
         return make_finding(
@@ -193,7 +206,7 @@ class BatchRegistrationStage(WholeWindowStage):
             window_end=end,
             score=score,
             severity=severity,
-            members=[e.actor for e in new],
+            members=members,
             evidence={
                 "source": source,
                 "registrations": len(mine),
@@ -209,6 +222,8 @@ class BatchRegistrationStage(WholeWindowStage):
                 "z": round(baseline.z, 2),
                 "z_threshold": cfg.z_threshold,
                 "history_windows": baseline.observed - 1,
+                **series(model.recent),
+                "member_facts": member_facts(new, members),
                 "explanation": (
                     f"{len(mine)} accounts registered from {where} within {span_s / 60:.1f} min "
                     f"on {devices} device{'s' if devices != 1 else ''} and {addresses} "

@@ -68,6 +68,7 @@ from pipeline.core.settings import SKETCH_MAX_BYTES, ConfigError, SeveritySettin
 from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
 from pipeline.detectors.bot_evidence import bot_evidence, learn_window, member_bots, rank_members
+from pipeline.detectors.case_evidence import member_facts
 from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
 KEY = "texts"  # the stage's one key
@@ -304,6 +305,7 @@ class DuplicateContentStage(WholeWindowStage):
                 "window_texts": window_texts,
                 "max_posts_per_account": max(posts.values()),
                 **bot_evidence(scored),
+                "member_facts": member_facts(events, members),
                 "explanation": (
                     f"{accounts} accounts posted {len(events)} near-copies of one message "
                     f"({len({e.text for e in events})} variants) under {len(items)} items of "

@@ -43,6 +43,7 @@ from pipeline.contract.findings import Finding, fabricated, make_finding, severi
 from pipeline.core.numbers import NonNegativeInt, Positive, PositiveInt, Share
 from pipeline.core.settings import SKETCH_MAX_BYTES, ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
+from pipeline.detectors.case_evidence import member_facts
 from pipeline.detectors.follower_evidence import composition_evidence, composition_of, why_bought
 from pipeline.detectors.registry import Detector, DetectorSettings
 
@@ -194,6 +195,7 @@ class EdgeBurstStage(Stage):
             why += "; nothing (age, address, device) describes the followers"
         else:
             why += why_bought(composition, cfg.young_share, cfg.crowding_share)
+        members = composition.suspects()[: cfg.max_members]
         return make_finding(
             detector=self.detector,
             article=cfg.article,
@@ -203,7 +205,7 @@ class EdgeBurstStage(Stage):
             window_end=end,
             score=reading.score,
             severity=severity,
-            members=composition.suspects()[: cfg.max_members],
+            members=members,
             evidence={
                 "follows": len(follows),
                 "fabricated": fabricated(follow=len(follows) - expected),
@@ -214,6 +216,7 @@ class EdgeBurstStage(Stage):
                 **composition_evidence(composition),
                 "described": composition.described,
                 "shard": key,
+                "member_facts": member_facts(follows, members),
                 "explanation": why,
             },
         )

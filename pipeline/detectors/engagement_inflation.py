@@ -32,6 +32,7 @@ import numpy as np
 
 from models.engagement import EngagementBaseline, sources_per_extra_event
 from models.network import network_of
+from models.recent_windows import remember
 from models.scales import decay_alpha, saturating
 from pipeline.contract.findings import Finding, SubjectType, fabricated, make_finding, severity_of
 from pipeline.core.event_columns import (
@@ -45,6 +46,7 @@ from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive, Positiv
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.case_evidence import member_facts, series
 from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
 UNKNOWN = "\x00"  # a missing device or address counts as UNKNOWN + actor: the actor's own
@@ -73,6 +75,7 @@ class EngagementInflationSettings(DetectorSettings):
     min_member_events: PositiveInt
     max_members: PositiveInt
     idle_ttl_ms: PositiveInt
+    series_points: NonNegativeInt
 
     def check(self) -> None:
         where = "detectors.engagement_inflation"
@@ -198,7 +201,7 @@ class EngagementInflationStage(WholeWindowStage):
                 baseline = model.items.get(item)
                 if baseline is None:  # an item is modelled from its first busy window
                     baseline = model.items[item] = self._fresh_item.__copy__()
-                scored.append(self._volume("content", item, owner, baseline, counts[item], t))
+                scored.append(self._volume("content", item, owner, baseline, counts[item], t, end))
         found = self._judge_all(scored, busy_window, "content_id", t, start, end)
         flagged = {f.subject_id: f.evidence["events"] for f in found}
 
@@ -212,7 +215,7 @@ class EngagementInflationStage(WholeWindowStage):
             if model.volume is None and total >= min_events:
                 model.volume = self._fresh_owner.__copy__()
             if model.volume is not None:
-                scored.append(self._volume("account", owner, owner, model.volume, total, t))
+                scored.append(self._volume("account", owner, owner, model.volume, total, t, end))
             if t - model.pruned_at >= self._ttl_windows:
                 _forget_idle_items(model.items, t - self._ttl_windows)
                 model.pruned_at = t
@@ -226,9 +229,13 @@ class EngagementInflationStage(WholeWindowStage):
         baseline: EngagementBaseline,
         events: int,
         t: int,
+        end: int,
     ) -> Volume:
         cfg = self.cfg
         score = baseline.update(t, events)
+        baseline.recent = remember(
+            baseline.recent, end, events, baseline.expected, cfg.series_points
+        )
         abnormal = (
             events >= cfg.min_events
             and score >= 0.5
@@ -332,7 +339,7 @@ class EngagementInflationStage(WholeWindowStage):
         if severity is None:
             return None
         kinds = Counter(e.type for e in events)
-        return self._finding(v, kinds, start, end, score, severity, concentration)
+        return self._finding(v, kinds, sample, start, end, score, severity, concentration)
 
     def _concentration(
         self, baseline: EngagementBaseline, sample: list[Any], events: int
@@ -373,12 +380,15 @@ class EngagementInflationStage(WholeWindowStage):
         self,
         v: Volume,
         kinds: Counter[str],
+        sample: list[Any],
         start: int,
         end: int,
         score: float,
         severity: str,
         c: Concentration,
     ) -> Finding:
+        """The finding on `v`'s window; its members are described from `sample`, the
+        events its sources were counted on."""
         cfg = self.cfg
         actors = c.actors
         sampled = actors.total()
@@ -391,6 +401,7 @@ class EngagementInflationStage(WholeWindowStage):
         baseline, events = v.baseline, v.events
         expected = baseline.expected
         what = "this item" if v.subject_type == "content" else "this account's content"
+        members = repeaters[: cfg.max_members]
         return make_finding(
             detector=self.detector,
             article=cfg.article,
@@ -400,7 +411,7 @@ class EngagementInflationStage(WholeWindowStage):
             window_end=end,
             score=score,
             severity=severity,
-            members=repeaters[: cfg.max_members],
+            members=members,
             evidence={
                 "owner": v.owner,
                 "events": events,
@@ -427,6 +438,8 @@ class EngagementInflationStage(WholeWindowStage):
                 "max_per_account": most,
                 "mean_per_account": round(sampled / len(actors), 2),
                 "repeat_accounts": len(repeaters),
+                **series(baseline.recent),
+                "member_facts": member_facts(sample, members),
                 "explanation": (
                     f"{events} clicks, reposts and comments in {minutes:g} min where {what} "
                     f"usually gets about {expected:.0f} (z={baseline.z:.1f}); {sampled} of them "

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 from models.count_baseline import CountBaseline
 from models.follow_support import FollowSupport
 from models.follower_composition import PLATFORM_FLOWS, FollowerComposition
+from models.recent_windows import remember
 from models.scales import decay_alpha, saturating
 from pipeline.contract.events import Follow
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
@@ -34,6 +35,7 @@ from pipeline.core.derived import Derived
 from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive, PositiveInt, Share
 from pipeline.core.settings import SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
+from pipeline.detectors.case_evidence import member_facts, series
 from pipeline.detectors.follower_evidence import composition_evidence, composition_of, why_bought
 from pipeline.detectors.registry import Build, Detector, DetectorSettings, check_hops
 from pipeline.detectors.silent_followers import JUMP_STREAM, jump_record
@@ -65,6 +67,7 @@ class FollowerJumpSettings(DetectorSettings):
     level_min_net: PositiveInt
     level_window_z: NonNegative
     attention_z: Positive
+    series_points: NonNegativeInt
 
     def check(self) -> None:
         check_hops("detectors.follower_jump", self.window_ms, self.hop_ms)
@@ -117,7 +120,7 @@ class FollowModel:
     """An account's history: its net follows and its engagement per window, and how much
     of the follows the engagement explains."""
 
-    __slots__ = ("attention", "follows", "jump", "support")
+    __slots__ = ("attention", "follows", "jump", "recent", "support")
 
     def __init__(
         self, follows: CountBaseline, attention: CountBaseline, support: FollowSupport
@@ -128,13 +131,16 @@ class FollowModel:
         # its latest flagged window, while its followers are still followed up:
         # (follow up until, finding_id, score)
         self.jump: tuple[int, str, float] | None = None
+        # its latest judged windows (end, net follows, expected), for a finding's chart
+        self.recent: bytes | None = None
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.follows, self.attention, self.support, self.jump
+        return self.follows, self.attention, self.support, self.jump, self.recent
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.follows, self.attention, self.support, *rest = state
         self.jump = rest[0] if rest else None
+        self.recent = rest[1] if len(rest) > 1 else None
 
 
 class WindowCounts(NamedTuple):
@@ -264,6 +270,9 @@ class FollowerJumpStage(Stage):
         cfg = self.cfg
         counts = WindowCounts.of(panes)
         learned = self._learn(model, counts, end // cfg.hop_ms)
+        model.recent = remember(
+            model.recent, end, counts.net, model.follows.expected, cfg.series_points
+        )
         loud, drift = self._abnormal(model, counts, learned)
         if not (loud or drift):
             return None
@@ -278,6 +287,7 @@ class FollowerJumpStage(Stage):
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
+        members = composition.suspects()[: cfg.max_members] if suspicious else []
         return make_finding(
             detector=self.detector,
             article=cfg.article,
@@ -287,10 +297,12 @@ class FollowerJumpStage(Stage):
             window_end=end,
             score=score,
             severity=severity,
-            members=composition.suspects()[: cfg.max_members] if suspicious else [],
+            members=members,
             evidence={
                 "kind": "burst" if burst else "level_shift",
                 **self._evidence(model, counts, learned, composition),
+                **series(model.recent),
+                "member_facts": member_facts((f for p in panes for f in p.followers), members),
                 "explanation": self._explanation(model, counts, composition, burst, end - start),
             },
         )

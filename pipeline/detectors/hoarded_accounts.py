@@ -37,6 +37,7 @@ from pipeline.core.numbers import PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.case_evidence import source_facts
 from pipeline.detectors.registry import Detector, DetectorSettings
 
 MEMBER_STREAM = "batch_member"
@@ -226,6 +227,7 @@ class HoardedAccountsStage(Stage):
             return None
         source = key
         registered = [d.data["registered"] for d in verdicts]
+        members = [d.data["account"] for d in verdicts]
         hours = cfg.dormancy_ms / 3_600_000
         return make_finding(
             detector=self.detector,
@@ -236,7 +238,7 @@ class HoardedAccountsStage(Stage):
             window_end=end,
             score=score,
             severity=severity,
-            members=[d.data["account"] for d in verdicts],
+            members=members,
             evidence={
                 "source": source,
                 "batch_findings": sorted(groups),
@@ -246,6 +248,9 @@ class HoardedAccountsStage(Stage):
                 "dormancy_s": cfg.dormancy_ms // 1000,
                 "first_registered_ts": min(registered),
                 "last_registered_ts": max(registered),
+                "member_facts": source_facts(
+                    source, dict(zip(members, registered, strict=True)), members
+                ),
                 "explanation": (
                     f"{len(verdicts)} of the {size} accounts registered together from "
                     f"{source} have shown no activity ({', '.join(cfg.activity_types)}) in "

@@ -53,9 +53,11 @@ from pipeline.core.numbers import AtLeastTwo, NonNegative, PositiveInt, Positive
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.case_evidence import member_facts
 from pipeline.detectors.registry import Build, Detector, DetectorSettings
 
 MAX_LISTED_ROUNDS = 20  # rounds described in a finding's evidence
+MAX_PICTURED_MEMBERS = 100  # members whose rounds a finding's evidence lists (`member_rounds`)
 ROUND_STREAM = "lockstep_round"  # closed rounds, to lockstep_ring
 _where = attrgetter("target", "content_id")
 _action = attrgetter("ts", "actor")
@@ -181,7 +183,7 @@ class LockstepGroupStage(WholeWindowStage):
             if model is None or not (model.started or busy):
                 continue  # the long tail: no item of this account has had a crowd yet
             model.started = True
-            findings.extend(self._judge_target(target, model, new, end))
+            findings.extend(self._judge_target(target, model, new, end, events))
         return findings
 
     def _judge_target(
@@ -190,7 +192,10 @@ class LockstepGroupStage(WholeWindowStage):
         model: TargetModel,
         new: list[tuple[str, list[tuple[int, str]]]],
         end: int,
+        window: list[Any],
     ) -> list[Finding | Derived]:
+        """`window`: the window's events (of every key, in the embedded runtime), read
+        only to describe the members of a finding."""
         cfg = self.cfg
         items = model.items
         crowded = False
@@ -216,7 +221,7 @@ class LockstepGroupStage(WholeWindowStage):
         groups = group_rounds(slots, cfg)
         findings: list[Finding | Derived] = []
         for group in groups:
-            finding = self._report(key, model, group, end)
+            finding = self._report(key, model, group, end, window)
             if finding is not None:
                 findings.append(finding)
         if self.emits:
@@ -283,7 +288,9 @@ class LockstepGroupStage(WholeWindowStage):
                 del model.items[item]
         model.actions, model.oldest = kept, oldest
 
-    def _report(self, key: str, model: TargetModel, group: Group, end: int) -> Finding | None:
+    def _report(
+        self, key: str, model: TargetModel, group: Group, end: int, window: list[Any]
+    ) -> Finding | None:
         """The group's finding if it is new, or has grown enough since it was reported."""
         cfg = self.cfg
         items = [r.item for r in group.rounds]
@@ -302,14 +309,25 @@ class LockstepGroupStage(WholeWindowStage):
         else:
             gid = stable_id(self.detector, key, items[0])
             known = model.groups[gid] = Reported(sorted(set(items)), [], 0, last)
-        finding = self._finding(key, gid, group, end)
+        finding = self._finding(key, gid, group, end, model.items, window)
         if finding is not None:
             named = set(known.members) | set(finding.members)
             known.named = max(known.named, len(named), len(group.joined))
             known.members = sorted(named)[: cfg.max_members]
         return finding
 
-    def _finding(self, key: str, gid: str, group: Group, end: int) -> Finding | None:
+    def _finding(
+        self,
+        key: str,
+        gid: str,
+        group: Group,
+        end: int,
+        items: dict[str, list[tuple[int, str]]],
+        window: list[Any],
+    ) -> Finding | None:
+        """The group's finding. Its members are described (`member_facts`) from their
+        actions on `key`'s content in this `window`, and placed in the listed rounds
+        (`member_rounds`) from the actions the key keeps (`items`)."""
         cfg = self.cfg
         joined = group.joined
         n_items = len({r.item for r in group.rounds})
@@ -352,6 +370,8 @@ class LockstepGroupStage(WholeWindowStage):
                 "members_by_items_joined": {str(k): histogram[k] for k in sorted(histogram)},
                 "items_joined": {m: joined[m] for m in members},
                 "member_share_of_rounds": round(share, 3),
+                "member_rounds": _member_rounds(listed, members[:MAX_PICTURED_MEMBERS], items),
+                "member_facts": member_facts((e for e in window if e.target == key), members),
                 "explanation": (
                     f"{len(joined)} accounts acted together on {n_items} items of {key}: "
                     f"each on at least {min(joined.values())} of them, every time within the "
@@ -359,6 +379,25 @@ class LockstepGroupStage(WholeWindowStage):
                 ),
             },
         )
+
+
+def _member_rounds(
+    listed: list[Round], members: list[str], items: dict[str, list[tuple[int, str]]]
+) -> dict[str, list[list[int]]]:
+    """Which of the listed rounds each of `members` acted in, and when it first did in
+    each: `{member: [[round index, ts], ...]}`, so a picture can draw members by time.
+    The earliest of a member's actions in a round, whatever order they were stored in."""
+    wanted = set(members)
+    acted: dict[str, list[list[int]]] = {}
+    for i, r in enumerate(listed):
+        first: dict[str, int] = {}
+        for ts, actor in items.get(r.item, ()):
+            in_round = r.start <= ts <= r.end and actor in wanted and actor in r.actors
+            if in_round and ts < first.get(actor, ts + 1):
+                first[actor] = ts
+        for actor in sorted(first):
+            acted.setdefault(actor, []).append([i, first[actor]])
+    return {m: acted[m] for m in members if m in acted}
 
 
 def _stages(cfg: LockstepGroupSettings, build: Build) -> list[Stage]:

@@ -1,6 +1,7 @@
 // One case, with what a reviewer needs to decide it: the one-line explanation and the
 // numbers behind it, the subject's activity over time against its expected level with
-// the flagged windows, for a group the lockstep itself, the members, the actions in force
+// the flagged windows, for a group the lockstep itself, the members (with their accounts'
+// age, network and device, and what several of them share), the actions in force
 // with mode and expiry, the appeals, the case's audit records with the chain's last
 // verification, and related cases. A group case is decided as one, members excluded one
 // by one. Keys: a approve the case, r reject it, u (or Escape) back to the queue.
@@ -15,6 +16,7 @@ import {
   caseLink,
   clear,
   decide,
+  duration,
   h,
   issuedText,
   number,
@@ -45,6 +47,22 @@ export async function showCase(root, caseId, back) {
 async function reload(root) {
   shown.view = await get(`/api/cases/${enc(shown.caseId)}`);
   draw(root);
+}
+
+/** What the members share, in words: the evidence's own entries as they are, and those
+ * the console worked out from what is known of each member (networks and devices several
+ * came from, with how many; when they were created). */
+function sharedEntries(shared) {
+  return Object.entries(shared).map(([k, v]) => {
+    if (k === "member_networks" || k === "member_devices")
+      return [k, Object.entries(v).map(([what, n]) => `${what} (${n})`).join(", ")];
+    if (k === "member_created")
+      return [
+        k,
+        `${v.members} accounts created between ${when(v.first)} and ${when(v.last)} (within ${duration(v.span_s)})`,
+      ];
+    return [k, v];
+  });
 }
 
 function dl(entries) {
@@ -95,7 +113,7 @@ function draw(root) {
         {},
         h("h3", {}, "What the members share"),
         Object.keys(view.shared).length
-          ? dl(Object.entries(view.shared))
+          ? dl(sharedEntries(view.shared))
           : h("p", { class: "muted" }, "Nothing recorded."),
       ),
     ),
@@ -230,6 +248,7 @@ function charts(view) {
   );
   if (!view.picture) return h("div", { class: "grid" }, activity);
   const rounds = view.picture.rounds.length;
+  const exact = view.picture.member_rounds && Object.keys(view.picture.member_rounds).length;
   const picture = h(
     "section",
     { class: "panel", id: "picture-panel" },
@@ -246,7 +265,9 @@ function charts(view) {
     h(
       "p",
       { class: "legend-note" },
-      `${rounds} round(s) on items of the same account: one row per member, a bar over each round it acted in. Members in fewer rounds are one pale bar over the span (the finding records how many rounds, not which).`,
+      exact
+        ? `${rounds} round(s) on items of the same account: one row per member, a bar over each round it acted in and a dot at its first action there, for the ${exact} member(s) the finding places; any other in fewer rounds is one pale bar over the span.`
+        : `${rounds} round(s) on items of the same account: one row per member, a bar over each round it acted in. Members in fewer rounds are one pale bar over the span (the finding records how many rounds, not which).`,
     ),
   );
   return h("div", { class: "grid two" }, activity, picture);
@@ -268,6 +289,9 @@ function membersPanel(view, state) {
   const columns = [
     group ? "Exclude" : "",
     "Account",
+    "Account age#",
+    "Network",
+    "Device",
     "Bot score#",
     "Other cases#",
     "Actions#",
@@ -280,8 +304,8 @@ function membersPanel(view, state) {
     rows: view.members,
     columns,
     step: 25,
-    placeholder: "Filter members by id",
-    key: (m) => m.account_id,
+    placeholder: "Filter members by id, network or device",
+    key: (m) => [m.account_id, m.network || "", m.device || ""].join(" "),
     empty: "No members.",
     row: (m) => {
       const box = group
@@ -305,6 +329,13 @@ function membersPanel(view, state) {
         { dataset: { member: m.account_id } },
         h("td", {}, box),
         h("td", {}, accountLink(m.account_id)),
+        h(
+          "td",
+          { class: "num", title: m.created_at === null ? null : `created ${when(m.created_at)}` },
+          m.age_s === null ? "—" : duration(m.age_s),
+        ),
+        h("td", { class: "mono" }, m.network || "—"),
+        h("td", { class: "mono" }, m.device || "—"),
         h("td", { class: "num" }, m.bot_score === null ? "—" : m.bot_score.toFixed(2)),
         h("td", { class: "num" }, number(m.other_cases)),
         h("td", { class: "num" }, number(m.actions.length)),

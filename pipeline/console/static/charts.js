@@ -1,6 +1,7 @@
 // The console's charts, drawn with Chart.js (static/vendor/, a global `Chart`): a case's
 // activity against its expected level with the flagged windows shaded, a group's lockstep
-// (members by time, one bar per round they acted in), and the overview's counts over time.
+// (members by time: a bar per round each acted in, a dot at its first action there, when
+// the finding says), and the overview's counts over time.
 // Time axes are linear in epoch ms, labelled in UTC (no date adapter needed).
 
 import { clock, when } from "./ui.js";
@@ -114,35 +115,67 @@ export function activityChart(canvas, series) {
 }
 
 /** A group's lockstep: one row per member, a bar over each round (an item's burst of
- * actions) the member certainly acted in. The finding records how many of the rounds each
- * member joined, not which: a member in all of them is drawn in each; one in fewer is drawn
- * as one pale bar over the rounds' whole span, marked with how many it joined. */
+ * actions) the member acted in. When the finding says which rounds each member acted in
+ * and when (`picture.member_rounds`: {member: [[index of a listed round, ts], ...]}), each
+ * is drawn exactly, with a dot at its first action in each round; otherwise (or for a
+ * member beyond the ones it lists) a member in all of the rounds is drawn in each, and one
+ * in fewer as one pale bar over the rounds' whole span (how many, not which, is known). */
 export function lockstepChart(canvas, picture, finding) {
-  const rounds = [...picture.rounds].sort((a, b) => a.start - b.start);
+  const listed = picture.rounds;
+  const order = listed.map((r, k) => k).sort((a, b) => listed[a].start - listed[b].start);
   const joined = (finding && finding.evidence && finding.evidence.items_joined) || {};
   const members = [...((finding && finding.members) || [])].sort(
     (a, b) => (joined[b] || 0) - (joined[a] || 0) || (a < b ? -1 : 1),
   );
-  const all = rounds.length;
-  const first = rounds[0].start;
-  const last = rounds[all - 1].end;
-  const certain = (m) => all > 0 && joined[m] === all;
-  const datasets = rounds.map((r, i) => ({
-    label: `${r.content_id}: ${r.members} of ${r.actors} actors`,
-    data: members.map((m) => (certain(m) ? [r.start, r.end] : null)),
-    backgroundColor: PALETTE[i % PALETTE.length],
-    grouped: false,
-    barPercentage: 0.9,
-    categoryPercentage: 1,
-  }));
-  datasets.push({
-    label: "in fewer rounds (which ones is not recorded)",
-    data: members.map((m) => (certain(m) ? null : [first, last])),
-    backgroundColor: "rgba(134, 142, 150, 0.35)",
-    grouped: false,
-    barPercentage: 0.5,
-    categoryPercentage: 1,
+  const acted = picture.member_rounds || {};
+  const roundsOf = new Map(
+    Object.entries(acted).map(([m, pairs]) => [m, new Map(pairs.map(([k, ts]) => [k, ts]))]),
+  );
+  const all = listed.length;
+  const first = Math.min(...listed.map((r) => r.start));
+  const last = Math.max(...listed.map((r) => r.end));
+  const known = (m) => roundsOf.has(m);
+  const certain = (m) => !known(m) && all > 0 && joined[m] === all;
+  const datasets = order.map((k, i) => {
+    const r = listed[k];
+    return {
+      label: `${r.content_id}: ${r.members} of ${r.actors} actors`,
+      data: members.map((m) =>
+        (known(m) && roundsOf.get(m).has(k)) || certain(m) ? [r.start, r.end] : null,
+      ),
+      backgroundColor: PALETTE[i % PALETTE.length],
+      grouped: false,
+      barPercentage: 0.9,
+      categoryPercentage: 1,
+    };
   });
+  const vague = new Set(members.filter((m) => !known(m) && !certain(m)));
+  if (vague.size)
+    datasets.push({
+      label: roundsOf.size
+        ? "beyond the members placed: in fewer rounds (which is not recorded)"
+        : "in fewer rounds (which ones is not recorded)",
+      data: members.map((m) => (vague.has(m) ? [first, last] : null)),
+      backgroundColor: "rgba(134, 142, 150, 0.35)",
+      grouped: false,
+      barPercentage: 0.5,
+      categoryPercentage: 1,
+    });
+  const dots = members.flatMap((m) =>
+    known(m) ? [...roundsOf.get(m).values()].map((ts) => ({ x: ts, y: m })) : [],
+  );
+  if (dots.length)
+    datasets.push({
+      type: "scatter",
+      label: "first action in the round",
+      data: dots,
+      indexAxis: "y",
+      backgroundColor: "#212529",
+      borderColor: "#ffffff",
+      borderWidth: 1,
+      pointRadius: members.length <= 40 ? 3 : 2,
+    });
+  const rounds = order.length; // the first datasets: one per round
   const pad = Math.max((last - first) * 0.04, 60_000);
   return make(canvas, {
     type: "bar",
@@ -154,6 +187,7 @@ export function lockstepChart(canvas, picture, finding) {
       scales: {
         x: timeAxis(first - pad, last + pad),
         y: {
+          type: "category",
           ticks: { display: members.length <= 40, autoSkip: false, font: { size: 10 } },
           grid: { display: false },
         },
@@ -162,11 +196,12 @@ export function lockstepChart(canvas, picture, finding) {
         legend: { position: "bottom" },
         tooltip: {
           callbacks: {
-            title: (items) => items[0].label,
+            title: (items) => items[0].label || items[0].raw.y,
             label: (item) => {
-              const m = members[item.dataIndex];
+              const m = item.raw && item.raw.y !== undefined ? item.raw.y : members[item.dataIndex];
               const of = `${joined[m] || "?"} of ${all} rounds`;
-              return item.datasetIndex < all ? `${item.dataset.label} (${of})` : `in ${of}`;
+              if (item.dataset.type === "scatter") return `first action ${when(item.raw.x)} (${of})`;
+              return item.datasetIndex < rounds ? `${item.dataset.label} (${of})` : `in ${of}`;
             },
           },
         },
