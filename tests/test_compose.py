@@ -232,6 +232,24 @@ def test_workers_agree_on_topics_and_keep_their_own_state() -> None:
     assert len(data_volumes) == len(set(data_volumes)), "RocksDB needs one data dir per worker"
 
 
+def _seconds(duration: str) -> float:
+    """A Compose duration such as `30s`, `1m30s` or `1500ms`, in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"bad duration {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+@pytest.mark.parametrize("name", WORKERS)
+def test_a_worker_is_given_longer_to_stop_than_it_takes(name: str) -> None:
+    """Compose kills a service 10 s after SIGTERM unless told otherwise; a worker bounds
+    its own stop by kafka.stop_timeout_s, so its grace period must be longer."""
+    from pipeline.core.settings import load_settings
+
+    grace = _services()[name].get("stop_grace_period", "10s")
+    assert _seconds(grace) > load_settings().kafka.stop_timeout_s
+
+
 @pytest.mark.parametrize("name", sorted(_lockstep_services()))
 def test_a_mounted_config_is_the_one_lockstep_reads(name: str) -> None:
     """The image holds the defaults as package data; a service that mounts config/ names

@@ -131,6 +131,7 @@ class KafkaSettings(_Strict):
     commit_interval_s: Positive
     session_timeout_s: Annotated[float, msgspec.Meta(ge=6, le=300)]  # the broker's bounds
     idle_after_s: Positive
+    stop_timeout_s: Positive
 
 
 class Settings(_Strict):

@@ -408,8 +408,7 @@ def declared_topics(settings: Settings) -> list[str]:
 
 
 def run_worker(settings: Settings, metrics_port: int) -> None:
-    import faust
-
+    from pipeline.distributed.stopping import bounded_worker
     from pipeline.distributed.topics import ensure_topics
     from pipeline.outputs.metrics import Metrics
 
@@ -422,6 +421,6 @@ def run_worker(settings: Settings, metrics_port: int) -> None:
         metrics = Metrics(state)
         state.observe_latency = metrics.latency.observe
         metrics.serve(metrics_port)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    worker = bounded_worker(app, settings.kafka.stop_timeout_s)
     asyncio.set_event_loop(worker.loop)
     worker.execute_from_commandline()
