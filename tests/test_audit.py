@@ -184,3 +184,35 @@ def test_the_report_keeps_an_expiry_at_the_epoch(tmp_path: Path) -> None:
     rows = regulator_report(trail, T0, T0 + 1)["rows"]
     trail.close()
     assert {r["action_id"]: r["expires_at"] for r in rows} == {"at-epoch": 0, "for-good": ""}
+
+
+def test_a_postgres_trail_whose_connection_is_cut_says_so_on_one_line(
+    postgres: Server, tmp_path: Path
+) -> None:
+    """The database restarting under a writer (the fault campaign's `postgres` kind) used
+    to end `lockstep sink` with a page of psycopg traceback; now a one-line error, and
+    nothing of the append is kept, so the restarted writer appends it again."""
+    import psycopg
+
+    from pipeline.cli.errors import reporting
+    from pipeline.enforcement.audit import AuditStoreLost
+
+    with psycopg.connect(postgres.url, autocommit=True) as db:
+        db.execute("DROP TABLE IF EXISTS audit")
+    trail = open_audit(postgres.url)
+    trail.append("action", [_action("kept")], "action_id")
+    with psycopg.connect(postgres.url, autocommit=True) as db:
+        db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                   "WHERE pid <> pg_backend_pid() AND datname = current_database()")  # fmt: skip
+    with pytest.raises(AuditStoreLost, match="lost the audit store") as lost:
+        trail.append("action", [_action("cut")], "action_id")
+    assert len(str(lost.value).splitlines()) == 1
+    import typer
+
+    with pytest.raises(typer.Exit) as exited, reporting():
+        raise lost.value
+    assert exited.value.exit_code == 1
+    again = open_audit(postgres.url)
+    assert [json.loads(b)["action_id"] for b in again.bodies("action")] == ["kept"]
+    assert again.append("action", [_action("kept"), _action("cut")], "action_id") == 1
+    again.close()

@@ -52,7 +52,9 @@ world = test_console_api.world  # the same world, replayed once for this module
 class Console:
     """`lockstep console` over `out`, a subprocess on a free loopback port, as deployed."""
 
-    def __init__(self, out: Path) -> None:
+    def __init__(self, out: Path, options: tuple[str, ...] = (), **environ: str) -> None:
+        """`options` after the command's own (`--audit URL --kafka`, say); `environ`, the
+        LOCKSTEP_ variables it is given (none of the test run's own)."""
         config = out.parent / "console.yaml"
         config.write_text(
             "console:\n  refresh_s: 0.2\n  users:\n"
@@ -62,9 +64,9 @@ class Console:
         self.out, self.log = out, out.parent / "console.log"
         self.base = f"http://127.0.0.1:{(port := _port())}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKSTEP_")}
-        env["LOCKSTEP_REVIEW_TOKEN"] = TOKEN
+        env.update(environ, LOCKSTEP_REVIEW_TOKEN=TOKEN)
         command = [sys.executable, "-m", "pipeline.cli", "console", "--out", str(out),
-                   "--config", str(config), "--port", str(port)]  # fmt: skip
+                   "--config", str(config), "--port", str(port), *options]  # fmt: skip
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30

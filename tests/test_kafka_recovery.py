@@ -52,7 +52,9 @@ def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_pa
     assert len(ids) == len(set(ids)), "an action_id appeared twice"
     replay_actions = _replayed_actions(tmp_path)
     dead = _read(kafka.bootstrap, "crash.dead-letters")
-    assert [d["reason"] for d in dead] == ["invalid_json"], "events lost as late after the kill"
+    lost = [(d["reason"], d["source"], d["position"], d["detail"]) for d in dead
+            if d["reason"] != "invalid_json"]  # fmt: skip
+    assert [d["reason"] for d in dead] == ["invalid_json"], f"lost after the kill: {lost}"
     assert set(ids) == replay_actions
 
 

@@ -56,13 +56,13 @@ def _project_errors() -> tuple[Failure, ...]:
     only: a command that starts imports none of the modules they come from."""
     from pipeline.core.settings import ConfigError
     from pipeline.core.sources import InputError
-    from pipeline.enforcement.audit import AuditError, UnstorableRecord
+    from pipeline.enforcement.audit import AuditError, AuditStoreLost, UnstorableRecord
     from pipeline.enforcement.policy import PolicyError
     from pipeline.outputs.kafka_publish import PublishError
 
     return (
         Failure((ConfigError, PolicyError, AuditError), str, 2),
-        Failure((InputError, PublishError, UnstorableRecord), str, 1),
+        Failure((InputError, PublishError, UnstorableRecord, AuditStoreLost), str, 1),
     )
 
 

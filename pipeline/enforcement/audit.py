@@ -49,6 +49,12 @@ class AuditError(Exception):
     """An audit store that cannot be opened; the message is one line for the user."""
 
 
+class AuditStoreLost(Exception):
+    """The audit store went away while records were being appended (a database restarted,
+    a connection cut): nothing of that append was kept. The message is one line; the
+    writer exits, and what it had not committed is taken again when it is started."""
+
+
 class UnstorableRecord(ValueError):
     """A record the trail cannot store: text with a NUL character, which PostgreSQL's text
     cannot hold. The SQLite store, which could, refuses it too, so that a record is kept
@@ -238,6 +244,15 @@ class PostgresAudit(AuditTrail):
         except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise AuditError(f"cannot open audit store {_redacted(url)}: {first}") from exc
+
+    def append(self, kind: str, records: Iterable[Any], id_field: str) -> int:
+        import psycopg
+
+        try:
+            return super().append(kind, records, id_field)
+        except psycopg.OperationalError as exc:  # the transaction, and so the append, is gone
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise AuditStoreLost(f"lost the audit store {_redacted(self.url)}: {first}") from exc
 
     @contextmanager
     def _writing(self) -> Iterator[str]:
