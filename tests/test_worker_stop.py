@@ -65,3 +65,25 @@ def test_a_worker_whose_stop_outlasts_the_bound_exits_at_it(kafka: Broker, tmp_p
     assert "did not stop within kafka.stop_timeout_s (0.1 s)" in log, log[-3000:]
     assert code == FORCED_EXIT
     assert took < 10
+
+
+def test_a_forced_exit_names_what_the_stop_was_waiting_for(caplog) -> None:
+    """The line names each pending task and where in its await chain it waits, so a
+    stop that hangs can be told apart from one that is merely slow."""
+    import asyncio
+
+    exited = threading.Event()
+
+    async def stuck_in_a_commit() -> None:
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        task = asyncio.get_running_loop().create_task(stuck_in_a_commit())
+        arm_stop_deadline(0.2, exit=lambda code: exited.set(), loop=asyncio.get_running_loop())
+        while not exited.is_set():
+            await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(main())
+    assert "still pending:" in caplog.text
+    assert "stuck_in_a_commit at locks.py:" in caplog.text  # inside Event.wait

@@ -10,6 +10,8 @@ read again by the partitions' next owner, which drops the redeliveries, as after
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -26,14 +28,39 @@ log = logging.getLogger(__name__)
 FORCED_EXIT = 0  # the stop was asked for and is done; the log line says it was cut short
 
 
-def arm_stop_deadline(seconds: float, exit: Callable[[int], Any] = os._exit) -> threading.Timer:
-    """Exit the process `seconds` from now unless it has exited by then."""
+def awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a pending task waits: its coroutine's name and the innermost frame of its
+    await chain, as `name at file:line`, for the line that explains a forced exit."""
+    coro: Any = task.get_coro()
+    name = getattr(coro, "__qualname__", repr(coro))
+    where = ""
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            where = f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}"
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return f"{name} at {where}" if where else name
+
+
+def arm_stop_deadline(
+    seconds: float,
+    exit: Callable[[int], Any] = os._exit,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> threading.Timer:
+    """Exit the process `seconds` from now unless it has exited by then, naming the
+    tasks of `loop` still pending (what the stop was waiting for)."""
 
     def overdue() -> None:
+        pending = []
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the set changed while read: skip it
+                pending = sorted(awaiting(t) for t in asyncio.all_tasks(loop) if not t.done())
         log.warning(
             "the worker did not stop within kafka.stop_timeout_s (%g s) of the signal; "
-            "exiting now (what it had not committed is read again by the next owner)",
+            "exiting now (what it had not committed is read again by the next owner); "
+            "still pending: %s",
             seconds,
+            "; ".join(pending[:20]) or "nothing",
         )
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
@@ -54,7 +81,7 @@ def bounded_worker(app: faust.App, stop_timeout_s: float) -> faust.Worker:
     class BoundedWorker(faust.Worker):
         def _schedule_shutdown(self, signal: Any) -> None:
             if not self._signal_stop_time:
-                arm_stop_deadline(stop_timeout_s)
+                arm_stop_deadline(stop_timeout_s, loop=self.loop)
             super()._schedule_shutdown(signal)
 
     gc.collect()
