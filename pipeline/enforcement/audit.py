@@ -242,8 +242,8 @@ class PostgresAudit(AuditTrail):
                 self.db.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
                 self.db.execute(_PG_SCHEMA)
         except psycopg.Error as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AuditError(f"cannot open audit store {_redacted(url)}: {first}") from exc
+            where = _redacted(url)
+            raise AuditError(f"cannot open audit store {where}: {_first_line(exc)}") from exc
 
     def append(self, kind: str, records: Iterable[Any], id_field: str) -> int:
         import psycopg
@@ -251,8 +251,8 @@ class PostgresAudit(AuditTrail):
         try:
             return super().append(kind, records, id_field)
         except psycopg.OperationalError as exc:  # the transaction, and so the append, is gone
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise AuditStoreLost(f"lost the audit store {_redacted(self.url)}: {first}") from exc
+            where = _redacted(self.url)
+            raise AuditStoreLost(f"lost the audit store {where}: {_first_line(exc)}") from exc
 
     @contextmanager
     def _writing(self) -> Iterator[str]:
@@ -289,6 +289,12 @@ class PostgresAudit(AuditTrail):
 
     def close(self) -> None:
         self.db.close()
+
+
+def _first_line(exc: Exception) -> str:
+    """A driver error's first line, or its class name if it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _redacted(url: str) -> str:
