@@ -98,6 +98,10 @@ def _at_partition(partition: int) -> Iterator[None]:
         streams._current_event.reset(token)
 
 
+class PartitionClosed(RuntimeError):
+    """A stage round reached a partition whose state this worker no longer holds."""
+
+
 PART_BYTES = 512 << 10  # a changelog record at most (Faust's producer takes 1,000,000 bytes)
 _HEAD = b"\x00parts:"  # a state stored in parts; a pickle never starts with a NUL byte
 
@@ -120,7 +124,18 @@ class PartitionTable(MutableMapping[str, bytes]):
         self.partition = partition
         self._parts: dict[str, int] = {}  # keys stored in parts, and how many
 
+    def _ensure_open(self) -> None:
+        """Refuse to read or write a partition whose store Faust has closed (revoked, or
+        the worker stopping). A closed RocksDB partition reads as empty: a round that went
+        on would take every key for new and write fresh states over their histories."""
+        dbs = getattr(self.table.data, "_dbs", None)  # RocksDB: the open partitions
+        if dbs is not None and self.partition not in dbs:
+            raise PartitionClosed(
+                f"{self.table.name} partition {self.partition} is closed on this worker"
+            )
+
     def __getitem__(self, key: str) -> bytes:
+        self._ensure_open()
         value: bytes = self.table.data[key]
         if not value.startswith(_HEAD):
             return value
@@ -147,17 +162,20 @@ class PartitionTable(MutableMapping[str, bytes]):
         self._drop(key)
 
     def __iter__(self) -> Iterator[str]:
+        self._ensure_open()
         return (k for k in self.table.data if not k.startswith("\x00"))
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
     def _put(self, key: str, value: bytes) -> None:
+        self._ensure_open()
         self.table.send_changelog(self.partition, key, value)
         with _at_partition(self.partition):
             self.table.data[key] = value
 
     def _drop(self, key: str) -> None:
+        self._ensure_open()
         self.table.send_changelog(self.partition, key, None, value_serializer="raw")
         with contextlib.suppress(KeyError):
             del self.table.data[key]
@@ -372,7 +390,12 @@ def faust_app(kafka: KafkaSettings) -> faust.App:
         broker_commit_interval=kafka.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        stream_wait_empty=False,
+        # A revocation or a stop waits for the stage rounds in flight to write their state
+        # and be acknowledged. Without it Faust closed the tables under a round still
+        # running: its reads found nothing, and it wrote fresh states over keys' histories
+        # to the changelog, which the next owner recovered (a churner's undos and its
+        # earlier flag forgotten, findings replay does not make).
+        stream_wait_empty=True,
     )
 
 
