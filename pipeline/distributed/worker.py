@@ -123,6 +123,18 @@ class PartitionTable(MutableMapping[str, bytes]):
         self.table = table
         self.partition = partition
         self._parts: dict[str, int] = {}  # keys stored in parts, and how many
+        self._sent: list[Any] = []  # changelog writes not yet known to be acknowledged
+
+    async def written(self) -> None:
+        """Wait until the broker has acknowledged every changelog write made so far.
+        Faust's producer buffers them, and its flush gives up when a write takes over
+        0.1 s to leave the buffer: a round acknowledged after that flush alone could
+        have its input committed while its state was still unsent (the next owner then
+        resumed past events whose counts it never had). A failed write raises here,
+        before the round is acknowledged."""
+        sent, self._sent = self._sent, []
+        if sent:
+            await asyncio.gather(*sent)
 
     def _ensure_open(self) -> None:
         """Refuse to read or write a partition whose store Faust has closed (revoked, or
@@ -170,13 +182,15 @@ class PartitionTable(MutableMapping[str, bytes]):
 
     def _put(self, key: str, value: bytes) -> None:
         self._ensure_open()
-        self.table.send_changelog(self.partition, key, value)
+        self._sent.append(self.table.send_changelog(self.partition, key, value))
         with _at_partition(self.partition):
             self.table.data[key] = value
 
     def _drop(self, key: str) -> None:
         self._ensure_open()
-        self.table.send_changelog(self.partition, key, None, value_serializer="raw")
+        self._sent.append(
+            self.table.send_changelog(self.partition, key, None, value_serializer="raw")
+        )
         with contextlib.suppress(KeyError):
             del self.table.data[key]
 
@@ -276,6 +290,7 @@ class StageAgent:
         inputs = {f"{t}:{p}" for t in topics.inputs for p in range(kafka.partitions)}
         self.upstream = inputs | upstream_sources(stage, wiring.stages, topics)
         self.owned: dict[int, StagePartition] = {}
+        self.views: dict[int, PartitionTable] = {}  # each owned partition's table
         app.on_partitions_revoked.connect(self.on_partitions_revoked)
         app.agent(
             app.topic(topics.stage(stage.detector), partitions=kafka.partitions, **RAW_BYTES),
@@ -286,6 +301,7 @@ class StageAgent:
         """Faust's signal: revoked partitions may come back after another worker wrote
         their state, so none of the cached ones is kept."""
         self.owned.clear()
+        self.views.clear()
 
     async def consume(self, stream: Any) -> None:
         kafka = self.wiring.settings.kafka
@@ -311,8 +327,9 @@ class StageAgent:
         part = self.owned.get(partition)
         if part is None:
             topics = self.wiring.topics
+            view = self.views[partition] = PartitionTable(self.table, partition)
             cache = TableCache(
-                PartitionTable(self.table, partition),
+                view,
                 lambda k, p=partition: topics.partition_of(k) == p,
             )
             part = self.owned[partition] = StagePartition(
@@ -357,11 +374,11 @@ class StageAgent:
         """Outputs are durable before the state that says "window closed" is written, and
         that state before these records are acknowledged: a crash at any point re-derives
         (never loses) a finding."""
-        producer = self.wiring.app.producer
-        await producer.flush()
+        await self.wiring.app.producer.flush()
         for part in done.touched.values():
             part.runner.store.flush()
-        await producer.flush()
+        for partition in done.touched:
+            await self.views[partition].written()
 
     def count(self, done: Round, actions: list[Action]) -> None:
         """The round in this worker's totals, for the metrics."""
