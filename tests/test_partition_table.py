@@ -88,6 +88,19 @@ def test_a_partition_closed_under_a_round_refuses_reads_and_writes(tmp_path: Pat
     assert sent == [(2, "k1", b"one")]  # nothing reached the changelog after the close
 
 
+def test_a_partition_not_yet_opened_opens_at_its_first_write(tmp_path: Path) -> None:
+    """A worker's first rounds can come before its changelog topics are in the group's
+    assignment, so before Faust opens their partitions: the store opens at the first
+    write, as Faust's own writes do (the guard above once stopped every stage agent of a
+    starting worker)."""
+    table, sent = _table("rocksdb://", tmp_path)
+    view = PartitionTable(table, 1)  # _table opened partition 2 only
+    assert view.get("k1") is None
+    view["k1"] = b"one"
+    assert view["k1"] == b"one" and 1 in table.data._dbs
+    assert sent == [(1, "k1", b"one")]
+
+
 def test_a_round_waits_for_its_state_writes_to_be_acknowledged(tmp_path: Path) -> None:
     """Faust's producer buffers changelog writes, and its flush returns when one takes over
     0.1 s to leave the buffer. Before, a round could be acknowledged (its input committed)

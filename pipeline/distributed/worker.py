@@ -124,6 +124,7 @@ class PartitionTable(MutableMapping[str, bytes]):
         self.partition = partition
         self._parts: dict[str, int] = {}  # keys stored in parts, and how many
         self._sent: list[Any] = []  # changelog writes not yet known to be acknowledged
+        self._opened = False  # whether this view has seen its partition's store open
 
     async def written(self) -> None:
         """Wait until the broker has acknowledged every changelog write made so far.
@@ -137,11 +138,17 @@ class PartitionTable(MutableMapping[str, bytes]):
             await asyncio.gather(*sent)
 
     def _ensure_open(self) -> None:
-        """Refuse to read or write a partition whose store Faust has closed (revoked, or
-        the worker stopping). A closed RocksDB partition reads as empty: a round that went
-        on would take every key for new and write fresh states over their histories."""
+        """Refuse to read or write a partition whose store Faust has closed under this
+        view (revoked, or the worker stopping). A closed RocksDB partition reads as empty:
+        a round that went on would take every key for new and write fresh states over
+        their histories. One Faust has not opened yet (a worker's first rounds, before
+        its changelog topics are in the assignment) opens at the first write, as before."""
         dbs = getattr(self.table.data, "_dbs", None)  # RocksDB: the open partitions
-        if dbs is not None and self.partition not in dbs:
+        if dbs is None:
+            return
+        if self.partition in dbs:
+            self._opened = True
+        elif self._opened:
             raise PartitionClosed(
                 f"{self.table.name} partition {self.partition} is closed on this worker"
             )
