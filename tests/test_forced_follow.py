@@ -8,12 +8,21 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from models.engagement import EngagementBaseline
+from models.prior_baseline import PriorCountBaseline
 from pipeline.contract.events import decoder
 from pipeline.contract.findings import Finding
 from pipeline.core.settings import ConfigError, load_settings
-from pipeline.detectors.forced_follow import ForcedFold, ForcedFollowStage, ForcedPane
+from pipeline.detectors.forced_follow import (
+    ForcedBaseline,
+    ForcedFold,
+    ForcedFollowStage,
+    ForcedPane,
+)
+from pipeline.distributed.topics import Topics
 from pipeline.embedded.engine import Engine
 from tests.helpers import (
     HOUR,
@@ -22,6 +31,7 @@ from tests.helpers import (
     StreamBuilder,
     replay_three_ways,
 )
+from tests.stage_partitions import engine_findings, run_partitioned
 
 WINDOW = 15 * MINUTE  # config/lockstep.yaml: detectors.forced_follow.window_ms
 HOP = 5 * MINUTE
@@ -211,3 +221,103 @@ def test_settings_are_checked() -> None:
         load_settings(overrides={"detectors": {"forced_follow": {"min_forced_share": 2.0}}})
     with pytest.raises(ConfigError, match="window_ms"):
         load_settings(overrides={"detectors": {"forced_follow": {"window_ms": 700_000}}})
+
+
+def _campaign_stream() -> tuple[StreamBuilder, list[int]]:
+    """An account followed by a few people a window, now and then without consent (an
+    unconfirmed import), then a 10-minute onboarding campaign onto it; another account
+    gets ordinary follows only. Returns the times of the account's forced follows."""
+    b = StreamBuilder(seed=3)
+    b.poisson_follows("acct", T0, T0 + 4 * HOUR, rate_per_hour=12)
+    b.poisson_follows("other", T0, T0 + 4 * HOUR, rate_per_hour=30)
+    forced = []
+    for i, at in enumerate((T0 + 7 * MINUTE, T0 + 52 * MINUTE, T0 + 95 * MINUTE)):
+        b.add("follow", at, f"friend{i}", target="acct", origin="import", consent=False)
+        forced.append(at)
+    start = T0 + 3 * HOUR + MINUTE
+    for i in range(40):
+        at = start + i * 15_000
+        b.add("follow", at, f"new{i}", target="acct", origin="onboarding_default", consent=False)
+        forced.append(at)
+    return b, forced
+
+
+def _forced_in(forced: list[int], end: int) -> int:
+    return sum(end - WINDOW <= ts < end for ts in forced)
+
+
+def test_a_finding_charts_the_targets_windows_with_forced_follows() -> None:
+    b, forced = _campaign_stream()
+    findings = _run(b.sorted_lines())
+    assert findings and {f.subject_id for f in findings} == {"acct"}
+    # the windows judged: every window (of WINDOW, every HOP) holding a forced follow
+    judged = sorted({(ts // HOP + k) * HOP for ts in forced for k in (1, 2, 3)})
+    for f in findings:
+        e, series = f.evidence, f.evidence["series"]
+        assert len(series["t"]) == len(series["value"]) == len(series["expected"])
+        assert series["t"] == [t for t in judged if t <= f.window_end][-48:]
+        assert series["value"] == [_forced_in(forced, t) for t in series["t"]]
+        assert series["value"][-1] == e["forced"] and series["expected"][-1] == e["expected"]
+    first = min(findings, key=lambda f: f.window_end)
+    assert max(first.evidence["series"]["value"][:-1]) == 1  # the stray imports, then this
+    assert first.evidence["series"]["expected"][0] == 0.0  # judged against the prior of none
+
+    # the bound is the setting; 0 keeps no record, and nothing else moves
+    few = _run(b.sorted_lines(), series_points=2)
+    none = _run(b.sorted_lines(), series_points=0)
+    assert [f.finding_id for f in few] == [f.finding_id for f in none]
+    assert [f.finding_id for f in findings] == [f.finding_id for f in none]
+    for f, f2, f0 in zip(findings, few, none, strict=True):
+        assert f2.evidence["series"] == {k: v[-2:] for k, v in f.evidence["series"].items()}
+        assert "series" not in f0.evidence
+        assert {k: v for k, v in f.evidence.items() if k != "series"} == f0.evidence
+        assert (f.score, f.severity, f.members) == (f0.score, f0.severity, f0.members)
+
+
+def test_the_series_is_the_same_through_the_distributed_runtimes_pickled_state() -> None:
+    b, _ = _campaign_stream()
+    settings = load_settings(overrides={"kafka": {"partitions": 2}})
+    stages = [ForcedFollowStage(settings.detectors.forced_follow, settings.severity)]
+    lines = [line.encode() for line in b.sorted_lines()]
+    expected = {
+        f.finding_id: msgspec.to_builtins(f) for f in engine_findings(settings, stages, lines)
+    }
+    assert expected and all(f["evidence"]["series"]["t"] for f in expected.values())
+    run = run_partitioned(settings, stages, lines, Topics("t", 2), chunk=100)
+    assert run.duplicates > 0
+    assert {i: msgspec.to_builtins(f) for i, f in run.found.items()} == expected
+
+
+def test_a_target_state_pickled_before_the_record_still_judges_as_before() -> None:
+    """A model pickled before `ForcedBaseline` is a plain `PriorCountBaseline`: it loads
+    and finds the same, without a series. And the record is not a field of
+    `PriorCountBaseline`, whose subclass `EngagementBaseline` pickles its fields by
+    position: one added to the base would come before the subclass's own."""
+    settings = load_settings()
+    stage = ForcedFollowStage(settings.detectors.forced_follow, settings.severity)
+    fresh = stage.new_model()
+    assert isinstance(fresh, ForcedBaseline) and fresh.recent is None
+    fields = msgspec.structs.fields
+    old = PriorCountBaseline(*[getattr(fresh, f.name) for f in fields(PriorCountBaseline)])
+    old = pickle.loads(pickle.dumps(old))
+    assert [f.name for f in fields(ForcedBaseline)] == [
+        *(f.name for f in fields(PriorCountBaseline)),
+        "recent",
+    ]
+    assert "recent" not in {f.name for f in fields(PriorCountBaseline)}
+    assert [f.name for f in fields(EngagementBaseline)][-2:] == ["accounts_per_event", "recent"]
+
+    b = StreamBuilder()
+    for i in range(30):
+        b.add("follow", T0 + i * 1_000, f"v{i}", target="t", origin="api", consent=True)
+    events = [decoder.decode(line.encode()) for line in b.sorted_lines()]
+    start, end = T0, T0 + WINDOW
+    found_new = stage.evaluate("t", fresh, [stage.fold(events)], start, end)
+    found_old = stage.evaluate("t", old, [stage.fold(events)], start, end)
+    (new,), (was,) = found_new, found_old
+    assert new.evidence["series"] == {"t": [end], "value": [30], "expected": [0.0]}
+    assert "series" not in was.evidence and not hasattr(old, "recent")
+    assert {k: v for k, v in new.evidence.items() if k != "series"} == was.evidence
+    assert (new.finding_id, new.score) == (was.finding_id, was.score)
+    again = pickle.loads(pickle.dumps(fresh))
+    assert isinstance(again, ForcedBaseline) and again.recent == fresh.recent

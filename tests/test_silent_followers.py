@@ -6,18 +6,25 @@ not judged; both runtimes agree."""
 
 from __future__ import annotations
 
+import pickle
 import random
 
+import msgspec
 import pytest
 
 from models.activity import RecentActivity
+from models.network import network_of
+from pipeline.contract.events import decoder
 from pipeline.contract.findings import Finding
 from pipeline.core.settings import ConfigError, load_settings
+from pipeline.core.window_runner import StoreModels
 from pipeline.detectors import build_stages
+from pipeline.detectors.case_evidence import MAX_MEMBER_FACTS
+from pipeline.detectors.silent_followers import FollowerActivityStage, SilentMemory
 from pipeline.distributed.topics import Topics
 from pipeline.embedded.engine import Engine
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder
-from tests.stage_partitions import runtimes_agree
+from tests.stage_partitions import engine_findings, run_partitioned, runtimes_agree
 
 DAY = 24 * HOUR
 SETTINGS = load_settings(overrides={"kafka": {"partitions": 2}})
@@ -199,3 +206,81 @@ def test_follower_jump_counts_established_follows_by_the_rule_silent_followers_j
     established = sum(counts_as_established(f, young_ms) for f in follows)
     assert 0 < established < len(follows)
     assert pane.user_follows - pane.young == established
+
+
+def test_a_finding_describes_its_first_members_from_their_follows() -> None:
+    """`evidence.member_facts`: the first 100 members, each as its earliest follow of the
+    account in the flagged window says (age, network, device), carried from the
+    `follower_activity` stage that saw the follows; the same through the distributed
+    runtime's pickled state and redelivered records."""
+    p = Platform(seed=2, readers=1500)
+    p.reading(T0, T0 + 7 * HOUR, clicks_per_hour=3000, target="mid")
+    p.drip("mid", T0 + 3 * HOUR, per_hour=1500, hours=1, busy=False)
+    lines = p.lines()
+    found = [f for f in engine_findings(SETTINGS, _stages(), lines) if f.detector == CHAIN[2]]
+    assert found and max(len(f.members) for f in found) > MAX_MEMBER_FACTS  # the bound bites
+    follows = sorted(
+        (e for e in p.b.events if e["type"] == "follow" and e["target"] == "mid"),
+        key=lambda e: (e["ts"], e["event_id"]),
+    )
+    for f in found:
+        facts = f.evidence["member_facts"]
+        assert list(facts) == f.members[:MAX_MEMBER_FACTS]  # every one of them described
+        for m, known in facts.items():
+            first = next(
+                e for e in follows if e["actor"] == m and f.window_start <= e["ts"] < f.window_end
+            )
+            assert known == {
+                "created_at": first["actor_created_at"],
+                "network": network_of(first["ip"]),
+                "device": first["device_id"],
+            }
+    expected = {f.finding_id: msgspec.to_builtins(f) for f in found}
+    run = run_partitioned(SETTINGS, _stages(), lines, Topics("t", 2))
+    assert run.duplicates > 0
+    there = {i: msgspec.to_builtins(f) for i, f in run.found.items() if f.detector == CHAIN[2]}
+    assert there == expected
+
+
+def test_silent_memory_pickled_before_the_facts_still_loads() -> None:
+    class Before:  # SilentMemory as it was: its follows only, pickled as slots
+        __slots__ = ("follows",)
+
+    old = Before()
+    old.follows = [(T0, "a"), (T0 + 1, "b")]
+    memory = SilentMemory.__new__(SilentMemory)
+    memory.__setstate__(old.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[2])
+    assert memory.follows == [(T0, "a"), (T0 + 1, "b")] and memory.facts == []
+    memory.facts.append((T0, "a", {"device": "d"}))
+    again = pickle.loads(pickle.dumps(memory, protocol=pickle.HIGHEST_PROTOCOL))
+    assert (again.follows, again.facts) == (memory.follows, memory.facts)
+
+
+def test_a_silent_follow_record_carries_the_facts_of_its_first_followers_by_id() -> None:
+    """What `follower_activity` hands on: each record the facts of its first
+    `MAX_MEMBER_FACTS` followers by id (a finding describes its first members by id, each
+    of them among the first of its own record), from their earliest follow in it."""
+    one = {"warmup_ms": 0, "shards": 1}  # one record for all the followers
+    cfg = load_settings(overrides={"detectors": {"silent_followers": one}})
+    stage = FollowerActivityStage(cfg.detectors.silent_followers, young_ms=30 * DAY)
+    b = StreamBuilder()
+    for i in reversed(range(150)):
+        ts = T0 + 1_000 + i * 100
+        b.add("follow", ts, f"f{i:03d}", target="mid", origin="user", ip=f"10.0.{i}.1",
+              actor_created_at=ts - 100 * DAY, device_id=f"d{i}")  # fmt: skip
+    b.add("follow", T0 + 30_000, "f000", target="mid", origin="user", device_id="later")
+    b.add("follow", T0 + 500, "f001", target="mid", origin="user")  # before, says nothing
+    events = [decoder.decode(line.encode()) for line in b.sorted_lines()]
+    records = stage.judge(
+        [stage.fold(events)], StoreModels({}, stage.new_model, T0), T0, T0 + MINUTE
+    )
+    (record,) = records
+    assert record.key == "mid" and len(record.data["follows"]) == 152
+    described = record.data["facts"]
+    assert list(described) == [f"f{i:03d}" for i in range(MAX_MEMBER_FACTS)]  # the bound
+    assert described["f000"] == {
+        "created_at": T0 + 1_000 - 100 * DAY,
+        "network": "10.0.0",
+        "device": "d0",  # its earliest follow's, not the later one's
+    }
+    assert described["f001"]["device"] == "d1"  # from the first follow that says

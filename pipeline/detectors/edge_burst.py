@@ -23,6 +23,9 @@ they are no evidence of a bought burst (`forced_follow` judges them).
 
 State: `shards` sketches (9 * rows * buckets floats each) plus the follows of the open
 ticks, whatever the number of accounts; both runtimes keep and pickle it like any key's.
+No `evidence.series`: a target has no record of its own windows, only a share of sketch
+buckets (decayed levels, not past ticks), and keeping one would make memory grow with the
+accounts, which this stage exists not to do.
 """
 
 from __future__ import annotations

@@ -18,6 +18,13 @@ counted per target in C, the few forced ones summed per target). A window scores
 targets that had forced follows, and starts the normal of those it sees for the first
 time: a later quiet window teaches a target's baseline nothing it would not learn at its
 next update anyway (`PriorCountBaseline` decays over the windows skipped).
+
+Evidence: a finding charts the target's latest judged windows (`evidence.series`: per
+window with forced follows, their count and the level its baseline expected), kept in its
+model (`ForcedBaseline`, at most `series_points`). The record is a field of this stage's
+own subclass, not of `PriorCountBaseline`: `EngagementBaseline` derives from that too, and
+a field added to the base would come before the subclass's own, so an engagement baseline
+pickled before it (positional fields) would load shifted.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from operator import attrgetter
 from typing import Any
 
 from models.prior_baseline import PriorCountBaseline
+from models.recent_windows import remember
 from models.scales import decay_alpha
 from pipeline.contract.events import Origin
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
@@ -34,6 +42,7 @@ from pipeline.core.numbers import NonNegative, NonNegativeInt, Positive, Positiv
 from pipeline.core.settings import SeveritySettings
 from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.case_evidence import series
 from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
 PaneState = tuple[int, int, dict[str, int], set[str]]
@@ -58,10 +67,22 @@ class ForcedFollowSettings(DetectorSettings):
     max_tracked_victims: PositiveInt
     max_listed_victims: NonNegativeInt
     idle_ttl_ms: PositiveInt
+    series_points: NonNegativeInt
 
     def check(self) -> None:
         where = "detectors.forced_follow"
         check_hops(where, self.window_ms, self.hop_ms)
+
+
+class ForcedBaseline(PriorCountBaseline, gc=False):
+    """A target's normal of forced follows per window, and its latest windows with forced
+    follows as judged (`models.recent_windows`), for a finding's `evidence.series`.
+
+    A target's model pickled before the record existed is a plain `PriorCountBaseline`:
+    it loads and judges as before, and keeps no record until it is forgotten (idle) and
+    starts anew as a `ForcedBaseline`."""
+
+    recent: bytes | None = None
 
 
 class ForcedPane:
@@ -110,12 +131,12 @@ class ForcedFollowStage(WholeWindowStage):
         self.cfg = cfg
         self.severity = severity
         alpha = decay_alpha(cfg.hop_ms, cfg.half_life_ms)
-        self._fresh = PriorCountBaseline.starting_at(
+        self._fresh = ForcedBaseline.starting_at(
             cfg.prior_forced, alpha, cfg.warmup_windows, cfg.z_threshold, cfg.clip_z
         )
         self._forcing = frozenset(cfg.forcing_origins)
 
-    def new_model(self) -> PriorCountBaseline:
+    def new_model(self) -> ForcedBaseline:
         return self._fresh.__copy__()
 
     def new_pane(self) -> ForcedFold:
@@ -188,6 +209,8 @@ class ForcedFollowStage(WholeWindowStage):
         cfg = self.cfg
         forced = sum(p.forced for p in panes)
         score = model.update(end // cfg.hop_ms, forced)
+        if isinstance(model, ForcedBaseline):  # not a model pickled before the record
+            model.recent = remember(model.recent, end, forced, model.expected, cfg.series_points)
         if (
             score < 0.5
             or forced < cfg.min_forced
@@ -231,6 +254,7 @@ class ForcedFollowStage(WholeWindowStage):
                 "z": round(model.z, 2),
                 "z_threshold": cfg.z_threshold,
                 "history_windows": model.observed - 1,
+                **series(getattr(model, "recent", None)),
                 "explanation": (
                     f"{forced} of {follows} new follows in {minutes:g} min were made without "
                     f"informed consent ({how}; {unconsented} with consent false), by "

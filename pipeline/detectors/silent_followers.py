@@ -24,6 +24,14 @@ established user follows, made by the same rules.
 Score: the jump's score, with the rest of the doubt closed in proportion to the silent
 share. State: per shard, the accounts active in the last one to two `generation_ms`; per
 followed account, its silent followers of the last `memory_ms`.
+
+Evidence: what the follows say of the members (`evidence.member_facts`). Only
+`follower_activity` holds the follows, so each `silent_follow` record carries the facts
+of its first `MAX_MEMBER_FACTS` silent followers by account id (`case_evidence.member_facts`
+over the record's follows): a finding describes the first of its members, sorted by id,
+and each of those is among the first of its own record. `silent_followers` keeps them with
+the follows, for as long, and takes each field from a member's earliest follow in the
+flagged window that carries it.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from pipeline.core.numbers import NonNegativeInt, PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
+from pipeline.detectors.case_evidence import MAX_MEMBER_FACTS, member_facts
 from pipeline.detectors.registry import Build, Detector, DetectorSettings
 
 if TYPE_CHECKING:
@@ -233,6 +242,7 @@ class FollowerActivityStage(WholeWindowStage):
         follows = list(chain.from_iterable(f.follows for f in folds))
         quiet = activity.inactive(map(_actor, follows), start)
         silent: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
+        theirs: dict[tuple[str, str], list[Any]] = defaultdict(list)  # the follows themselves
         for e in follows:
             actor = e.actor
             if actor not in quiet or not counts_as_established(e, self.young_ms):
@@ -241,25 +251,46 @@ class FollowerActivityStage(WholeWindowStage):
             if start - model.since.get(shard, start) < warmup:
                 continue  # too little seen of this shard yet to call anybody silent
             silent[(e.target, shard)].append((e.ts, actor))
-        return [
-            Derived(
-                stream=SILENT_STREAM,
-                key=target,
-                ts=end - 1,
-                event_id=f"{target}/{shard}/{start}",
-                data={"follows": sorted(follows)},  # [(ts, follower), ...]
+            theirs[(e.target, shard)].append(e)
+        out: list[Derived] = []
+        for (target, shard), follows in sorted(silent.items()):
+            followers = sorted({a for _, a in follows})
+            data = {
+                "follows": sorted(follows),  # [(ts, follower), ...]
+                # what the follows say of the first followers by id: {follower: {...}}
+                "facts": member_facts(theirs[(target, shard)], followers),
+            }
+            out.append(
+                Derived(
+                    stream=SILENT_STREAM,
+                    key=target,
+                    ts=end - 1,
+                    event_id=f"{target}/{shard}/{start}",
+                    data=data,
+                )
             )
-            for (target, shard), follows in sorted(silent.items())
-        ]
+        return out
 
 
 class SilentMemory:
-    """A followed account's silent new followers of the last `memory_ms`: (ts, account)."""
+    """A followed account's silent new followers of the last `memory_ms`: (ts, account),
+    and what their records said of them: (ts of the account's first follow in the record,
+    account, facts)."""
 
-    __slots__ = ("follows",)
+    __slots__ = ("facts", "follows")
 
     def __init__(self) -> None:
         self.follows: list[tuple[int, str]] = []
+        self.facts: list[tuple[int, str, dict[str, Any]]] = []
+
+    def __getstate__(self) -> tuple[list[tuple[int, str]], list[tuple[int, str, dict[str, Any]]]]:
+        return self.follows, self.facts
+
+    def __setstate__(self, state: Any) -> None:
+        if state[0] is None:  # pickled before the facts: (None, {"follows": [...]})
+            self.follows, self.facts = state[1]["follows"], []
+        else:
+            self.follows, self.facts = state
 
 
 class SilentFollowersStage(Stage):
@@ -290,9 +321,18 @@ class SilentFollowersStage(Stage):
         records = sorted((d for pane in panes for d in pane), key=_order)
         for d in records:
             if d.stream == SILENT_STREAM:
-                model.follows.extend((int(ts), str(a)) for ts, a in d.data["follows"])
+                follows = [(int(ts), str(a)) for ts, a in d.data["follows"]]
+                model.follows.extend(follows)
+                facts = d.data.get("facts") or {}
+                if facts:
+                    first: dict[str, int] = {}
+                    for ts, a in follows:
+                        first[a] = min(first.get(a, ts), ts)
+                    model.facts.extend((first[a], a, known) for a, known in facts.items())
         horizon = end - self.cfg.memory_ms
         model.follows = [f for f in model.follows if f[0] >= horizon]
+        if model.facts:
+            model.facts = [f for f in model.facts if f[0] >= horizon]
         found = []
         for d in records:
             if d.stream == JUMP_STREAM:
@@ -315,6 +355,7 @@ class SilentFollowersStage(Stage):
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
+        members = silent[: cfg.max_members]
         minutes = (end - start) / 60_000
         when = (
             "after an abnormal follower jump"
@@ -330,7 +371,7 @@ class SilentFollowersStage(Stage):
             window_end=end,
             score=score,
             severity=severity,
-            members=silent[: cfg.max_members],
+            members=members,
             evidence={
                 "follower_jump_finding": jump["finding"],
                 "kind": jump["kind"],
@@ -338,6 +379,7 @@ class SilentFollowersStage(Stage):
                 "established_follows": established,
                 "silent_share": round(share, 3),
                 "fabricated": fabricated(follow=len(silent)),
+                "member_facts": _member_facts(model, members, start, end),
                 "explanation": (
                     f"{len(silent)} of the {established} established accounts that followed "
                     f"in {minutes:g} min {when} had shown no other activity "
@@ -345,6 +387,25 @@ class SilentFollowersStage(Stage):
                 ),
             },
         )
+
+
+def _member_facts(
+    model: SilentMemory, members: list[str], start: int, end: int
+) -> dict[str, dict[str, Any]]:
+    """What the records said of the first `MAX_MEMBER_FACTS` members, each field from the
+    member's earliest follow in the window [start, end) that carried it."""
+    wanted = dict.fromkeys(members[:MAX_MEMBER_FACTS])
+    facts: dict[str, dict[str, Any]] = {}
+    for ts, account, known in sorted(model.facts, key=_when):
+        if start <= ts < end and account in wanted:
+            mine = facts.setdefault(account, {})
+            for field, value in known.items():
+                mine.setdefault(field, value)
+    return {m: facts[m] for m in wanted if facts.get(m)}
+
+
+def _when(fact: tuple[int, str, dict[str, Any]]) -> tuple[int, str]:
+    return fact[0], fact[1]
 
 
 def _order(d: Derived) -> tuple[int, str, str]:
