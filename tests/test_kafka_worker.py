@@ -222,7 +222,17 @@ def _wait_for(
             return found
         time.sleep(2)
     missing = expected - {f[field] for f in found}
-    raise AssertionError(f"missing on {topic}: {missing}\n{_diagnostics()}")
+    extra = sorted(_brief(f) for f in found if f[field] not in expected)
+    raise AssertionError(
+        f"missing on {topic}: {missing}\non the topic only: {extra}\n{_diagnostics()}"
+    )
+
+
+def _brief(record: dict) -> str:
+    """A finding or an action in a few words, to tell what differs from replay."""
+    if "action_id" in record:
+        return f"{record['action']}:{record['subject_id']}@{record['ts']}"
+    return f"{record['detector']}:{record['subject_id']}@{record['window_end']}"
 
 
 def _replayed_actions(tmp_path: Path) -> set[str]:

@@ -43,6 +43,7 @@ from pipeline.distributed.runtime import (
     pack_derived,
     upstream_sources,
 )
+from pipeline.distributed.stopping import Failure
 from pipeline.distributed.topics import Topics
 from pipeline.enforcement.stage import FINDING_STREAM, finding_records
 from pipeline.topology import build_topology
@@ -70,6 +71,7 @@ class WorkerState:
         self.keys: Counter[str] = Counter()
         self.observe_latency: Callable[[float], None] = lambda seconds: None
         self.consumer_lag: Callable[[], dict[str, int]] = dict
+        self.failure = Failure()
 
     def state_size(self) -> dict[str, int]:
         return dict(self.keys)
@@ -229,9 +231,15 @@ class EmittedActions:
         self.ids.update(r.key.decode() for r in records if r.key)
 
     def new(self, actions: list[Action]) -> list[Action]:
-        fresh = [a for a in actions if a.action_id not in self.ids]
-        self.ids.update(a.action_id for a in fresh)
-        return fresh
+        """Those of `actions` not on the topic yet (nor twice among themselves)."""
+        fresh = {a.action_id: a for a in actions if a.action_id not in self.ids}
+        return list(fresh.values())
+
+    def sent(self, actions: list[Action]) -> None:
+        """`actions` are on the topic (their round is durable). Taken only then: an id
+        taken before would stop a round that failed, and is run again, from re-emitting
+        an action that never reached the topic."""
+        self.ids.update(a.action_id for a in actions)
 
 
 class Outputs:
@@ -311,11 +319,17 @@ class StageAgent:
         self.views.clear()
 
     async def consume(self, stream: Any) -> None:
+        """The agent: rounds of stage records. One that raises stops the worker (see
+        `Failure`) rather than leave Faust to restart the agent on the same state."""
         kafka = self.wiring.settings.kafka
-        async for events in stream.take_events(
-            kafka.stage_take_records, within=kafka.stage_round_s
-        ):
-            await self.run_round(events)
+        try:
+            async for events in stream.take_events(
+                kafka.stage_take_records, within=kafka.stage_round_s
+            ):
+                await self.run_round(events)
+        except Exception as exc:
+            self.wiring.state.failure.fail(f"stage {self.stage.detector}", exc)
+            raise
 
     async def run_round(self, events: list[Any]) -> None:
         emitted = self.wiring.emitted
@@ -327,6 +341,7 @@ class StageAgent:
         actions = emitted.new(done.decided)
         await self.wiring.outputs.send(done.found, actions, done.dead)
         await self.persist(done)
+        emitted.sent(actions)
         self.count(done, actions)
 
     def partition(self, partition: int) -> StagePartition:
@@ -440,7 +455,14 @@ def build_app(settings: Settings, state: WorkerState) -> faust.App:
         kafka, ingest, topics, state.stats, state.lock, lambda s: state.observe_latency(s)
     )
     state.consumer_lag = lambda: dict(ingest_loop.lag)
-    app.task(ingest_loop.run)
+
+    async def ingest() -> None:
+        try:
+            await ingest_loop.run()
+        except Exception as exc:
+            state.failure.fail("the ingest loop", exc)
+
+    app.task(ingest)
     wiring = Wiring(app, settings, stages, topics, outputs, emitted, state)
     for stage in stages:
         StageAgent(wiring, stage)
@@ -468,6 +490,10 @@ def run_worker(settings: Settings, metrics_port: int) -> None:
         metrics = Metrics(state)
         state.observe_latency = metrics.latency.observe
         metrics.serve(metrics_port)
-    worker = bounded_worker(app, settings.kafka.stop_timeout_s)
+    worker = bounded_worker(app, settings.kafka.stop_timeout_s, state.failure)
     asyncio.set_event_loop(worker.loop)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if state.failure.reason is not None:
+            raise SystemExit(state.failure.exit_code())
