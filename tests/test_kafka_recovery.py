@@ -43,7 +43,7 @@ def test_sigkill_loses_no_finding_and_duplicates_no_action(kafka: Broker, tmp_pa
         time.sleep(2)
         workers[1] = _worker(env, "w2b", tmp_path)
         _wait_for_findings(kafka, "crash", expected, workers, timeout=240)
-        _wait_for_actions(kafka, "crash", _replayed_actions(tmp_path), workers, timeout=120)
+        _wait_for_actions(kafka, "crash", tmp_path, workers, timeout=120)
         time.sleep(5)
         actions = _read(kafka.bootstrap, "crash.actions")
     finally:
@@ -76,7 +76,7 @@ def test_a_worker_joining_under_load_loses_and_duplicates_nothing(
         workers.append(_worker(env, "w2", tmp_path))
         _wait_until_both_own_inputs(workers)
         _wait_for_findings(kafka, "join", expected, workers, timeout=240)
-        _wait_for_actions(kafka, "join", _replayed_actions(tmp_path), workers, timeout=120)
+        _wait_for_actions(kafka, "join", tmp_path, workers, timeout=120)
         time.sleep(5)
         found = _read(kafka.bootstrap, "join.findings")
         actions = _read(kafka.bootstrap, "join.actions")

@@ -202,11 +202,50 @@ def _wait_for_findings(
 
 
 def _wait_for_actions(
-    broker: Broker, prefix: str, expected: set[str], workers: list, timeout: float = 180
+    broker: Broker, prefix: str, tmp_path: Path, workers: list, timeout: float = 180
 ) -> list[dict]:
     """Actions come after the findings that lead to them (the enforcement stage closes its
-    windows on the finding stream's watermark): wait for them too, rather than a while."""
-    return _wait_for(broker, f"{prefix}.actions", "action_id", expected, workers, timeout)
+    windows on the finding stream's watermark): wait for them too, rather than a while.
+    A failure says where the findings of each missing action went."""
+    try:
+        return _wait_for(
+            broker, f"{prefix}.actions", "action_id", _replayed_actions(tmp_path), workers, timeout
+        )
+    except AssertionError as exc:
+        try:
+            trace = _trace_missing_actions(broker, prefix, tmp_path)
+        except Exception as why:  # the trace explains; it must not hide the failure
+            trace = f"(no trace: {why!r})"
+        raise AssertionError(f"{exc}\n{trace}") from None
+
+
+def _trace_missing_actions(broker: Broker, prefix: str, tmp_path: Path) -> str:
+    """For each replay action not on the actions topic: the stage records on the
+    enforcement stage's topic that carried its findings (partition, offset, source, time),
+    and every dead letter but the malformed lines."""
+    from pipeline.distributed.runtime import decode_batch
+
+    on_topic = {a["action_id"] for a in _read(broker.bootstrap, f"{prefix}.actions")}
+    records = asyncio.run(
+        read_to_end(broker.bootstrap, f"{prefix}.stage.enforcement", PARTITIONS, wait_s=5)
+    )
+    carried: dict[str, list[str]] = {}
+    for r in records:
+        batch = decode_batch(r.value)
+        sources = [s for s, n in batch.sources for _ in range(n)]
+        for i, d in enumerate(batch.events):
+            where = sources[i] if i < len(sources) else "?"
+            trail = f"p{r.partition}@{r.offset} from {where} ts {d.ts}"
+            carried.setdefault(d.event_id, []).append(trail)
+    lines = []
+    for a in read_jsonl(tmp_path / "replay" / "actions.jsonl"):
+        if a["action_id"] in on_topic:
+            continue
+        trail = {f: carried.get(f, ["never on the enforcement topic"]) for f in a["finding_ids"]}
+        lines.append(f"{_brief(a)} {a['action_id']}: {trail}")
+    dead = _read(broker.bootstrap, f"{prefix}.dead-letters")
+    kept = [(d["reason"], d["source"], d["detail"]) for d in dead if d["reason"] != "invalid_json"]
+    return "\n".join([*lines, f"dead letters (not invalid_json): {kept[:20]} of {len(kept)}"])
 
 
 def _wait_for(
@@ -302,7 +341,7 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
         _wait_until_both_own_inputs(workers)
         _produce(env, events)
         _wait_for_findings(kafka, "same", expected, workers)
-        _wait_for_actions(kafka, "same", _replayed_actions(tmp_path), workers)
+        _wait_for_actions(kafka, "same", tmp_path, workers)
         time.sleep(3)  # anything extra would show up now
         found = _read(kafka.bootstrap, "same.findings")
         actions = _read(kafka.bootstrap, "same.actions")
