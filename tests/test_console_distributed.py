@@ -115,7 +115,7 @@ def deployment(
         expected = {a["action_id"] for a in read_jsonl(replayed / "actions.jsonl")}
         # Playwright's sync API holds an event loop in this thread: Kafka is read in another
         with ThreadPoolExecutor(1) as thread:
-            thread.submit(_wait_for_actions, kafka, PREFIX, expected, workers, 240).result()
+            thread.submit(_wait_for_actions, kafka, PREFIX, tmp_path, workers, 240).result()
         deadline = time.monotonic() + 60
         while {a["action_id"] for a in read_jsonl(sink_out / "actions.jsonl")} != expected:
             assert sink.poll() is None, (tmp_path / "sink.log").read_text()
