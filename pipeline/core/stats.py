@@ -25,6 +25,9 @@ class Stats:
     dead_letters_by_reason: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     staged_by_stage: Counter[str] = field(default_factory=Counter)  # events each stage took
+    # stage records' events consumed again after a crash or a hand-over, and dropped as
+    # already applied (the distributed runtime's at-least-once stages; none in replay)
+    stage_redeliveries: Counter[str] = field(default_factory=Counter)
     findings_by_kind: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     actions_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     max_event_ts: int = NO_TIME

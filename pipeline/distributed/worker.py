@@ -284,6 +284,7 @@ class Round:
     touched: dict[int, StagePartition] = field(default_factory=dict)
     derived: dict[int, list[Derived]] = field(default_factory=dict)  # by stage partition
     staged: int = 0  # events
+    redelivered: int = 0  # events of stage records consumed again, dropped as applied
 
 
 class StageAgent:
@@ -371,7 +372,9 @@ class StageAgent:
             part = done.touched[partition] = self.partition(partition)
             batch = decode_batch(event.value)
             source = f"{event.message.topic}:{partition}:{event.message.offset}"
+            applied_before = part.runner.duplicates
             outputs, dead = part.apply(batch, source)
+            done.redelivered += part.runner.duplicates - applied_before
             found, handed_on, decided = split_outputs(outputs)
             done.found.extend(found)
             done.decided.extend(decided)
@@ -408,6 +411,8 @@ class StageAgent:
         with state.lock:
             state.stats.add_outputs(done.found, actions, done.dead)
             state.stats.staged_by_stage[detector] += done.staged
+            if done.redelivered:
+                state.stats.stage_redeliveries[detector] += done.redelivered
             for part in done.touched.values():
                 state.stats.watermark = max(state.stats.watermark, part.watermark)
         state.keys[detector] = sum(len(p.runner.store.cache) for p in self.owned.values())

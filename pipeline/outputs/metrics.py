@@ -34,6 +34,7 @@ EXPORTED_METRICS: tuple[str, ...] = (
     "lockstep_stage_events_total",
     "lockstep_dead_letters_total",
     "lockstep_duplicate_events_total",
+    "lockstep_stage_redeliveries_total",
     "lockstep_late_events_total",
     "lockstep_findings_total",
     "lockstep_actions_total",
@@ -62,6 +63,7 @@ class _Totals:
     duplicates: int
     events_by_type: dict[str, int]
     staged_by_stage: dict[str, int]
+    stage_redeliveries: dict[str, int]
     dead_letters_by_reason: dict[str, int]
     findings_by_kind: dict[tuple[str, str, str], int]
     actions_by_type: dict[tuple[str, str], int]
@@ -78,6 +80,7 @@ class _Totals:
                 duplicates=st.duplicates,
                 events_by_type=dict(st.events_by_type),
                 staged_by_stage=dict(st.staged_by_stage),
+                stage_redeliveries=dict(st.stage_redeliveries),
                 dead_letters_by_reason=dict(st.dead_letters_by_reason),
                 findings_by_kind=dict(st.findings_by_kind),
                 actions_by_type=dict(st.actions_by_type),
@@ -124,6 +127,16 @@ def _event_counters(totals: _Totals) -> Iterator[CounterMetricFamily]:
     )
     yield CounterMetricFamily(
         "lockstep_duplicate_events", "Redelivered events dropped.", value=totals.duplicates
+    )
+    yield _labelled(
+        CounterMetricFamily(
+            "lockstep_stage_redeliveries",
+            "Stage records' events consumed again after a crash or a hand-over and "
+            "dropped as already applied, by stage.",
+            labels=["stage"],
+        ),
+        {s: totals.stage_redeliveries.get(s, 0) for s in totals.staged_by_stage}
+        | totals.stage_redeliveries,
     )
     yield CounterMetricFamily(
         "lockstep_late_events",
