@@ -358,7 +358,7 @@ def account_view(index: ConsoleIndex, account_id: str, now_ms: int) -> dict[str,
         "actions_total": len(refs),
         "in_force": [a for a in actions if a["in_force"]],
         "verdict": verdicts,
-        "limits": _limits(table, account_id),
+        "limits": _limits(table, account_id, now_ms),
     }
 
 
@@ -421,8 +421,10 @@ def overview(index: ConsoleIndex, policy: Policy) -> dict[str, Any]:
     }
 
 
-def _limits(table: ThrottleTable, account_id: str) -> list[dict[str, Any]]:
-    """The limits the hook's table holds on the account, per action it limits."""
+def _limits(table: ThrottleTable, account_id: str, now_ms: int) -> list[dict[str, Any]]:
+    """The limits the hook's table holds on the account now, per action it limits (the
+    table keeps a lapsed one, which its check passes over: not listed)."""
+    now = now_ms / 1000
     return [
         {
             "action": kind,
@@ -435,6 +437,7 @@ def _limits(table: ThrottleTable, account_id: str) -> list[dict[str, Any]]:
         for (who, kind), held in sorted(table.limits.items())
         if who == account_id
         for limit in held
+        if limit.expires_at is None or now < limit.expires_at
     ]
 
 
