@@ -10,13 +10,15 @@ STAMP := $(VENV)/.installed
 # installs it when it is missing (as root, as CI runs). Playwright's own browsers are never
 # downloaded. Without it those tests fail saying so; the rest still run.
 CHROMIUM := /usr/bin/chromium
-# The console's charting library, committed (MIT) with its version and checksum in
-# vendor.json; `make vendor` fetches that version again from npm and checks it.
-VENDOR := pipeline/console/static/vendor
+# The console's charting library (Chart.js, MIT) is installed from the npm registry at
+# set-up, never committed: vendor.json pins its version, the tarball's npm integrity
+# (sha512) and each file's sha256; `make vendor` (deploy/vendor.py, standard library only)
+# downloads and checks it unless it is already installed with those checksums, and fails
+# with one line if it cannot. Every target that sets up (.venv/.installed) depends on it.
 
 .PHONY: demo test lint bench clean chromium vendor
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml | vendor
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -40,13 +42,7 @@ chromium:
 	  echo "could not install chromium (apt-get, as root): the browser tests will fail"; }
 
 vendor:
-	@version=$$($(PYTHON) -c "import json; print(json.load(open('$(VENDOR)/vendor.json'))['chart.js']['version'])"); \
-	  work=$$(mktemp -d) && cd $$work && npm pack --silent chart.js@$$version >/dev/null && \
-	  tar xzf chart.js-$$version.tgz && cd - >/dev/null && \
-	  cp $$work/package/dist/chart.umd.min.js $(VENDOR)/chart.umd.min.js && \
-	  cp $$work/package/LICENSE.md $(VENDOR)/chart.js.LICENSE.md && rm -rf $$work && \
-	  echo "chart.js $$version: sha256 $$(sha256sum $(VENDOR)/chart.umd.min.js | cut -d' ' -f1)" \
-	  "(vendor.json records $$($(PYTHON) -c "import json; print(json.load(open('$(VENDOR)/vendor.json'))['chart.js']['sha256'])"))"
+	@$(PYTHON) deploy/vendor.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput

@@ -553,7 +553,7 @@ def console(
         return
     if out is None:
         raise CommandError("lockstep console needs --out DIR: the outputs of a run or a sink")
-    from pipeline.console.api import serve
+    from pipeline.console.api import serve, unfit_vendor_assets
     from pipeline.core.settings import policy_path
     from pipeline.enforcement.policy import load_policy
 
@@ -571,6 +571,11 @@ def console(
     target = audit or str(out / "audit.sqlite")
     if "://" not in target and not Path(target).exists():
         raise CommandError(f"no audit store at {target}")
+    if unfit := unfit_vendor_assets():  # the pages' charts would not load, or be unchecked
+        raise CommandError(
+            f"the console's {', '.join(unfit)} is missing or not the pinned one: run `make "
+            "vendor` (python3 deploy/vendor.py, from npm), and build any wheel after it"
+        )
     policy = load_policy(policy_path(settings))
     serve(out, target, settings, policy, token, secret, host, port, kafka)
 

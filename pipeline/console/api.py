@@ -29,6 +29,8 @@ actions topic, for `lockstep sink` to deliver. Every error is JSON, as the desk'
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -93,6 +95,22 @@ def _json(status: int, error: str) -> web.Response:
 def _asset(name: str) -> bytes:
     """A file of `static/` (the package `pipeline.console.static`, its data installed)."""
     return resources.files(static).joinpath(name).read_bytes()
+
+
+def unfit_vendor_assets() -> list[str]:
+    """The files `static/vendor/vendor.json` pins that are missing or differ from their
+    pinned sha256 (a package built without `make vendor`, or a file edited by hand)."""
+    unfit = []
+    for name, record in json.loads(_asset("vendor/vendor.json")).items():
+        for file in (record["file"], record["licence_file"]):
+            digest = record["sha256"] if file == record["file"] else record["licence_sha256"]
+            try:
+                fit = hashlib.sha256(_asset("vendor/" + file)).hexdigest() == digest
+            except (FileNotFoundError, IsADirectoryError):
+                fit = False
+            if not fit:
+                unfit.append(f"{name} {record['version']} ({file})")
+    return unfit
 
 
 def _page(name: str, status: int = 200) -> web.Response:
