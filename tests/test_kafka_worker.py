@@ -248,23 +248,67 @@ def _trace_missing_actions(broker: Broker, prefix: str, tmp_path: Path) -> str:
     return "\n".join([*lines, f"dead letters (not invalid_json): {kept[:20]} of {len(kept)}"])
 
 
+QUIET_S = 60  # past the timeout, a wait goes on while the workers still move, this long
+MOST_S = 900  # and no longer than this in all
+
+
 def _wait_for(
     broker: Broker, topic: str, field: str, expected: set[str], workers: list, timeout: float
 ) -> list[dict]:
-    deadline = time.monotonic() + timeout
+    """Wait until `topic` holds every `expected` id. Past `timeout`, only as long as the
+    workers are still at work (a loaded machine makes recovery slow, not wrong): it gives
+    up once nothing has moved for QUIET_S, so a result that will never come fails."""
+    start = last_move = time.monotonic()
+    seen: tuple[float, ...] | None = None
     found: list[dict] = []
-    while time.monotonic() < deadline:
+    while True:
         for w in workers:
             assert w.poll() is None, f"a worker exited with {w.returncode}"
         found = _read(broker.bootstrap, topic)
         if expected <= {f[field] for f in found}:
             return found
+        now = time.monotonic()
+        if (moved := _progress()) != seen:
+            seen, last_move = moved, now
+        if now - start >= MOST_S or (now - start >= timeout and now - last_move >= QUIET_S):
+            break
         time.sleep(2)
     missing = expected - {f[field] for f in found}
     extra = sorted(_brief(f) for f in found if f[field] not in expected)
     raise AssertionError(
-        f"missing on {topic}: {missing}\non the topic only: {extra}\n{_diagnostics()}"
+        f"missing on {topic} after {now - start:.0f} s (the workers last moved "
+        f"{now - last_move:.0f} s before): {missing}\non the topic only: {extra}\n"
+        f"{_diagnostics()}"
     )
+
+
+def _progress() -> tuple[float, ...]:
+    """What the workers have done so far, by their metrics: a change means work goes on."""
+    moved = []
+    for port in PORTS.values():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            moved.append(-1.0)  # a worker gone (killed, or not up yet)
+            continue
+        moved.append(
+            sum(
+                float(x.rsplit(" ", 1)[1])
+                for x in text.splitlines()
+                if x.startswith(PROGRESS_METRICS)
+            )
+        )
+    return tuple(moved)
+
+
+PROGRESS_METRICS = (
+    "lockstep_inputs_total",
+    "lockstep_stage_events_total",
+    "lockstep_stage_redeliveries_total",
+    "lockstep_findings_total",
+    "lockstep_actions_total",
+)
 
 
 def _brief(record: dict) -> str:
