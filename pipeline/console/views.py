@@ -21,7 +21,10 @@ evidence says they share (`SHARED_KEYS`) and, from those facts, the networks and
 several members came from and when they were created (`member_networks`,
 `member_devices`, `member_created`). A ring's picture carries `evidence.member_rounds`
 when the finding has it (`{member: [[index of a listed round, ts of its first action in
-it], ...]}`), so each member is drawn at the rounds it acted in, not only counted.
+it], ...]}`), so each member is drawn at the rounds it acted in, not only counted; and
+`evidence.member_items` when a group finding gives its members by item (`lockstep_ring`,
+`duplicate_content`: `{"members": [...], "items": [{"content_id": ...}, ...], "acts":
+[[member index, item index, ts], ...]}`), drawn as a matrix of member by item.
 """
 
 from __future__ import annotations
@@ -231,7 +234,11 @@ def _members(
 
 def _picture(findings: list[Finding]) -> dict[str, Any] | None:
     """A ring's rounds (items by time, with how many members acted in each), and which
-    members acted in which round when the finding says (`member_rounds`), if any."""
+    members acted in which round when the finding says (`member_rounds`), if any; and a
+    group's members by item when the latest finding with one gives it (`member_items`,
+    with the id of that finding as `items_finding_id`). `kind` is `rounds` when there are
+    rounds, `items` when there is only the members by item."""
+    picture: dict[str, Any] | None = None
     for f in reversed(findings):
         rounds = f.evidence.get("rounds")
         if isinstance(rounds, list) and rounds:
@@ -239,8 +246,39 @@ def _picture(findings: list[Finding]) -> dict[str, Any] | None:
             acted = f.evidence.get("member_rounds")
             if isinstance(acted, dict):
                 picture["member_rounds"] = acted
-            return picture
-    return None
+            break
+    for f in reversed(findings):
+        grid = f.evidence.get("member_items")
+        if _valid_member_items(grid):
+            if picture is None:
+                picture = {"kind": "items", "finding_id": f.finding_id}
+            picture["member_items"] = grid
+            picture["items_finding_id"] = f.finding_id
+            break
+    return picture
+
+
+def _valid_member_items(grid: Any) -> bool:
+    """Whether `grid` is a members-by-item picture the console can draw: members (names),
+    items (each with a `content_id`), and acts `[member index, item index, ts]` within
+    them."""
+    if not isinstance(grid, dict):
+        return False
+    members, items, acts = grid.get("members"), grid.get("items"), grid.get("acts")
+    if not (isinstance(members, list) and isinstance(items, list) and isinstance(acts, list)):
+        return False
+    if not all(isinstance(m, str) for m in members):
+        return False
+    if not all(isinstance(c, dict) and isinstance(c.get("content_id"), str) for c in items):
+        return False
+    return bool(acts) and all(
+        isinstance(a, list)
+        and len(a) == 3
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in a)
+        and 0 <= a[0] < len(members)
+        and 0 <= a[1] < len(items)
+        for a in acts
+    )
 
 
 def _action(book: CaseBook, a: ActionRef, now_ms: int) -> dict[str, Any]:

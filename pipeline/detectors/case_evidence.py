@@ -75,3 +75,41 @@ def source_facts(
         if known:
             facts[m] = known
     return facts
+
+
+MAX_PICTURED_MEMBERS = 50  # members of a group's `member_items` picture, at most
+MAX_PICTURED_ITEMS = 50  # items (or rounds) of it, at most
+
+
+def member_items(
+    members: Sequence[str],
+    items: Sequence[dict[str, Any]],
+    acts: Iterable[tuple[str, int, int]],
+    members_total: int,
+    items_total: int,
+) -> dict[str, Any]:
+    """`{"member_items": ...}`, a group's members by item: which of the first
+    `MAX_PICTURED_MEMBERS` of `members` acted on which of `items` (already cut to
+    `MAX_PICTURED_ITEMS`, in the order they are to be drawn), and when: `acts` are
+    `(member, index into items, ts)`, the earliest of a member on an item kept. Nothing
+    when no listed member acted on a listed item."""
+    pictured = list(members[:MAX_PICTURED_MEMBERS])
+    row = {m: i for i, m in enumerate(pictured)}
+    first: dict[tuple[int, int], int] = {}
+    for member, j, ts in acts:
+        i = row.get(member)
+        if i is None or not 0 <= j < len(items):
+            continue
+        if ts < first.get((i, j), ts + 1):
+            first[(i, j)] = ts
+    if not first:
+        return {}
+    return {
+        "member_items": {
+            "members": pictured,
+            "items": list(items),
+            "acts": [[i, j, first[(i, j)]] for i, j in sorted(first)],
+            "members_total": members_total,
+            "items_total": items_total,
+        }
+    }

@@ -22,6 +22,12 @@ keyed by shards of actors (follows filed per actor in `add`, nothing scanned at 
 was measured too: its per-event `add` cost as much as this whole stage. State: a
 `ChurnHistory` per actor with a quick undo in the last `idle_ttl_ms`, at most
 `max_undos` entries each, and the window's events (`undo_within_ms` + `hop_ms`).
+
+Evidence: `series` charts the count judged as it built up over the horizon, from the
+quick undos the actor's history holds (nothing more is kept for it): at the end of each
+hop of the horizon (at most `SERIES_POINTS`), the quick undos remembered up to then, and
+the prior's share of the horizon up to then; the last point is the finding's own
+`quick_undos` and `expected`.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
 from pipeline.detectors.registry import Detector, DetectorSettings
 
+SERIES_POINTS = 48  # points of a finding's `series`, at most
 _actor = attrgetter("actor")
 _ts = attrgetter("ts")
 
@@ -167,6 +174,7 @@ class ChurnStage(WholeWindowStage):
                 "expected": cfg.prior_undos,
                 "z": round(z, 2),
                 "z_threshold": cfg.z_threshold,
+                "series": _build_up(model, end, cfg),
                 "explanation": (
                     f"followed and unfollowed again within {cfg.undo_within_ms // 60_000} min "
                     f"{count} times ({targets} distinct accounts, {rounds} "
@@ -176,6 +184,22 @@ class ChurnStage(WholeWindowStage):
                 ),
             },
         )
+
+
+def _build_up(model: ChurnHistory, end: int, cfg: ChurnSettings) -> dict[str, list[Any]]:
+    """The actor's quick undos as they built up to the count judged at `end`: at each hop's
+    end over the horizon (the last `SERIES_POINTS`), those remembered before it, against
+    the prior's share of the horizon up to it."""
+    hop, horizon = cfg.hop_ms, cfg.horizon_ms
+    points = min(max(horizon // hop, 1), SERIES_POINTS)
+    t = [end - k * hop for k in range(points - 1, -1, -1)]
+    stamps = [ts for ts, _ in model.undos]  # sorted, oldest first
+    since = end - horizon
+    return {
+        "t": t,
+        "value": [bisect_left(stamps, x) for x in t],  # undos stamped before the hop's end
+        "expected": [round(cfg.prior_undos * max(x - since, 0) / horizon, 2) for x in t],
+    }
 
 
 DETECTOR = Detector(

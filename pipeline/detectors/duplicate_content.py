@@ -68,7 +68,12 @@ from pipeline.core.settings import SKETCH_MAX_BYTES, ConfigError, SeveritySettin
 from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
 from pipeline.detectors.bot_evidence import bot_evidence, learn_window, member_bots, rank_members
-from pipeline.detectors.case_evidence import member_facts
+from pipeline.detectors.case_evidence import (
+    MAX_PICTURED_ITEMS,
+    MAX_PICTURED_MEMBERS,
+    member_facts,
+    member_items,
+)
 from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
 KEY = "texts"  # the stage's one key
@@ -306,6 +311,7 @@ class DuplicateContentStage(WholeWindowStage):
                 "max_posts_per_account": max(posts.values()),
                 **bot_evidence(scored),
                 "member_facts": member_facts(events, members),
+                **_member_items(events, members, accounts, len(items)),
                 "explanation": (
                     f"{accounts} accounts posted {len(events)} near-copies of one message "
                     f"({len({e.text for e in events})} variants) under {len(items)} items of "
@@ -315,6 +321,28 @@ class DuplicateContentStage(WholeWindowStage):
                 ),
             },
         )
+
+
+def _member_items(
+    events: list[Any], members: list[str], accounts: int, items: int
+) -> dict[str, Any]:
+    """The cluster's members by item (`case_evidence.member_items`): which of its first
+    members posted a near-copy under which item, and when (its first there). The items
+    drawn are the `MAX_PICTURED_ITEMS` most of those members posted under (then the
+    earliest), in the order of their first such post. From the cluster's own events."""
+    pictured = set(members[:MAX_PICTURED_MEMBERS])
+    mine = [e for e in events if e.actor in pictured]  # in time and id order
+    posters: dict[str, set[str]] = {}
+    first: dict[str, Any] = {}
+    for e in mine:
+        posters.setdefault(e.content_id, set()).add(e.actor)
+        first.setdefault(e.content_id, e)
+    chosen = sorted(posters, key=lambda c: (-len(posters[c]), _order(first[c]), c))
+    shown = sorted(chosen[:MAX_PICTURED_ITEMS], key=lambda c: (_order(first[c]), c))
+    column = {c: j for j, c in enumerate(shown)}
+    columns = [{"content_id": c, "owner": first[c].target, "start": first[c].ts} for c in shown]
+    acts = [(e.actor, column[e.content_id], e.ts) for e in mine if e.content_id in column]
+    return member_items(members, columns, acts, accounts, items)
 
 
 def _bucket_shares(

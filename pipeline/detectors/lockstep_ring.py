@@ -26,8 +26,10 @@ under one member and are merged there: one ring, one subject (its first round), 
 again only when it has grown by `regrow_share`.
 
 State: per MinHash value, its rounds over `horizon_ms` (at most `ring_max_rounds`, newest
-kept); per ring, the items and members reported within the horizon. Keys idle for
-`idle_ttl_ms` are forgotten.
+kept); per ring, the items and members reported within the horizon, and for each of its
+rounds which of the ring's members acted in it (at most `ROUND_MEMBERS_KEPT`, the ones in
+most of the ring's items first: what the finding's members-by-item picture,
+`evidence.member_items`, is drawn from). Keys idle for `idle_ttl_ms` are forgotten.
 """
 
 from __future__ import annotations
@@ -44,9 +46,17 @@ from pipeline.contract.findings import Finding, make_finding, severity_of, stabl
 from pipeline.core.derived import Derived
 from pipeline.core.settings import SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
+from pipeline.detectors.case_evidence import (
+    MAX_PICTURED_ITEMS,
+    MAX_PICTURED_MEMBERS,
+    member_items,
+)
 from pipeline.detectors.lockstep_group import ROUND_STREAM, LockstepGroupSettings, group_rounds
 
 MAX_LISTED_ROUNDS = 20
+# members of the ring kept per round, for the picture (twice the members it draws, so a
+# ring's first members by items joined are there though a candidate ranked them lower)
+ROUND_MEMBERS_KEPT = 2 * MAX_PICTURED_MEMBERS
 CANDIDATE_STREAM = "ring_candidate"
 
 
@@ -115,7 +125,7 @@ class LockstepBucketStage(Stage):
             leader = round_signature(group.joined, 1)[0]
             rounds_seen = [
                 [target_of[r.item], r.item, r.start, r.end, len(r.actors),
-                 len(r.actors & group.joined.keys())]
+                 len(r.actors & group.joined.keys()), _ranked(r.actors, group.joined)]
                 for r in group.rounds
             ]  # fmt: skip
             first = group.rounds[0]
@@ -196,12 +206,17 @@ class LockstepRingStage(Stage):
                 gid = stable_id(self.detector, anchor)
                 model.rings[gid] = Ring({}, {}, 0, 0)
             ring = model.rings[gid]
+            acted: dict[str, set[str]] = {}
             for rid, r in rounds_seen.items():
                 known = ring.rounds.get(rid)
+                acted[rid] = {*_acted(r), *(_acted(known) if known is not None else ())}
                 if known is None or r[5] > known[5]:
-                    ring.rounds[rid] = r
+                    ring.rounds[rid] = list(r[:6])
             for member, n in d.data["joined"].items():
                 ring.joined[member] = max(ring.joined.get(member, 0), n)
+            for rid, members in acted.items():  # the round's members, as the ring ranks them
+                del ring.rounds[rid][6:]
+                ring.rounds[rid].append(_ranked(members, ring.joined))
             ring.last_ts = max(ring.last_ts, max(r[3] for r in rounds_seen.values()))
             if gid not in touched:
                 touched.append(gid)
@@ -232,6 +247,11 @@ class LockstepRingStage(Stage):
         share = sum(r[5] for r in rounds_seen) / max(sum(r[4] for r in rounds_seen), 1)
         spans = [(r[3] - r[2]) / 60_000 for r in rounds_seen]
         histogram = Counter(joined.values())
+        pictured = rounds_seen[-MAX_PICTURED_ITEMS:]
+        columns = [
+            {"content_id": r[1], "owner": r[0], "start": r[2], "end": r[3]} for r in pictured
+        ]
+        acts = [(m, j, r[2]) for j, r in enumerate(pictured) for m in _acted(r)]
         return make_finding(
             detector=self.detector,
             article=cfg.article,
@@ -260,6 +280,7 @@ class LockstepRingStage(Stage):
                 ],
                 "members_by_items_joined": {str(k): histogram[k] for k in sorted(histogram)},
                 "member_share_of_rounds": round(share, 3),
+                **member_items(members, columns, acts, len(joined), len(rounds_seen)),
                 "explanation": (
                     f"{len(joined)} accounts acted together on {len(items)} items of "
                     f"{len(targets)} accounts: each on at least {min(joined.values())} of "
@@ -268,3 +289,16 @@ class LockstepRingStage(Stage):
                 ),
             },
         )
+
+
+def _acted(r: list[Any]) -> list[str]:
+    """The ring's members that acted in round record `r` (none in a record kept before
+    rounds carried them)."""
+    return r[6] if len(r) > 6 else []
+
+
+def _ranked(actors: Any, joined: dict[str, int]) -> list[str]:
+    """The members of `joined` among `actors`, those in most of the ring's items first,
+    at most `ROUND_MEMBERS_KEPT`."""
+    members = [a for a in actors if a in joined]
+    return sorted(members, key=lambda a: (-joined[a], a))[:ROUND_MEMBERS_KEPT]

@@ -8,7 +8,7 @@
 
 import { actionsTable, appealsTable } from "./actions.js";
 import { decides, enc, get, post } from "./api.js";
-import { activityChart, destroyCharts, lockstepChart } from "./charts.js";
+import { activityChart, destroyCharts, lockstepChart, memberItemsChart } from "./charts.js";
 import {
   accountLink,
   badge,
@@ -247,6 +247,8 @@ function charts(view) {
     ),
   );
   if (!view.picture) return h("div", { class: "grid" }, activity);
+  const grid = view.picture.member_items ? itemsPanel(view.picture.member_items) : null;
+  if (!view.picture.rounds) return h("div", { class: "grid two" }, activity, grid);
   const rounds = view.picture.rounds.length;
   const exact = view.picture.member_rounds && Object.keys(view.picture.member_rounds).length;
   const picture = h(
@@ -270,7 +272,36 @@ function charts(view) {
         : `${rounds} round(s) on items of the same account: one row per member, a bar over each round it acted in. Members in fewer rounds are one pale bar over the span (the finding records how many rounds, not which).`,
     ),
   );
+  if (grid) return h("div", { class: "grid two" }, activity, picture, grid);
   return h("div", { class: "grid two" }, activity, picture);
+}
+
+/** A group's members by item (`evidence.member_items`): a dot where a member acted on an
+ * item, coloured by when. */
+function itemsPanel(grid) {
+  const cut =
+    grid.members_total > grid.members.length || grid.items_total > grid.items.length
+      ? ` (the first ${grid.members.length} of ${grid.members_total} members, ${grid.items.length} of ${grid.items_total} items)`
+      : "";
+  return h(
+    "section",
+    { class: "panel", id: "items-panel" },
+    h("h2", {}, "The lockstep: members by item"),
+    h(
+      "div",
+      { class: "chart-box tall" },
+      h("canvas", {
+        id: "items-chart",
+        role: "img",
+        "aria-label": "Members by item: which member acted on which item",
+      }),
+    ),
+    h(
+      "p",
+      { class: "legend-note" },
+      `One row per member, one column per item${cut}, in the order they were first acted on: a dot where the member acted on the item, coloured from its earliest action (blue) to its latest (red). A full grid is the lockstep.`,
+    ),
+  );
 }
 
 function drawCharts(view) {
@@ -281,6 +312,8 @@ function drawCharts(view) {
     const finding = view.findings.find((f) => f.finding_id === view.picture.finding_id);
     lockstepChart(picture, view.picture, finding);
   }
+  const items = document.getElementById("items-chart");
+  if (items) memberItemsChart(items, view.picture.member_items);
 }
 
 function membersPanel(view, state) {

@@ -1,7 +1,8 @@
 // The console's charts, drawn with Chart.js (static/vendor/, a global `Chart`): a case's
 // activity against its expected level with the flagged windows shaded, a group's lockstep
 // (members by time: a bar per round each acted in, a dot at its first action there, when
-// the finding says), and the overview's counts over time.
+// the finding says; members by item: a dot where each acted on each item), and the
+// overview's counts over time.
 // Time axes are linear in epoch ms, labelled in UTC (no date adapter needed).
 
 import { clock, when } from "./ui.js";
@@ -203,6 +204,77 @@ export function lockstepChart(canvas, picture, finding) {
               if (item.dataset.type === "scatter") return `first action ${when(item.raw.x)} (${of})`;
               return item.datasetIndex < rounds ? `${item.dataset.label} (${of})` : `in ${of}`;
             },
+          },
+        },
+      },
+    },
+  });
+}
+
+/** A group's members by item (`evidence.member_items`: {members, items, acts: [[member
+ * index, item index, ts], ...]}): a scatter with one row per member and one column per
+ * item, a dot where the member acted on the item, coloured by when (earliest blue, latest
+ * red), so a ring's synchrony is a full block and chance overlap a sprinkle. */
+export function memberItemsChart(canvas, grid) {
+  const { members, items, acts } = grid;
+  const times = acts.map((a) => a[2]);
+  const first = Math.min(...times);
+  const span = Math.max(Math.max(...times) - first, 1);
+  const colour = (ts) => `hsl(${Math.round(220 - (220 * (ts - first)) / span)}, 70%, 45%)`;
+  const label = (c) => c.content_id + (c.owner ? ` (${c.owner})` : "");
+  const data = acts.map(([i, j, ts]) => ({ x: j, y: i, ts }));
+  return make(canvas, {
+    type: "scatter",
+    data: {
+      datasets: [
+        {
+          label: "acted on the item",
+          data,
+          pointBackgroundColor: data.map((p) => colour(p.ts)),
+          pointBorderColor: "#ffffff",
+          pointBorderWidth: 1,
+          pointRadius: members.length <= 40 && items.length <= 40 ? 4 : 3,
+          pointStyle: "rect",
+        },
+      ],
+    },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      scales: {
+        x: {
+          type: "linear",
+          min: -0.5,
+          max: items.length - 0.5,
+          ticks: {
+            stepSize: 1,
+            autoSkip: items.length > 20,
+            callback: (v) => (Number.isInteger(v) && items[v] ? items[v].content_id : ""),
+            font: { size: 10 },
+          },
+          grid: { display: false },
+        },
+        y: {
+          type: "linear",
+          reverse: true,
+          min: -0.5,
+          max: members.length - 0.5,
+          ticks: {
+            stepSize: 1,
+            display: members.length <= 40,
+            autoSkip: false,
+            callback: (v) => (Number.isInteger(v) && members[v] !== undefined ? members[v] : ""),
+            font: { size: 10 },
+          },
+          grid: { display: false },
+        },
+      },
+      plugins: {
+        legend: { display: false },
+        tooltip: {
+          callbacks: {
+            title: (points) => members[points[0].raw.y],
+            label: (point) => `${label(items[point.raw.x])}: ${when(point.raw.ts)}`,
           },
         },
       },
