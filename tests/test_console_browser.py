@@ -236,6 +236,42 @@ def _until_rows(tab: Tab, n: int) -> None:
     expect(tab.page.locator("#queue tr.case-row")).to_have_count(n)
 
 
+def _decide_excluding(
+    tab: Tab, case_url: str, excluded: list[str], throttle_of: dict[str, str]
+) -> None:
+    """Approve a group case as one but for two `excluded` members, whose throttles
+    (`throttle_of`) the decision reverts."""
+    page = tab.page
+    page.goto(case_url)
+    page.wait_for_selector("#members")
+    for member in excluded:
+        _filter(tab, "members", member)
+        page.check(f'#members tr[data-member="{member}"] input.exclude')
+    assert page.inner_text("#excluded-count").startswith("2 member(s) excluded")
+    page.click("#approve-case")
+    _reason(tab, "one ring; two of them are fans")
+    _said(tab, "Case approved, 2 member(s) excluded")
+    _until(tab, "#case-head", "enforced")
+    for member in excluded:
+        _filter(tab, "actions", member)
+        assert _state(tab, throttle_of[member]) == "reverted"
+
+
+def _read_overview(tab: Tab) -> None:
+    """The overview: findings by detector and article and actions by mode as bar charts
+    with data, the time to decision over the ring's many steps, enforced actions counted."""
+    page = tab.page
+    page.click('[data-nav="overview"]')
+    page.wait_for_selector("#findings-by-detector")
+    for canvas in ("findings-by-detector", "findings-by-article", "actions-by-mode"):
+        chart = _chart(tab, canvas)
+        assert chart is not None and chart["type"] == "bar" and sum(chart["points"]) > 0
+    took = re.search(r"\((\d+) decisions\)", page.inner_text("#tile-p50"))
+    assert took and int(took[1]) > 200  # the ring's steps, one by one, and the others
+    assert "—" not in page.inner_text("#tile-p50 .v")
+    assert int(page.inner_text("#tile-enforce .v").replace(",", "")) > 0
+
+
 def _state(tab: Tab, action_id: str) -> str:
     return tab.page.inner_text(f'tr[data-action-id="{action_id}"] td.state .badge')
 
@@ -314,30 +350,9 @@ def test_a_reviewer_works_a_ring_and_a_batch_from_the_pages(console: Console, ta
     assert "limited" in page.inner_text('#verdict tr[data-kind="follow"]')
     tab.shot("5-account-after")
 
-    page.goto(f"{console.base}/#/case/{ring['case_id']}")  # the ring's case again
-    page.wait_for_selector("#members")
-    for member in excluded:  # approved as one, but for two members
-        _filter(tab, "members", member)
-        page.check(f'#members tr[data-member="{member}"] input.exclude')
-    assert page.inner_text("#excluded-count").startswith("2 member(s) excluded")
-    page.click("#approve-case")
-    _reason(tab, "one ring; two of them are fans")
-    _said(tab, "Case approved, 2 member(s) excluded")
-    _until(tab, "#case-head", "enforced")
-    for member in excluded:
-        _filter(tab, "actions", member)
-        assert _state(tab, throttle_of[member]) == "reverted"
+    _decide_excluding(tab, f"{console.base}/#/case/{ring['case_id']}", excluded, throttle_of)
     tab.shot("6-ring-decided")
-
-    page.click('[data-nav="overview"]')
-    page.wait_for_selector("#findings-by-detector")
-    for canvas in ("findings-by-detector", "findings-by-article", "actions-by-mode"):
-        chart = _chart(tab, canvas)
-        assert chart is not None and chart["type"] == "bar" and sum(chart["points"]) > 0
-    took = re.search(r"\((\d+) decisions\)", page.inner_text("#tile-p50"))
-    assert took and int(took[1]) > 200  # the ring's steps, one by one, and the others
-    assert "—" not in page.inner_text("#tile-p50 .v")
-    assert int(page.inner_text("#tile-enforce .v").replace(",", "")) > 0
+    _read_overview(tab)
     tab.shot("7-overview")
 
     session = page.evaluate("fetch('/api/session').then((r) => r.json())")

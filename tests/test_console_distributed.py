@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -50,8 +49,10 @@ from tests.test_console_browser import (
     Console,
     Tab,
     _chart,
+    _decide_excluding,
     _filter,
     _log_in,
+    _read_overview,
     _reason,
     _said,
     _state,
@@ -347,30 +348,10 @@ def test_a_reviewer_works_a_ring_and_a_batch_on_a_distributed_deployment(
         assert "limited" not in page.inner_text("#verdict")  # nothing it holds limits it
         tab.shot("7-subject-account")
 
-        page.goto(f"{console.base}/#/case/{ring['case_id']}")  # the ring's case again
-        page.wait_for_selector("#members")
-        for member in excluded:  # approved as one, but for two members
-            _filter(tab, "members", member)
-            page.check(f'#members tr[data-member="{member}"] input.exclude')
-        assert page.inner_text("#excluded-count").startswith("2 member(s) excluded")
-        page.click("#approve-case")
-        _reason(tab, "one ring; two of them are fans")
-        _said(tab, "Case approved, 2 member(s) excluded")
-        _until(tab, "#case-head", "enforced")
-        for member in excluded:
-            _filter(tab, "actions", member)
-            assert _state(tab, throttle_of[member]) == "reverted"
+        ring_url = f"{console.base}/#/case/{ring['case_id']}"
+        _decide_excluding(tab, ring_url, excluded, throttle_of)  # two members are fans
         tab.shot("8-ring-decided")
-
-        page.click('[data-nav="overview"]')
-        page.wait_for_selector("#findings-by-detector")
-        for canvas in ("findings-by-detector", "findings-by-article", "actions-by-mode"):
-            chart = _chart(tab, canvas)
-            assert chart is not None and chart["type"] == "bar" and sum(chart["points"]) > 0
-        took = re.search(r"\((\d+) decisions\)", page.inner_text("#tile-p50"))
-        assert took and int(took[1]) > 200  # the ring's steps, one by one, and the others
-        assert "—" not in page.inner_text("#tile-p50 .v")
-        assert int(page.inner_text("#tile-enforce .v").replace(",", "")) > 0
+        _read_overview(tab)
         tab.shot("9-overview")
 
         session = page.evaluate("fetch('/api/session').then((r) => r.json())")
