@@ -83,8 +83,7 @@ def write_store(out: Path, cases: int, per_case: int, seed: int) -> dict[str, An
                     detector=detector, article=article, subject_type=subject_type,
                     subject_id=subject, window_start=end - 10 * 60_000, window_end=end,
                     score=rng.random(), severity=SEVERITY[rng.randrange(4)],
-                    members=members, evidence={"count": rng.randint(50, 5000),
-                                               "expected": rng.uniform(5, 50)},
+                    members=members, evidence=_evidence(rng, detector, members, end),
                 )  # fmt: skip
                 fw.write(encode(finding) + b"\n")
                 findings += 1
@@ -102,6 +101,77 @@ def write_store(out: Path, cases: int, per_case: int, seed: int) -> dict[str, An
     trail.close()
     return {"cases": cases, "findings": findings, "actions": len(actions),
             "members_per_finding": members_total / findings, "pool": pool}  # fmt: skip
+
+
+SERIES = {
+    "follower_jump",
+    "engagement_inflation",
+    "forced_follow",
+    "churn",
+    "batch_registration",
+}  # the detectors whose findings carry `series`
+ITEMS = {"duplicate_content"}  # and `member_items`; lockstep_group carries `rounds`
+
+
+def _evidence(rng: random.Random, detector: str, members: list[str], end: int) -> dict:
+    """Evidence as large as the detectors write it: the numbers, a 48-point `series` with
+    its expected level, `member_facts` for the first 100 members, a group's picture
+    (`member_items` up to 50 x 50, or `rounds`), so a case view carries what it will."""
+    evidence: dict[str, Any] = {"count": rng.randint(50, 5000), "expected": rng.uniform(5, 50)}
+    if detector in SERIES:
+        t = [end - (47 - i) * 5 * 60_000 for i in range(48)]
+        evidence["series"] = {
+            "t": t,
+            "value": [rng.randint(0, 400) for _ in t],
+            "expected": [round(rng.uniform(5, 50), 2) for _ in t],
+        }
+    evidence["member_facts"] = {
+        m: {
+            "created_at": end - rng.randrange(900) * 24 * HOUR,
+            "network": f"198.51.{rng.randrange(256)}.0/24",
+            "device": f"d{rng.getrandbits(32):x}",
+        }
+        for m in members[:100]
+    }
+    listed = members[:50]
+    if detector in ITEMS:
+        items = [
+            {
+                "content_id": f"c{rng.getrandbits(32):x}",
+                "owner": rng.choice(members),
+                "start": end - rng.randrange(3600) * 1000,
+            }
+            for _ in range(min(50, len(members)))
+        ]
+        acts = [
+            [i, j, items[j]["start"] + rng.randrange(60_000)]
+            for i in range(len(listed))
+            for j in range(len(items))
+            if rng.random() < 0.6
+        ]
+        evidence["member_items"] = {
+            "members": listed,
+            "items": items,
+            "acts": acts,
+            "members_total": len(members),
+            "items_total": len(items),
+        }
+    elif detector == "lockstep_group":
+        evidence["rounds"] = [
+            {
+                "content_id": f"c{rng.getrandbits(32):x}",
+                "start": end - (10 - r) * 60_000,
+                "end": end - (10 - r) * 60_000 + 30_000,
+                "actors": len(members),
+                "members": len(members),
+            }
+            for r in range(10)
+        ]
+        evidence["member_rounds"] = {
+            m: [[r, end - (10 - r) * 60_000 + rng.randrange(30_000)] for r in range(10)]
+            for m in members[:100]
+        }
+    return evidence
 
 
 def free_port() -> int:
