@@ -236,6 +236,32 @@ def _until_rows(tab: Tab, n: int) -> None:
     expect(tab.page.locator("#queue tr.case-row")).to_have_count(n)
 
 
+def _reverse_and_overturn(
+    tab: Tab, throttle_of: dict[str, str], reversed_: str, appealed: str
+) -> None:
+    """On a group's case: reverse one member's throttle, then file another member's
+    appeal and overturn it; each issues one revert."""
+    page = tab.page
+    _filter(tab, "actions", reversed_)
+    page.click(f'tr[data-action-id="{throttle_of[reversed_]}"] button[data-op="reverse"]')
+    _reason(tab, "a fan who reposts everything, not a ring member")
+    _said(tab, "Reversed throttle: issued 1 revert")
+    _until(tab, f'tr[data-action-id="{throttle_of[reversed_]}"] td.state', "reverted")
+
+    _filter(tab, "actions", appealed)
+    page.click(f'tr[data-action-id="{throttle_of[appealed]}"] button[data-op="appeal"]')
+    assert page.input_value("#reason-appellant") == appealed
+    _reason(tab, "I repost my friend's posts, I am no bot")
+    _said(tab, "Appeal filed")
+    page.wait_for_selector("#appeals .badge.st-open")
+    assert "appealed" in page.inner_text("#case-head")
+    page.click('#appeals button[data-op="overturn"]')
+    _reason(tab, "the appellant's history is a fan's")
+    _said(tab, "Appeal overturned: issued 1 revert")
+    page.wait_for_selector("#appeals .badge.st-overturned")
+    assert _state(tab, throttle_of[appealed]) == "reverted"
+
+
 def _decide_excluding(
     tab: Tab, case_url: str, excluded: list[str], throttle_of: dict[str, str]
 ) -> None:
@@ -311,24 +337,7 @@ def test_a_reviewer_works_a_ring_and_a_batch_from_the_pages(console: Console, ta
     assert "Chain intact" in page.inner_text("#chain-status")
     tab.shot("2-ring-case")
 
-    _filter(tab, "actions", reversed_)  # reverse one member's throttle
-    page.click(f'tr[data-action-id="{throttle_of[reversed_]}"] button[data-op="reverse"]')
-    _reason(tab, "a fan who reposts everything, not a ring member")
-    _said(tab, "Reversed throttle: issued 1 revert")
-    _until(tab, f'tr[data-action-id="{throttle_of[reversed_]}"] td.state', "reverted")
-
-    _filter(tab, "actions", appealed)  # another's appeal, filed and overturned
-    page.click(f'tr[data-action-id="{throttle_of[appealed]}"] button[data-op="appeal"]')
-    assert page.input_value("#reason-appellant") == appealed
-    _reason(tab, "I repost my friend's posts, I am no bot")
-    _said(tab, "Appeal filed")
-    page.wait_for_selector("#appeals .badge.st-open")
-    assert "appealed" in page.inner_text("#case-head")
-    page.click('#appeals button[data-op="overturn"]')
-    _reason(tab, "the appellant's history is a fan's")
-    _said(tab, "Appeal overturned: issued 1 revert")
-    page.wait_for_selector("#appeals .badge.st-overturned")
-    assert _state(tab, throttle_of[appealed]) == "reverted"
+    _reverse_and_overturn(tab, throttle_of, reversed_, appealed)
 
     page.fill("#lookup-id", held.subject_id)  # a batch member's account, then its case
     page.press("#lookup-id", "Enter")

@@ -54,8 +54,8 @@ from tests.test_console_browser import (
     _log_in,
     _read_overview,
     _reason,
+    _reverse_and_overturn,
     _said,
-    _state,
     _until,
     _until_rows,
 )
@@ -280,24 +280,7 @@ def test_a_reviewer_works_a_ring_and_a_batch_on_a_distributed_deployment(
         _until(tab, "#chain-status", "Chain intact")
         tab.shot("2-ring-case")
 
-        _filter(tab, "actions", reversed_)  # reverse one member's throttle
-        page.click(f'tr[data-action-id="{throttle_of[reversed_]}"] button[data-op="reverse"]')
-        _reason(tab, "a fan who reposts everything, not a ring member")
-        _said(tab, "Reversed throttle: issued 1 revert")
-        _until(tab, f'tr[data-action-id="{throttle_of[reversed_]}"] td.state', "reverted")
-
-        _filter(tab, "actions", appealed)  # another's appeal, filed and overturned
-        page.click(f'tr[data-action-id="{throttle_of[appealed]}"] button[data-op="appeal"]')
-        assert page.input_value("#reason-appellant") == appealed
-        _reason(tab, "I repost my friend's posts, I am no bot")
-        _said(tab, "Appeal filed")
-        page.wait_for_selector("#appeals .badge.st-open")
-        assert "appealed" in page.inner_text("#case-head")
-        page.click('#appeals button[data-op="overturn"]')
-        _reason(tab, "the appellant's history is a fan's")
-        _said(tab, "Appeal overturned: issued 1 revert")
-        page.wait_for_selector("#appeals .badge.st-overturned")
-        assert _state(tab, throttle_of[appealed]) == "reverted"
+        _reverse_and_overturn(tab, throttle_of, reversed_, appealed)
         tab.shot("3-appeal-overturned")
 
         page.fill("#lookup-id", held.subject_id)  # a batch member's account, then its case

@@ -272,8 +272,7 @@ function charts(view) {
         : `${rounds} round(s) on items of the same account: one row per member, a bar over each round it acted in. Members in fewer rounds are one pale bar over the span (the finding records how many rounds, not which).`,
     ),
   );
-  if (grid) return h("div", { class: "grid two" }, activity, picture, grid);
-  return h("div", { class: "grid two" }, activity, picture);
+  return h("div", { class: "grid two" }, activity, picture, grid);
 }
 
 /** A group's members by item (`evidence.member_items`): a dot where a member acted on an
