@@ -29,3 +29,16 @@ def test_stage_redeliveries_are_exported_per_stage() -> None:
         if s.name.endswith("_total")
     }
     assert samples == {"enforcement": 2, "follower_jump": 0}
+
+
+def test_stage_records_refetched_are_exported_per_stage() -> None:
+    stats = Stats()
+    stats.staged_by_stage.update({"follower_jump": 40, "enforcement": 3})
+    stats.stage_records_refetched.update({"enforcement": 95})
+    families = {f.name: f for f in EngineCollector(_Engine(stats)).collect()}
+    samples = {
+        s.labels["stage"]: s.value
+        for s in families["lockstep_stage_records_refetched"].samples
+        if s.name.endswith("_total")
+    }
+    assert samples == {"enforcement": 95, "follower_jump": 0}

@@ -28,6 +28,8 @@ class Stats:
     # stage records' events consumed again after a crash or a hand-over, and dropped as
     # already applied (the distributed runtime's at-least-once stages; none in replay)
     stage_redeliveries: Counter[str] = field(default_factory=Counter)
+    # stage records the distributed runtime's consumer passed over, read back by the stage
+    stage_records_refetched: Counter[str] = field(default_factory=Counter)
     findings_by_kind: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     actions_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     max_event_ts: int = NO_TIME

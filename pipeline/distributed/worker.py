@@ -9,7 +9,9 @@ partition (pipeline/distributed/runtime.py). Each stage agent keeps its per-key 
 table (RocksDB by default, changelogged, so a restarted worker recovers it) and runs the
 very `Stage` object the embedded runtime runs. Actions are emitted at most once per
 action_id: a worker reads the ids already on the actions topic whenever partitions are
-assigned to it, before it emits anything.
+assigned to it, before it emits anything. Each stage partition keeps its own position in
+its table: records Faust's consumer passes over without delivering them are read back and
+applied in order (see `StageAgent`).
 
 Faust and the Kafka clients are imported by the functions that start them, so reading this
 module (for `declared_topics`, say) starts nothing.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import weakref
 from collections import Counter
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
     import faust
 
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger(__name__)
 
 # Every topic the worker declares carries bytes both ways: the records are msgspec's.
 RAW_BYTES: dict[str, Any] = {
@@ -285,13 +289,36 @@ class Round:
     derived: dict[int, list[Derived]] = field(default_factory=dict)  # by stage partition
     staged: int = 0  # events
     redelivered: int = 0  # events of stage records consumed again, dropped as applied
+    refetched: int = 0  # stage records the consumer passed over, read here directly
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One record of a stage topic, as a round applies it."""
+
+    partition: int
+    offset: int
+    value: bytes
+
+
+def _position_key(partition: int) -> str:
+    """Where a stage partition's position is kept in its table: two NULs first, so no
+    event's key (nor a part of one, see `_part_key`) can be it."""
+    return f"\x00\x00position\x00{partition}"
 
 
 class StageAgent:
     """One stage as a Faust agent on its stage topic: a `StagePartition` per partition
     this worker owns (dropped when partitions are revoked), its per-key state in a Faust
     table, and its outputs written a round of several records at a time: one producer
-    flush and one table write-back per round instead of per record."""
+    flush and one table write-back per round instead of per record.
+
+    Each partition keeps its position (the offset after the last stage record whose round
+    was persisted) in its table, written with the round's state. Faust's consumer has been
+    seen to move past records it never delivered when partitions moved under load (a new
+    owner resumed 95 records on, and their findings were never decided), so the agent does
+    not trust it to: a record beyond the position means the ones between were passed
+    over, and the agent reads them itself, in order, before it applies that record."""
 
     def __init__(self, wiring: Wiring, stage: Stage) -> None:
         self.wiring = wiring
@@ -307,9 +334,11 @@ class StageAgent:
         self.upstream = inputs | upstream_sources(stage, wiring.stages, topics)
         self.owned: dict[int, StagePartition] = {}
         self.views: dict[int, PartitionTable] = {}  # each owned partition's table
+        self.positions: dict[int, int] = {}  # each owned partition's next stage offset
+        self.topic = topics.stage(stage.detector)
         app.on_partitions_revoked.connect(self.on_partitions_revoked)
         app.agent(
-            app.topic(topics.stage(stage.detector), partitions=kafka.partitions, **RAW_BYTES),
+            app.topic(self.topic, partitions=kafka.partitions, **RAW_BYTES),
             name=f"stage-{stage.detector}",
         )(self.consume)
 
@@ -318,6 +347,7 @@ class StageAgent:
         their state, so none of the cached ones is kept."""
         self.owned.clear()
         self.views.clear()
+        self.positions.clear()
 
     async def consume(self, stream: Any) -> None:
         """The agent: rounds of stage records. One that raises stops the worker (see
@@ -336,7 +366,9 @@ class StageAgent:
         emitted = self.wiring.emitted
         if emitted.stale:
             await emitted.refresh()
-        done = self.apply(events)
+        records, refetched = await self.without_gaps(events)
+        done = self.apply(records)
+        done.refetched = refetched
         if self.stage.emits:
             await self.hand_on(done)
         actions = emitted.new(done.decided)
@@ -364,14 +396,58 @@ class StageAgent:
             )
         return part
 
-    def apply(self, events: list[Any]) -> Round:
+    def position(self, partition: int) -> int:
+        """The next stage offset `partition` has to apply: kept in its table, 0 when no
+        round of it was ever persisted."""
+        if partition not in self.positions:
+            self.partition(partition)
+            stored = self.views[partition].get(_position_key(partition))
+            self.positions[partition] = int(stored) if stored is not None else 0
+        return self.positions[partition]
+
+    async def without_gaps(self, events: list[Any]) -> tuple[list[StageRecord], int]:
+        """This round's records, with any the consumer passed over read from the topic and
+        put back in their place; and how many were."""
+        records: list[StageRecord] = []
+        refetched = 0
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            expected = self.position(partition)
+            if offset > expected:
+                missed = await self.read_passed_over(partition, expected, offset)
+                records.extend(missed)
+                refetched += len(missed)
+            records.append(StageRecord(partition, offset, event.value))
+            self.positions[partition] = max(expected, offset + 1)
+        return records, refetched
+
+    async def read_passed_over(self, partition: int, start: int, until: int) -> list[StageRecord]:
+        """Records [start, until) of this stage's partition, read with a plain consumer
+        (in a thread with its own event loop, out of the way of Faust's)."""
+        from aiokafka import TopicPartition
+
+        from pipeline.distributed.kafka_io import read_ranges
+
+        log.warning(
+            "stage %s partition %d: the consumer passed over offsets %d-%d; reading them",
+            self.stage.detector,
+            partition,
+            start,
+            until - 1,
+        )
+        tp = TopicPartition(self.topic, partition)
+        bootstrap = self.wiring.settings.kafka.broker
+        read = await asyncio.to_thread(asyncio.run, read_ranges(bootstrap, {tp: (start, until)}))
+        return [StageRecord(partition, r.offset, r.value) for r in read[tp]]
+
+    def apply(self, records: list[StageRecord]) -> Round:
         """Run the stage on each record's batch, in its partition."""
         done = Round()
-        for event in events:
-            partition = event.message.partition
+        for record in records:
+            partition = record.partition
             part = done.touched[partition] = self.partition(partition)
-            batch = decode_batch(event.value)
-            source = f"{event.message.topic}:{partition}:{event.message.offset}"
+            batch = decode_batch(record.value)
+            source = f"{self.topic}:{partition}:{record.offset}"
             applied_before = part.runner.duplicates
             outputs, dead = part.apply(batch, source)
             done.redelivered += part.runner.duplicates - applied_before
@@ -403,7 +479,9 @@ class StageAgent:
         for part in done.touched.values():
             part.runner.store.flush()
         for partition in done.touched:
-            await self.views[partition].written()
+            view = self.views[partition]
+            view[_position_key(partition)] = str(self.positions[partition]).encode()
+            await view.written()
 
     def count(self, done: Round, actions: list[Action]) -> None:
         """The round in this worker's totals, for the metrics."""
@@ -413,6 +491,8 @@ class StageAgent:
             state.stats.staged_by_stage[detector] += done.staged
             if done.redelivered:
                 state.stats.stage_redeliveries[detector] += done.redelivered
+            if done.refetched:
+                state.stats.stage_records_refetched[detector] += done.refetched
             for part in done.touched.values():
                 state.stats.watermark = max(state.stats.watermark, part.watermark)
         state.keys[detector] = sum(len(p.runner.store.cache) for p in self.owned.values())

@@ -35,6 +35,7 @@ EXPORTED_METRICS: tuple[str, ...] = (
     "lockstep_dead_letters_total",
     "lockstep_duplicate_events_total",
     "lockstep_stage_redeliveries_total",
+    "lockstep_stage_records_refetched_total",
     "lockstep_late_events_total",
     "lockstep_findings_total",
     "lockstep_actions_total",
@@ -64,6 +65,7 @@ class _Totals:
     events_by_type: dict[str, int]
     staged_by_stage: dict[str, int]
     stage_redeliveries: dict[str, int]
+    stage_records_refetched: dict[str, int]
     dead_letters_by_reason: dict[str, int]
     findings_by_kind: dict[tuple[str, str, str], int]
     actions_by_type: dict[tuple[str, str], int]
@@ -81,6 +83,7 @@ class _Totals:
                 events_by_type=dict(st.events_by_type),
                 staged_by_stage=dict(st.staged_by_stage),
                 stage_redeliveries=dict(st.stage_redeliveries),
+                stage_records_refetched=dict(st.stage_records_refetched),
                 dead_letters_by_reason=dict(st.dead_letters_by_reason),
                 findings_by_kind=dict(st.findings_by_kind),
                 actions_by_type=dict(st.actions_by_type),
@@ -137,6 +140,16 @@ def _event_counters(totals: _Totals) -> Iterator[CounterMetricFamily]:
         ),
         {s: totals.stage_redeliveries.get(s, 0) for s in totals.staged_by_stage}
         | totals.stage_redeliveries,
+    )
+    yield _labelled(
+        CounterMetricFamily(
+            "lockstep_stage_records_refetched",
+            "Stage records the worker's stage consumer passed over without delivering, "
+            "read back from the topic and applied in their place, by stage.",
+            labels=["stage"],
+        ),
+        {s: totals.stage_records_refetched.get(s, 0) for s in totals.staged_by_stage}
+        | totals.stage_records_refetched,
     )
     yield CounterMetricFamily(
         "lockstep_late_events",
