@@ -290,6 +290,8 @@ class Round:
     staged: int = 0  # events
     redelivered: int = 0  # events of stage records consumed again, dropped as applied
     refetched: int = 0  # stage records the consumer passed over, read here directly
+    # by stage partition: its table and its next offset once this round is persisted
+    positions: dict[int, tuple[PartitionTable, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -369,6 +371,7 @@ class StageAgent:
         records, refetched = await self.without_gaps(events)
         done = self.apply(records)
         done.refetched = refetched
+        done.positions = {p: (self.views[p], self.positions[p]) for p in done.touched}
         if self.stage.emits:
             await self.hand_on(done)
         actions = emitted.new(done.decided)
@@ -478,9 +481,8 @@ class StageAgent:
         await self.wiring.app.producer.flush()
         for part in done.touched.values():
             part.runner.store.flush()
-        for partition in done.touched:
-            view = self.views[partition]
-            view[_position_key(partition)] = str(self.positions[partition]).encode()
+        for partition, (view, position) in done.positions.items():
+            view[_position_key(partition)] = str(position).encode()
             await view.written()
 
     def count(self, done: Round, actions: list[Action]) -> None:
