@@ -25,9 +25,9 @@ was measured too: its per-event `add` cost as much as this whole stage. State: a
 
 Evidence: `series` charts the count judged as it built up over the horizon, from the
 quick undos the actor's history holds (nothing more is kept for it): at the end of each
-hop of the horizon (at most `SERIES_POINTS`), the quick undos remembered up to then, and
-the prior's share of the horizon up to then; the last point is the finding's own
-`quick_undos` and `expected`.
+hop of the horizon (at most `series_points`; 0 leaves it out), the quick undos remembered
+up to then, and the prior's share of the horizon up to then; the last point is the
+finding's own `quick_undos` and `expected`.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ from pipeline.core.stage import WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
 from pipeline.detectors.registry import Detector, DetectorSettings
 
-SERIES_POINTS = 48  # points of a finding's `series`, at most
 _actor = attrgetter("actor")
 _ts = attrgetter("ts")
 
@@ -67,6 +66,7 @@ class ChurnSettings(DetectorSettings):
     renotify_ms: NonNegativeInt
     max_undos: PositiveInt
     idle_ttl_ms: PositiveInt
+    series_points: NonNegativeInt
 
     def check(self) -> None:
         where = "detectors.churn"
@@ -174,7 +174,7 @@ class ChurnStage(WholeWindowStage):
                 "expected": cfg.prior_undos,
                 "z": round(z, 2),
                 "z_threshold": cfg.z_threshold,
-                "series": _build_up(model, end, cfg),
+                **_build_up(model, end, cfg),
                 "explanation": (
                     f"followed and unfollowed again within {cfg.undo_within_ms // 60_000} min "
                     f"{count} times ({targets} distinct accounts, {rounds} "
@@ -186,19 +186,24 @@ class ChurnStage(WholeWindowStage):
         )
 
 
-def _build_up(model: ChurnHistory, end: int, cfg: ChurnSettings) -> dict[str, list[Any]]:
-    """The actor's quick undos as they built up to the count judged at `end`: at each hop's
-    end over the horizon (the last `SERIES_POINTS`), those remembered before it, against
-    the prior's share of the horizon up to it."""
+def _build_up(model: ChurnHistory, end: int, cfg: ChurnSettings) -> dict[str, Any]:
+    """`{"series": ...}`: the actor's quick undos as they built up to the count judged at
+    `end`: at each hop's end over the horizon (the last `series_points`), those remembered
+    before it, against the prior's share of the horizon up to it. Nothing with
+    `series_points` 0, as the detectors that keep a record of their windows."""
     hop, horizon = cfg.hop_ms, cfg.horizon_ms
-    points = min(max(horizon // hop, 1), SERIES_POINTS)
+    points = min(max(horizon // hop, 1), cfg.series_points)
+    if points <= 0:
+        return {}
     t = [end - k * hop for k in range(points - 1, -1, -1)]
     stamps = [ts for ts, _ in model.undos]  # sorted, oldest first
     since = end - horizon
     return {
-        "t": t,
-        "value": [bisect_left(stamps, x) for x in t],  # undos stamped before the hop's end
-        "expected": [round(cfg.prior_undos * max(x - since, 0) / horizon, 2) for x in t],
+        "series": {
+            "t": t,
+            "value": [bisect_left(stamps, x) for x in t],  # undos stamped before the hop's end
+            "expected": [round(cfg.prior_undos * max(x - since, 0) / horizon, 2) for x in t],
+        }
     }
 
 

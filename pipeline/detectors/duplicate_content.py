@@ -32,6 +32,14 @@ pane for the one key), in any arrival order, find the same.
 Cost: the window's texts are folded in a few calls over all of them joined, short texts
 are dropped before the costlier steps, and MinHash runs in numpy; Python work per text is
 a few list steps, per cluster a little more, and only for clusters of `min_accounts`.
+
+Evidence: a message has no windows of its own to chart. Its cluster is worked out anew
+each window (its centre, and so its id, may change), the memory is per LSH bucket, not per
+message, and the one key's state is sized to one changelog record, with no room for a
+record per message. So `evidence.series` charts what the key does judge each window: the
+largest cluster weighed against its commonness (`min_accounts` and informative), its
+accounts against the accounts expected of it, per window that had one (at most
+`series_points`, `models.recent_windows`); the finding's own cluster is the last point.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from operator import attrgetter
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -54,6 +62,7 @@ from models.near_duplicate import (
     normalise,
     normalise_long,
 )
+from models.recent_windows import remember
 from models.scales import saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.event_columns import group_hashes, sorted_unique
@@ -73,6 +82,7 @@ from pipeline.detectors.case_evidence import (
     MAX_PICTURED_MEMBERS,
     member_facts,
     member_items,
+    series,
 )
 from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
@@ -104,6 +114,7 @@ class DuplicateContentSettings(DetectorSettings):
     bot_reservoir: Annotated[int, msgspec.Meta(ge=256, le=2000)]
     bot_learn_actors: PositiveInt
     idle_ttl_ms: PositiveInt
+    series_points: NonNegativeInt
 
     def check(self) -> None:
         where = "detectors.duplicate_content"
@@ -127,6 +138,18 @@ class TextsModel(msgspec.Struct, gc=False):
     commonness: Commonness | None = None
     first_start: int | None = None
     bots: BotScorer | None = None
+    # its latest windows as judged (end, largest weighed cluster's accounts, expected)
+    recent: bytes | None = None
+
+
+class Weighed(NamedTuple):
+    """A cluster weighed against how common texts like it are."""
+
+    chosen: np.ndarray  # its texts (indices into the window's kept texts)
+    centre: int  # its most common text's earliest one
+    expected: float  # accounts a text like it usually gets
+    accounts: int  # distinct accounts that posted it
+    burst: bool  # far above that: flagged
 
 
 class DuplicateContentStage(WholeWindowStage):
@@ -186,20 +209,26 @@ class DuplicateContentStage(WholeWindowStage):
         )
         findings: list[Finding] = []
         flagged = np.zeros(len(texts), bool)
+        before = model.recent  # the chart up to the last window
+        largest: tuple[int, float] | None = None  # this one's point: (accounts, expected)
         for members in self._candidates(labels, accounts):
-            found = self._judge_cluster(
+            weighed = self._judge_cluster(
                 members, texts, normalised, signatures, keys, actors, model.commonness, t
             )
-            if found is None:
+            if weighed is None:
                 continue
-            chosen, centre, expected, posters = found
-            flagged[chosen] = True
+            if largest is None or (weighed.accounts, weighed.expected) > largest:
+                largest = (weighed.accounts, weighed.expected)
+            if not weighed.burst:
+                continue
+            flagged[weighed.chosen] = True
             if judging:
-                finding = self._finding(
-                    chosen, texts, centre, expected, posters, len(texts), model.bots, start, end
-                )
+                chart = remember(before, end, weighed.accounts, weighed.expected, cfg.series_points)
+                finding = self._finding(weighed, texts, len(texts), model.bots, chart, start, end)
                 if finding is not None:
                     findings.append(finding)
+        if largest is not None:
+            model.recent = remember(before, end, *largest, cfg.series_points)
         if judging and flagged.any():  # a campaign's buckets must not become "common"
             ordinary = ~flagged
             keys, labels, actors = keys[ordinary], labels[ordinary], actors[ordinary]
@@ -230,9 +259,9 @@ class DuplicateContentStage(WholeWindowStage):
         actors: np.ndarray,
         commonness: Commonness,
         t: int,
-    ) -> tuple[np.ndarray, int, float, int] | None:
-        """The texts near the component's centre, if they are a burst: (their indices,
-        the centre's index, the expected accounts, the accounts)."""
+    ) -> Weighed | None:
+        """The texts near the component's centre, weighed against their commonness when
+        they are informative and posted by `min_accounts` accounts (else None)."""
         cfg = self.cfg
         counts = Counter(normalised[i] for i in members.tolist())
         top = max(counts.values())
@@ -251,23 +280,22 @@ class DuplicateContentStage(WholeWindowStage):
         variants = {normalised[i]: i for i in chosen.tolist()}  # one text per variant
         share = max(commonness.share(keys[i].tolist(), t) for i in variants.values())
         expected = share * len(texts)  # a family is as common as its most common variant
-        if accounts < cfg.min_ratio * max(expected, 1.0):
-            return None
-        return chosen, centre, expected, accounts
+        burst = accounts >= cfg.min_ratio * max(expected, 1.0)
+        return Weighed(chosen, centre, expected, accounts, burst)
 
     def _finding(
         self,
-        chosen: np.ndarray,
+        weighed: Weighed,
         texts: list[Any],
-        centre: int,
-        expected: float,
-        accounts: int,
         window_texts: int,
         bots: BotScorer,
+        chart: bytes | None,
         start: int,
         end: int,
     ) -> Finding | None:
+        """The flagged cluster's finding; `chart`: its evidence.series record."""
         cfg = self.cfg
+        chosen, centre, expected, accounts, _ = weighed
         events = sorted((texts[i] for i in chosen.tolist()), key=_order)
         posts = Counter(e.actor for e in events)
         ratio = accounts / max(expected, 1.0)
@@ -310,6 +338,7 @@ class DuplicateContentStage(WholeWindowStage):
                 "window_texts": window_texts,
                 "max_posts_per_account": max(posts.values()),
                 **bot_evidence(scored),
+                **series(chart),
                 "member_facts": member_facts(events, members),
                 **_member_items(events, members, accounts, len(items)),
                 "explanation": (

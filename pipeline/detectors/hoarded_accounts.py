@@ -21,7 +21,15 @@ most of whose accounts never acted is one group finding naming the dormant ones.
 Score: the batch finding's score, with the rest of the doubt closed in proportion to the
 dormant share (`s + (1 - s) * share`), so a dormant batch is more certain than the burst
 alone. State: per shard, the watched accounts (at most `max_watched`) and the young ones
-active within `lookback_ms`; per source, its verdicts for one window.
+active within `lookback_ms`; per source, its verdicts for one window, and its chart.
+
+Evidence: a source's verdicts come once per batch (at its deadline), so its chart
+(`evidence.series`) is its latest windows with verdicts: per such window, the dormant
+accounts judged, against the fewest that flag a batch of its size
+(`max(min_dormant, min_dormant_share * batch_size)`: real sign-ups act, so there is no
+usual number of dormant ones to expect, only the bar). The record (`models.recent_windows`,
+at most `series_points`) is the source's only state between windows, kept `idle_ttl_ms`;
+a finding's last point is its own `dormant`.
 """
 
 from __future__ import annotations
@@ -29,15 +37,18 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+import msgspec
+
 from models.dormancy import DormancyWatch, Watched
+from models.recent_windows import remember
 from pipeline.contract.events import EVENT_TYPES
 from pipeline.contract.findings import Finding, make_finding, severity_of
 from pipeline.core.derived import Derived
-from pipeline.core.numbers import PositiveInt, PositiveShare
+from pipeline.core.numbers import NonNegativeInt, PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
-from pipeline.detectors.case_evidence import source_facts
+from pipeline.detectors.case_evidence import series, source_facts
 from pipeline.detectors.registry import Detector, DetectorSettings
 
 MEMBER_STREAM = "batch_member"
@@ -56,6 +67,7 @@ class HoardedAccountsSettings(DetectorSettings):
     min_dormant: PositiveInt
     min_dormant_share: PositiveShare
     idle_ttl_ms: PositiveInt
+    series_points: NonNegativeInt
 
     def check(self) -> None:
         where = "detectors.hoarded_accounts"
@@ -184,6 +196,12 @@ class HoardedWatchStage(WholeWindowStage):
         return out
 
 
+class SourceChart(msgspec.Struct, gc=False):
+    """A source's latest windows with verdicts as judged (end, dormant, the bar)."""
+
+    recent: bytes | None = None
+
+
 class HoardedAccountsStage(Stage):
     """The dormancy verdicts of a source's batches, judged together: the finding. A burst
     found over two windows is two batch findings; their verdicts share a deadline window
@@ -195,12 +213,14 @@ class HoardedAccountsStage(Stage):
     streams = frozenset({DORMANT_STREAM})
 
     def __init__(self, cfg: HoardedAccountsSettings, severity: SeveritySettings) -> None:
-        super().__init__(WindowSpec.tumbling(cfg.check_every_ms), cfg.check_every_ms)
+        """A source is kept past its window only for its chart (`series_points` > 0)."""
+        ttl = cfg.idle_ttl_ms if cfg.series_points else cfg.check_every_ms
+        super().__init__(WindowSpec.tumbling(cfg.check_every_ms), ttl)
         self.cfg = cfg
         self.severity = severity
 
-    def new_model(self) -> None:
-        return None
+    def new_model(self) -> SourceChart | None:
+        return SourceChart() if self.cfg.series_points else None
 
     def new_pane(self) -> list[Derived]:
         return []
@@ -209,7 +229,12 @@ class HoardedAccountsStage(Stage):
         pane.append(event)
 
     def evaluate(
-        self, key: str, model: None, panes: list[list[Derived]], start: int, end: int
+        self,
+        key: str,
+        model: SourceChart | None,
+        panes: list[list[Derived]],
+        start: int,
+        end: int,
     ) -> Finding | None:
         cfg = self.cfg
         verdicts = sorted((d for pane in panes for d in pane), key=lambda d: d.data["account"])
@@ -218,6 +243,9 @@ class HoardedAccountsStage(Stage):
         groups = {d.data["group"]: (int(d.data["size"]), float(d.data["score"])) for d in verdicts}
         size = max(sum(n for n, _ in groups.values()), len(verdicts))
         share = len(verdicts) / size
+        if model is not None:  # None: a source pickled before its chart, or series_points 0
+            bar = max(cfg.min_dormant, cfg.min_dormant_share * size)
+            model.recent = remember(model.recent, end, len(verdicts), bar, cfg.series_points)
         if len(verdicts) < cfg.min_dormant or share < cfg.min_dormant_share:
             return None
         batch_score = max(score for _, score in groups.values())
@@ -248,6 +276,7 @@ class HoardedAccountsStage(Stage):
                 "dormancy_s": cfg.dormancy_ms // 1000,
                 "first_registered_ts": min(registered),
                 "last_registered_ts": max(registered),
+                **series(None if model is None else model.recent),
                 "member_facts": source_facts(
                     source, dict(zip(members, registered, strict=True)), members
                 ),

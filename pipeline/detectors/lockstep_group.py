@@ -34,6 +34,12 @@ accounts that had such a window, at most `max_actions` each).
 Cost: a whole-window stage (`pipeline.core.window_runner`): a window's actions are sorted out by
 account and item once, with a C-level map and a dict step each; per account, work beyond
 storing them is done only when one of its items has `min_round_actors` actions.
+
+Evidence: a finding charts the account's latest regroupings (`evidence.series`): per
+window in which its items were regrouped, the members of the largest group found (0 for
+none) against `min_members`, the least a group has, kept in its model
+(`models.recent_windows`, at most `series_points`); the finding's own group is its last
+point, so a second group found in the same window charts its own members there.
 """
 
 from __future__ import annotations
@@ -46,14 +52,21 @@ from typing import Any, Literal
 import msgspec
 
 from models.lockstep import Group, Round, lockstep_groups, round_signature, rounds
+from models.recent_windows import remember
 from models.scales import saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.derived import Derived
-from pipeline.core.numbers import AtLeastTwo, NonNegative, PositiveInt, PositiveShare
+from pipeline.core.numbers import (
+    AtLeastTwo,
+    NonNegative,
+    NonNegativeInt,
+    PositiveInt,
+    PositiveShare,
+)
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
-from pipeline.detectors.case_evidence import member_facts
+from pipeline.detectors.case_evidence import member_facts, series
 from pipeline.detectors.registry import Build, Detector, DetectorSettings
 
 MAX_LISTED_ROUNDS = 20  # rounds described in a finding's evidence
@@ -87,6 +100,8 @@ class LockstepGroupSettings(DetectorSettings):
     ring_bands: PositiveInt
     ring_max_rounds: PositiveInt
     ring_max_actors: PositiveInt
+    series_points: NonNegativeInt
+    ring_series_points: NonNegativeInt
 
     def check(self) -> None:
         where = "detectors.lockstep_group"
@@ -131,6 +146,8 @@ class TargetModel(msgspec.Struct, gc=False):
     groups: dict[str, Reported] = {}
     handed: dict[str, int] = {}  # rounds handed on to lockstep_ring (item@start -> end)
     wake: int = 0  # when its open round closes (0: none open)
+    # its latest regroupings (end, largest group's members, min_members), for a chart
+    recent: bytes | None = None
 
 
 class LockstepGroupStage(WholeWindowStage):
@@ -219,9 +236,12 @@ class LockstepGroupStage(WholeWindowStage):
             if len(r.actors) >= cfg.min_round_actors
         ]
         groups = group_rounds(slots, cfg)
+        before = model.recent  # the windows before this one, for each finding's chart
+        largest = max((len(g.joined) for g in groups), default=0)
+        model.recent = remember(before, end, largest, cfg.min_members, cfg.series_points)
         findings: list[Finding | Derived] = []
         for group in groups:
-            finding = self._report(key, model, group, end, window)
+            finding = self._report(key, model, group, end, window, before)
             if finding is not None:
                 findings.append(finding)
         if self.emits:
@@ -289,9 +309,16 @@ class LockstepGroupStage(WholeWindowStage):
         model.actions, model.oldest = kept, oldest
 
     def _report(
-        self, key: str, model: TargetModel, group: Group, end: int, window: list[Any]
+        self,
+        key: str,
+        model: TargetModel,
+        group: Group,
+        end: int,
+        window: list[Any],
+        before: bytes | None,
     ) -> Finding | None:
-        """The group's finding if it is new, or has grown enough since it was reported."""
+        """The group's finding if it is new, or has grown enough since it was reported
+        (`before`: the account's chart up to the window before this one)."""
         cfg = self.cfg
         items = [r.item for r in group.rounds]
         last = max(r.end for r in group.rounds)
@@ -309,7 +336,7 @@ class LockstepGroupStage(WholeWindowStage):
         else:
             gid = stable_id(self.detector, key, items[0])
             known = model.groups[gid] = Reported(sorted(set(items)), [], 0, last)
-        finding = self._finding(key, gid, group, end, model.items, window)
+        finding = self._finding(key, gid, group, end, model.items, window, before)
         if finding is not None:
             named = set(known.members) | set(finding.members)
             known.named = max(known.named, len(named), len(group.joined))
@@ -324,10 +351,12 @@ class LockstepGroupStage(WholeWindowStage):
         end: int,
         items: dict[str, list[tuple[int, str]]],
         window: list[Any],
+        before: bytes | None,
     ) -> Finding | None:
         """The group's finding. Its members are described (`member_facts`) from their
         actions on `key`'s content in this `window`, and placed in the listed rounds
-        (`member_rounds`) from the actions the key keeps (`items`)."""
+        (`member_rounds`) from the actions the key keeps (`items`); its chart is the
+        account's windows `before` this one, then its own members."""
         cfg = self.cfg
         joined = group.joined
         n_items = len({r.item for r in group.rounds})
@@ -371,6 +400,7 @@ class LockstepGroupStage(WholeWindowStage):
                 "items_joined": {m: joined[m] for m in members},
                 "member_share_of_rounds": round(share, 3),
                 "member_rounds": _member_rounds(listed, members[:MAX_PICTURED_MEMBERS], items),
+                **series(remember(before, end, len(joined), cfg.min_members, cfg.series_points)),
                 "member_facts": member_facts((e for e in window if e.target == key), members),
                 "explanation": (
                     f"{len(joined)} accounts acted together on {n_items} items of {key}: "

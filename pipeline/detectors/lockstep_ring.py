@@ -29,7 +29,10 @@ State: per MinHash value, its rounds over `horizon_ms` (at most `ring_max_rounds
 kept); per ring, the items and members reported within the horizon, and for each of its
 rounds which of the ring's members acted in it (at most `ROUND_MEMBERS_KEPT`, the ones in
 most of the ring's items first: what the finding's members-by-item picture,
-`evidence.member_items`, is drawn from). Keys idle for `idle_ttl_ms` are forgotten.
+`evidence.member_items`, is drawn from), and its chart (`evidence.series`: per window in
+which candidates of it arrived, its members then against `min_members`, the least a group
+has; at most `ring_series_points`, `models.recent_windows`). Keys idle for `idle_ttl_ms`
+are forgotten.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from typing import Any
 import msgspec
 
 from models.lockstep import Round, round_signature
+from models.recent_windows import remember
 from models.scales import saturating
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.derived import Derived
@@ -50,6 +54,7 @@ from pipeline.detectors.case_evidence import (
     MAX_PICTURED_ITEMS,
     MAX_PICTURED_MEMBERS,
     member_items,
+    series,
 )
 from pipeline.detectors.lockstep_group import ROUND_STREAM, LockstepGroupSettings, group_rounds
 
@@ -158,6 +163,8 @@ class Ring(msgspec.Struct, gc=False):
     joined: dict[str, int]  # member -> items of the ring it acted on in round
     named: int  # members when last reported
     last_ts: int  # end of its latest round
+    # its latest windows with candidates (end, members, min_members), for a chart
+    recent: bytes | None = None
 
 
 class RingModel(msgspec.Struct, gc=False):
@@ -223,6 +230,9 @@ class LockstepRingStage(Stage):
         findings = []
         for gid in touched:
             ring = model.rings[gid]
+            ring.recent = remember(
+                ring.recent, end, len(ring.joined), cfg.min_members, cfg.ring_series_points
+            )
             grown = len(ring.joined) - ring.named
             if ring.named and grown < max(1.0, cfg.regrow_share * ring.named):
                 continue
@@ -281,6 +291,7 @@ class LockstepRingStage(Stage):
                 "members_by_items_joined": {str(k): histogram[k] for k in sorted(histogram)},
                 "member_share_of_rounds": round(share, 3),
                 **member_items(members, columns, acts, len(joined), len(rounds_seen)),
+                **series(ring.recent),
                 "explanation": (
                     f"{len(joined)} accounts acted together on {len(items)} items of "
                     f"{len(targets)} accounts: each on at least {min(joined.values())} of "

@@ -32,6 +32,13 @@ over the record's follows): a finding describes the first of its members, sorted
 and each of those is among the first of its own record. `silent_followers` keeps them with
 the follows, for as long, and takes each field from a member's earliest follow in the
 flagged window that carries it.
+
+A finding also charts the followed account's latest judged windows (`evidence.series`):
+per `jump_window` record judged (a flagged window of `follower_jump`, or one it follows
+up on), its silent followers against the fewest that flag it
+(`max(min_silent, min_silent_share * established_follows)`: a real follower is not
+silent, so there is no usual number to expect, only the bar), at most `series_points`,
+kept with the account's silent followers (`models.recent_windows`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.activity import RecentActivity
 from models.follower_composition import PLATFORM_FLOWS
+from models.recent_windows import remember
 from pipeline.contract.events import EVENT_TYPES
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.core.derived import Derived
@@ -51,7 +59,7 @@ from pipeline.core.numbers import NonNegativeInt, PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
-from pipeline.detectors.case_evidence import MAX_MEMBER_FACTS, member_facts
+from pipeline.detectors.case_evidence import MAX_MEMBER_FACTS, member_facts, series
 from pipeline.detectors.registry import Build, Detector, DetectorSettings
 
 if TYPE_CHECKING:
@@ -78,6 +86,7 @@ class SilentFollowersSettings(DetectorSettings):
     min_silent_share: PositiveShare
     max_members: PositiveInt
     idle_ttl_ms: PositiveInt
+    series_points: NonNegativeInt
 
     def check(self, jumps: FollowerJumpSettings) -> None:
         where = "detectors.silent_followers"
@@ -274,23 +283,26 @@ class FollowerActivityStage(WholeWindowStage):
 
 class SilentMemory:
     """A followed account's silent new followers of the last `memory_ms`: (ts, account),
-    and what their records said of them: (ts of the account's first follow in the record,
-    account, facts)."""
+    what their records said of them: (ts of the account's first follow in the record,
+    account, facts), and its latest judged windows (end, silent, the bar), for a chart."""
 
-    __slots__ = ("facts", "follows")
+    __slots__ = ("facts", "follows", "recent")
 
     def __init__(self) -> None:
         self.follows: list[tuple[int, str]] = []
         self.facts: list[tuple[int, str, dict[str, Any]]] = []
+        self.recent: bytes | None = None
 
-    def __getstate__(self) -> tuple[list[tuple[int, str]], list[tuple[int, str, dict[str, Any]]]]:
-        return self.follows, self.facts
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self.follows, self.facts, self.recent
 
     def __setstate__(self, state: Any) -> None:
+        self.recent = None
         if state[0] is None:  # pickled before the facts: (None, {"follows": [...]})
             self.follows, self.facts = state[1]["follows"], []
-        else:
-            self.follows, self.facts = state
+        else:  # (follows, facts), and the chart since it was kept
+            self.follows, self.facts, *rest = state
+            self.recent = rest[0] if rest else None
 
 
 class SilentFollowersStage(Stage):
@@ -346,6 +358,8 @@ class SilentFollowersStage(Stage):
         start, end = jump["window_start"], jump["window_end"]
         silent = sorted({a for ts, a in model.follows if start <= ts < end})
         established = max(int(jump["established"]), len(silent))
+        bar = max(cfg.min_silent, cfg.min_silent_share * established)
+        model.recent = remember(model.recent, end, len(silent), bar, cfg.series_points)
         if not silent:
             return None
         share = len(silent) / established
@@ -379,6 +393,7 @@ class SilentFollowersStage(Stage):
                 "established_follows": established,
                 "silent_share": round(share, 3),
                 "fabricated": fabricated(follow=len(silent)),
+                **series(model.recent),
                 "member_facts": _member_facts(model, members, start, end),
                 "explanation": (
                     f"{len(silent)} of the {established} established accounts that followed "
