@@ -18,6 +18,7 @@ from pipeline.serve.review_api import Appeal, AppealDecision, Decision, appeal_d
 from tests.helpers import MINUTE, T0
 
 COOLDOWN_MS = 3600 * 1000
+NOW = T0 + 24 * 3600 * 1000  # when the statuses are derived (the actions here have no end)
 
 
 def _finding(subject: str, minute: int, detector: str = "follower_jump", *,
@@ -46,7 +47,7 @@ def _book(findings: Sequence[Finding], actions: Sequence[Action] = ()) -> CaseBo
     book = CaseBook(COOLDOWN_MS)
     book.add_findings(finding_ref(f) for f in findings)
     book.add_actions(action_ref(a, offset=i) for i, a in enumerate(actions))
-    book.settle()
+    book.settle(NOW)
     return book
 
 
@@ -120,7 +121,7 @@ def test_a_groups_measures_on_its_members_are_the_groups_case_and_members_find_i
     book.add_actions([action_ref(early)])  # an action before its finding: it waits
     book.add_findings([finding_ref(group)])
     book.add_actions(action_ref(a) for a in actions)
-    book.settle()
+    book.settle(NOW)
     (case,) = book.cases.values()
     assert case.action_ids == ["early", "t-m1", "t-m2"]
     assert case.members == {"m1", "m2"} and book.by_member["m2"] == {case.case_id}
@@ -153,34 +154,34 @@ def test_a_held_action_approved_rejected_appealed_and_reversed() -> None:
     held = _action("held", f, "restrict_functions", "review")
     book = _book([f], [held])
     (case,) = book.cases.values()
-    assert case.status == "needs_review" and book.state(book.actions["held"]).pending
+    assert case.status == "needs_review" and book.state(book.actions["held"], NOW).pending
 
     book.add_reviews([_decision("held", "approve")])
     copy = _action(stable_id("approved", "held"), f, "restrict_functions", approves="held")
     book.add_actions([action_ref(copy, offset=1)])
-    book.settle()
+    book.settle(NOW)
     assert case.status == "enforced" and case.pending == 0
-    assert book.state(book.actions["held"]).state == "approved"
-    assert book.state(book.actions[copy.action_id]).in_force
+    assert book.state(book.actions["held"], NOW).state == "approved"
+    assert book.state(book.actions[copy.action_id], NOW).in_force
     assert case.modes == {"review"}  # the policy's mode; the copy is the desk's
 
     appeal = Appeal(appeal_id="ap1", action_id=copy.action_id, appellant="u1", reason="x", ts=T0)
     book.add_reviews([appeal])
-    book.settle()
+    book.settle(NOW)
     assert case.status == "appealed" and book.appeal_state(appeal) == "open"
     book.add_reviews([AppealDecision(decision_id=appeal_decision_id("ap1"), appeal_id="ap1",
                                      action_id=copy.action_id, decision="uphold",
                                      reviewer="wang", note="stands", ts=T0)])  # fmt: skip
-    book.settle()
+    book.settle(NOW)
     assert case.status == "enforced" and book.appeal_state(appeal) == "upheld"
 
     # a reversal of the copy, recorded before its reverts reach the actions file
     book.add_reviews([_decision(copy.action_id, "reverse")])
-    book.settle()
+    book.settle(NOW)
     assert case.status == "reverted"
     assert (
-        book.state(book.actions["held"]).reverted
-        and book.state(book.actions[copy.action_id]).reverted
+        book.state(book.actions["held"], NOW).reverted
+        and book.state(book.actions[copy.action_id], NOW).reverted
     )
 
 
@@ -191,7 +192,7 @@ def test_a_rejected_held_action_closes_its_case_and_an_overturned_appeal_reverts
     book.add_reviews([_decision("held", "reject")])
     appeal = Appeal(appeal_id="ap2", action_id="warned", appellant="u2", reason="x", ts=T0)
     book.add_reviews([appeal])
-    book.settle()
+    book.settle(NOW)
     by_subject = {c.subject_id: c for c in book.cases.values()}
     assert by_subject["u1"].status == "closed"
     assert by_subject["u2"].status == "appealed"
@@ -203,10 +204,10 @@ def test_a_rejected_held_action_closes_its_case_and_an_overturned_appeal_reverts
                                      action_id="warned", decision="overturn", reviewer="li",
                                      note="promo", ts=T0)])  # fmt: skip
     book.add_actions([action_ref(revert, offset=9)])
-    book.settle()
+    book.settle(NOW)
     assert by_subject["u2"].status == "reverted"
     assert book.appeal_state(appeal) == "overturned"
-    assert book.state(book.actions[revert.action_id]).state == "revert"
+    assert book.state(book.actions[revert.action_id], NOW).state == "revert"
 
 
 def test_the_queue_keys_severity_size_and_explanation_of_the_gravest() -> None:

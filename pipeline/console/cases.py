@@ -11,22 +11,31 @@ files were written in, and its id is a hash of its subject and its first finding
 A case's **status** is the one thing a reviewer must know first, in this order:
 `appealed` (an appeal on one of its actions is open), `needs_review` (an action awaits a
 person: mode `review`, or a `human_review`, undecided), `enforced` (a measure in mode
-`enforce` stands, not reverted), `reverted` (its measures were reversed), `shadow` (its
-actions were only recorded, mode `shadow`), `closed` (nothing stands and nothing waits:
-no action, or the held ones were rejected).
+`enforce` stands: not reverted, and its term, if it has one, not over), `reverted` (its
+measures were reversed), `shadow` (its actions were only recorded, mode `shadow`), `closed`
+(nothing stands and nothing waits: no action, the held ones were rejected, or the
+measures' terms are over). A status is so derived at an instant, the console's now
+(`pipeline.console.clock`): the book derives again the cases something happened to and
+those whose measures' terms ended since.
 
 `CaseBook` keeps the cases as findings, actions and the trail's decisions come in, with
 what the queue and search need precomputed: each case's severity, size (its members),
-status, and an index from every member, subject and target to its cases.
+status, and an index from every member, subject and target to its cases. A run holds
+hundreds of thousands of findings and actions: what the book keeps of each is a small
+record the collector does not track (no cycle runs through one), and the members a
+subject's findings name over and over are kept once.
 """
 
 from __future__ import annotations
 
+import heapq
 import sys
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from msgspec import Struct
 
 from pipeline.contract.findings import SEVERITIES, Action, Finding, stable_id
 from pipeline.enforcement.measures import AWAITING_REVIEW
@@ -50,8 +59,7 @@ def case_id(subject_type: str, subject_id: str, first_finding_id: str) -> str:
     return stable_id("case", subject_type, subject_id, first_finding_id)
 
 
-@dataclass(slots=True)
-class FindingRef:
+class FindingRef(Struct, gc=False):
     """What the console keeps of a finding: all but its evidence (read again from the file
     by `offset` when a case is opened), with the one-line explanation."""
 
@@ -77,8 +85,7 @@ class FindingRef:
         return self.ts, self.window_end - self.window_start, self.finding_id
 
 
-@dataclass(slots=True)
-class ActionRef:
+class ActionRef(Struct, gc=False):
     """What the console keeps of an action: all but its params, but those it links by
     (the strings that repeat, interned: a run has hundreds of thousands of actions)."""
 
@@ -103,23 +110,50 @@ class ActionRef:
         return not self.approves and (self.mode == "review" or self.action in AWAITING_REVIEW)
 
 
+class FindingFields(Protocol):
+    """A finding's fields but its evidence: a `Finding`'s, or a record decoded without it."""
+
+    finding_id: str
+    detector: str
+    article: str
+    subject_type: str
+    subject_id: str
+    severity: str
+    score: float
+    window_start: int
+    window_end: int
+    ts: int
+
+    @property
+    def members(self) -> Iterable[str]: ...
+
+
 def finding_ref(f: Finding, offset: int = -1, length: int = 0) -> FindingRef:
-    """`f` as the console keeps it (member ids interned: one string per account)."""
+    """`f` as the console keeps it."""
     target = f.evidence.get("target") or f.evidence.get("owner") or ""
+    explanation = str(f.evidence.get("explanation", ""))
+    return ref_of(f, explanation, target if isinstance(target, str) else "", offset, length)
+
+
+def ref_of(
+    f: FindingFields, explanation: str, target: str, offset: int = -1, length: int = 0
+) -> FindingRef:
+    """A finding as the console keeps it, from its fields and what its evidence says (the
+    strings that repeat interned; the book keeps its members once)."""
     return FindingRef(
         finding_id=f.finding_id,
         detector=sys.intern(f.detector),
         article=sys.intern(f.article),
-        subject_type=f.subject_type,
-        subject_id=f.subject_id,
+        subject_type=sys.intern(f.subject_type),
+        subject_id=sys.intern(f.subject_id),  # a subject's findings name it again and again
         severity=sys.intern(f.severity),
         score=f.score,
         window_start=f.window_start,
         window_end=f.window_end,
         ts=f.ts,
-        members=tuple(sys.intern(m) for m in f.members),
-        explanation=str(f.evidence.get("explanation", "")),
-        target=target if isinstance(target, str) else "",
+        members=tuple(f.members),
+        explanation=explanation,
+        target=target,
         offset=offset,
         length=length,
     )
@@ -154,6 +188,7 @@ class Case:
     finding_ids: list[str] = field(default_factory=list)  # in decision order
     action_ids: list[str] = field(default_factory=list)  # in the actions file's order
     members: set[str] = field(default_factory=set)
+    named: tuple[str, ...] = ()  # the members of the finding joined last, as the book keeps them
     detectors: set[str] = field(default_factory=set)
     articles: set[str] = field(default_factory=set)
     targets: set[str] = field(default_factory=set)
@@ -199,12 +234,18 @@ class Case:
 
 @dataclass(frozen=True, slots=True)
 class ActionState:
-    """Where one action stands: decided, reverted, in force, waiting."""
+    """Where one action stands at an instant: decided, reverted, in force, waiting."""
 
     state: str  # pending, approved, rejected, reverted, enforced, shadow, held, revert
-    in_force: bool  # mode enforce, a measure, not reverted (expiry aside)
+    in_force: bool  # mode enforce, a measure, not reverted, its term not over
     pending: bool  # a person has yet to decide on it
     reverted: bool
+    expired: bool  # its term is over (whatever its mode)
+
+
+def expired(a: ActionRef, now_ms: int) -> bool:
+    """Whether `a`'s term is over at `now_ms` (one without `expires_at` has no end)."""
+    return a.expires_at is not None and a.expires_at <= now_ms
 
 
 class CaseBook:
@@ -233,6 +274,10 @@ class CaseBook:
         self.actions_by_rule: Counter[tuple[str, str]] = Counter()
         self.version = 0  # changes whenever anything does: the queries' caches key on it
         self._dirty: set[str] = set()
+        self._ends: list[tuple[int, str]] = []  # (when a case's measure's term ends, case id)
+        self._next_end: dict[str, int] = {}  # case id -> the first of those it waits for
+        self._settled_at = 0  # the instant the statuses were last derived at
+        self._members: dict[tuple[str, ...], tuple[str, ...]] = {}  # each list kept once
 
     # -- taking records in
 
@@ -243,6 +288,7 @@ class CaseBook:
     def _add_finding(self, f: FindingRef) -> None:
         if f.finding_id in self.findings:
             return
+        f.members = self._kept(f.members)
         self.findings[f.finding_id] = f
         self.version += 1
         self.findings_by_hour[(f.ts // HOUR_MS, f.detector, f.article)] += 1
@@ -257,6 +303,15 @@ class CaseBook:
             self._join(self._open(key, f), f)
         for action_id in self.waiting.pop(f.finding_id, []):
             self._link(self.actions[action_id])
+
+    def _kept(self, members: tuple[str, ...]) -> tuple[str, ...]:
+        """`members` as the book keeps them: the tuple kept for the same members before, or
+        these, each id interned (one string per account)."""
+        kept = self._members.get(members)
+        if kept is None:  # kept as its own key: the ids as decoded are let go
+            kept = tuple(map(sys.intern, members))
+            self._members[kept] = kept
+        return kept
 
     def _open(self, key: tuple[str, str], first: FindingRef) -> Case:
         """A new case of subject `key`, opened by `first`."""
@@ -273,9 +328,13 @@ class CaseBook:
         first = not case.finding_ids
         case.finding_ids.append(f.finding_id)
         self.case_of_finding[f.finding_id] = case.case_id
-        case.members.update(f.members)
-        for m in f.members:
-            self.by_member.setdefault(m, set()).add(case.case_id)
+        if f.members is not case.named:  # a subject's findings mostly name the same members
+            case.named = f.members
+            new = set(f.members)
+            new -= case.members
+            case.members |= new
+            for m in new:
+                self.by_member.setdefault(m, set()).add(case.case_id)
         if f.target:
             case.targets.add(f.target)
             self.by_target.setdefault(f.target, set()).add(case.case_id)
@@ -398,14 +457,21 @@ class CaseBook:
                 return self.reversals[named]
         return None
 
-    def state(self, a: ActionRef) -> ActionState:
-        """Where `a` stands now."""
+    def reverted(self, a: ActionRef) -> bool:
+        """Whether `a` was reversed (a revert lifts it, or a reversal names it)."""
+        return a.action_id in self.revert_of or self.reversal(a) is not None
+
+    def state(self, a: ActionRef, now_ms: int) -> ActionState:
+        """Where `a` stands at `now_ms`."""
+        ended = expired(a, now_ms)
         if a.action == "revert":
-            return ActionState("revert", False, False, False)
-        reverted = a.action_id in self.revert_of or self.reversal(a) is not None
+            return ActionState("revert", False, False, False, ended)
+        reverted = self.reverted(a)
         decided = self.reviewed.get(a.action_id)
         pending = a.awaits_person and decided is None and not reverted
-        in_force = a.mode == "enforce" and a.action not in NOT_MEASURES and not reverted
+        in_force = (
+            a.mode == "enforce" and a.action not in NOT_MEASURES and not reverted and not ended
+        )
         if reverted:
             state = "reverted"
         elif pending:
@@ -414,7 +480,7 @@ class CaseBook:
             state = "approved" if decided.decision == "approve" else "rejected"
         else:
             state = {"enforce": "enforced", "shadow": "shadow"}.get(a.mode, "held")
-        return ActionState(state, in_force, pending, reverted)
+        return ActionState(state, in_force, pending, reverted, ended)
 
     def appeal_state(self, appeal: Appeal) -> str:
         """open, upheld, overturned, or reversed (the action was reversed otherwise)."""
@@ -422,7 +488,7 @@ class CaseBook:
         if decided is not None:
             return "upheld" if decided.decision == "uphold" else "overturned"
         a = self.actions.get(appeal.action_id)
-        if a is not None and self.state(a).reverted:
+        if a is not None and self.reverted(a):
             return "reversed"
         return "open"
 
@@ -431,21 +497,35 @@ class CaseBook:
         found = [self.appeals[x] for a in case.action_ids for x in self.appeals_of.get(a, [])]
         return sorted(found, key=lambda appeal: appeal.ts)
 
-    def settle(self) -> None:
-        """Derive again the status of every case something happened to."""
+    def settle(self, now_ms: int) -> None:
+        """Derive at `now_ms` the status of every case something happened to, or whose
+        measure's term ended since the last time (all of them if the clock went back)."""
+        if now_ms < self._settled_at:
+            self._dirty.update(self.cases)
+        while self._ends and self._ends[0][0] <= now_ms:
+            when, ended = heapq.heappop(self._ends)
+            if self._next_end.get(ended) == when:
+                del self._next_end[ended]
+            self._dirty.add(ended)
+        self._settled_at = now_ms
         for case_id_ in self._dirty:
             case = self.cases.get(case_id_)
             if case is not None:
-                self._derive(case)
+                self._derive(case, now_ms)
         self._dirty.clear()
 
-    def _derive(self, case: Case) -> None:
-        states = [self.state(self.actions[a]) for a in case.action_ids]
+    def _derive(self, case: Case, now_ms: int) -> None:
+        states = [self.state(self.actions[a], now_ms) for a in case.action_ids]
         case.pending = sum(s.pending for s in states)
         waiting = [self.actions[a].ts for a, s in zip(case.action_ids, states, strict=True)
                    if s.pending]  # fmt: skip
         case.pending_since = min(waiting, default=None)
+        ends = [e for a, s in zip(case.action_ids, states, strict=True)
+                if s.in_force and (e := self.actions[a].expires_at) is not None]  # fmt: skip
+        if ends:  # derived again when the first of its measures in force ends
+            self._wake(case.case_id, min(ends))
         open_appeal = any(self.appeal_state(appeal) == "open" for appeal in self.case_appeals(case))
+        before = case.status
         if open_appeal:
             case.status = "appealed"
         elif case.pending:
@@ -458,6 +538,15 @@ class CaseBook:
             case.status = "shadow"
         else:
             case.status = "closed"
+        if case.status != before:
+            self.version += 1
+
+    def _wake(self, case: str, when: int) -> None:
+        """Derive `case` again at `when` (once: a later time than one set already waits
+        for that one, which derives it again and sets the next)."""
+        if when < self._next_end.get(case, when + 1):
+            self._next_end[case] = when
+            heapq.heappush(self._ends, (when, case))
 
     def counts(self) -> dict[str, int]:
         """Cases per status (every status named, zero or not)."""

@@ -9,10 +9,12 @@ reviewer who is logged in, and the reason as its note). Two decisions are the co
   measure stands; overturned, it
   is recorded and the action reversed through the desk;
 - a case decided as one: approving a case approves each action in it that awaits a
-  person; rejecting it rejects those and reverses its measures in force; a member
-  excluded from an approval has its actions rejected and its measures reversed. The plan
-  is checked whole against what was decided before, and nothing is done if any step
-  conflicts with it.
+  person; rejecting it rejects those and reverses its measures; a member excluded from
+  an approval has its actions rejected and its measures reversed. A measure whose term
+  is over is reversed too: a reversal undoes the decision, not only what is left of its
+  term (the record says the measure was wrong), and the plan does not depend on the
+  clock, so a repeat plans the steps the first did. The plan is checked whole against
+  what was decided before, and nothing is done if any step conflicts with it.
 
 Every decision is idempotent, as the desk's are (ids are deterministic): the same decision
 again records nothing new and answers as the first did, marked `repeated` (a double click
@@ -21,13 +23,13 @@ is one decision); a different decision on what was decided is a 409 saying by wh
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgspec
 
 from pipeline.console.cases import NOT_MEASURES, ActionRef
+from pipeline.console.clock import now_ms
 from pipeline.console.index import ConsoleIndex
 from pipeline.serve.review_api import APPEAL_DECISION, AppealDecision, Reviews, appeal_decision_id
 
@@ -44,10 +46,6 @@ class Answer:
 
 def _error(status: int, error: str, **more: Any) -> Answer:
     return Answer(status, {"error": error, **more})
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class ConsoleDesk:
@@ -123,7 +121,7 @@ class ConsoleDesk:
             decision="uphold" if decision == "uphold" else "overturn",
             reviewer=reviewer,
             note=reason,
-            ts=_now_ms(),
+            ts=now_ms(),
         )
         if before is None and not self.reviews.audit.append(
             APPEAL_DECISION, [record], "decision_id"
@@ -192,7 +190,7 @@ class ConsoleDesk:
             refused = decision == "reject" or (
                 a.subject_type == "account" and a.subject_id in exclude
             )
-            reverted = book.state(a).reverted
+            reverted = book.reverted(a)
             if a.awaits_person and not (refused and reverted):  # a reversal already refused it
                 plan.append(("reject" if refused else "approve", a))
             if refused and a.mode == "enforce" and a.action not in NOT_MEASURES:

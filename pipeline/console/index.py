@@ -4,17 +4,21 @@
 a file started anew read again from its start) and the audit trail is read from the last
 sequence number seen (`trail.since`): decisions, appeals, appeal decisions. Everything
 goes into a `cases.CaseBook`; a file or a trail started anew (a replay into the same
-directory) starts the book anew. A line that is not a valid finding or action is skipped,
-logged with its line's offset and the reason, and counted.
+directory) starts the book anew. A finding is taken in without its evidence (`records`:
+where its line is, and what the queue needs), which a case view reads again from there. A
+line that is not a valid finding or action is skipped, logged with its line's offset and
+the reason, and counted.
 
 The queue is one pass over the cases in a sort order kept between requests (sorted again
 only when something changed): the filters are attribute tests, a search is a look-up in
 the book's indexes of subjects, members and case ids, and a page is a slice, so a request
-never reads the files or the trail, and its cost is bounded by the number of cases.
+never reads the files or the trail, and its cost is bounded by the number of cases. Its
+statuses are those at the request's now (`clock`).
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -24,8 +28,9 @@ from typing import Any
 
 import msgspec
 
-from pipeline.console import trail
-from pipeline.console.cases import STATUSES, Case, CaseBook, action_ref, finding_ref
+from pipeline.console import clock, trail
+from pipeline.console.cases import STATUSES, ActionRef, Case, CaseBook, action_ref
+from pipeline.console.records import read_finding_ref
 from pipeline.console.tail import Tail
 from pipeline.contract.findings import (
     Action,
@@ -38,6 +43,7 @@ from pipeline.contract.findings import (
 from pipeline.enforcement.audit import AuditTrail, open_audit
 from pipeline.serve.review_api import APPEAL_DECISION, Appeal, AppealDecision, Decision
 
+BULK = 20_000  # records taken in at once (the start-up, a run started anew): then frozen
 SORTS = ("severity", "-severity", "time", "-time", "size", "-size")
 _REVIEW_KINDS: dict[str, type[Decision] | type[Appeal] | type[AppealDecision]] = {
     "decision": Decision,
@@ -49,6 +55,22 @@ _KEYS: dict[str, Callable[[Case], tuple[Any, ...]]] = {
     "time": lambda c: (c.last_ts, c.rank, c.score, c.case_id),
     "size": lambda c: (len(c.members), c.rank, c.last_ts, c.case_id),
 }
+
+
+def _keep_out_of_collections() -> None:
+    """Move what is alive now out of the collector's full passes (`gc.freeze`), after the
+    garbage is collected. The book's records live as long as it does, and a full pass
+    walks every container alive and what it holds: with 100,000 findings one took a
+    third of a second, every few case views (whose evidence fills the young generations),
+    while the records need no collector (no cycle runs through them; a book started
+    anew frees its own as it goes)."""
+    gc.collect()
+    gc.freeze()
+
+
+def _action_ref(line: bytes, offset: int) -> ActionRef:
+    """The action of `line` as the book keeps it, or `InvalidAction`."""
+    return action_ref(read_action(line), offset, len(line))
 
 
 @dataclass(frozen=True)
@@ -109,26 +131,27 @@ class ConsoleIndex:
             acted.close()
             self._start_over()
             found, acted = self.findings_file.read(), self.actions_file.read()
-        self.book.add_findings(
-            finding_ref(f, offset, len(line))
-            for offset, line in found.lines
-            if (f := self._decoded(line, offset, read_finding, "findings.jsonl")) is not None
+        before = len(self.book.findings) + len(self.book.actions)
+        findings = (
+            self._decoded(line, at, read_finding_ref, "findings.jsonl") for at, line in found.lines
         )
-        self.book.add_actions(
-            action_ref(a, offset, len(line))
-            for offset, line in acted.lines
-            if (a := self._decoded(line, offset, read_action, "actions.jsonl")) is not None
+        self.book.add_findings(ref for ref in findings if ref is not None)
+        actions = (
+            self._decoded(line, at, _action_ref, "actions.jsonl") for at, line in acted.lines
         )
+        self.book.add_actions(ref for ref in actions if ref is not None)
         self._read_trail()
-        self.book.settle()
+        self.book.settle(clock.now_ms())
+        if len(self.book.findings) + len(self.book.actions) - before >= BULK:
+            _keep_out_of_collections()
 
     def _decoded(
-        self, line: bytes, offset: int, read: Callable[[bytes], Any], name: str
+        self, line: bytes, offset: int, read: Callable[[bytes, int], Any], name: str
     ) -> Any | None:
         if not line.strip():
             return None
         try:
-            return read(line)
+            return read(line, offset)
         except (InvalidFinding, InvalidAction) as exc:
             self.refused[name] += 1
             print(f"console: refused the line at byte {offset} of {self.out / name}: {exc}",
@@ -172,15 +195,22 @@ class ConsoleIndex:
 
     def finding(self, finding_id: str) -> Finding | None:
         """The whole finding (with its evidence), read again from its line."""
-        ref = self.book.findings.get(finding_id)
-        if ref is None:
-            return None
-        line = self.findings_file.line_at(ref.offset, ref.length)
-        try:
-            found = read_finding(line)
-        except InvalidFinding:  # the file changed under it: the next refresh starts over
-            return None
-        return found if found.finding_id == finding_id else None
+        return next(iter(self.findings([finding_id])), None)
+
+    def findings(self, finding_ids: list[str]) -> list[Finding]:
+        """The whole findings of `finding_ids` that are still where they were read (the
+        file opened once), in that order."""
+        refs = [ref for x in finding_ids if (ref := self.book.findings.get(x)) is not None]
+        lines = self.findings_file.lines_at([(ref.offset, ref.length) for ref in refs])
+        found = []
+        for ref, line in zip(refs, lines, strict=True):
+            try:
+                finding = read_finding(line)
+            except InvalidFinding:  # the file changed under it: the next refresh starts over
+                continue
+            if finding.finding_id == ref.finding_id:
+                found.append(finding)
+        return found
 
     def action(self, action_id: str) -> Action | None:
         """The whole action (with its params), read again from its line."""
@@ -217,10 +247,10 @@ class ConsoleIndex:
             found.add(q)
         return found
 
-    def page(self, query: CaseQuery) -> dict[str, Any]:
-        """A page of the queue: its cases, how many match, and the counts per status of
-        the cases the other filters match."""
-        self.book.settle()
+    def page(self, query: CaseQuery, now_ms: int) -> dict[str, Any]:
+        """A page of the queue at `now_ms`: its cases, how many match, and the counts per
+        status of the cases the other filters match."""
+        self.book.settle(now_ms)
         cases = self.ordered(query.sort)
         if query.q:
             named = self.search(query.q)

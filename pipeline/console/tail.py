@@ -92,9 +92,17 @@ class Tail:
 
     def line_at(self, offset: int, length: int) -> bytes:
         """The line of `length` bytes at `offset` of the file (b"" if it is gone)."""
+        return self.lines_at([(offset, length)])[0]
+
+    def lines_at(self, spans: list[tuple[int, int]]) -> list[bytes]:
+        """The lines at the (offset, length) `spans` of the file, read through one handle
+        (b"" for each if it is gone)."""
         try:
             with open(self.path, "rb") as handle:
-                handle.seek(offset)
-                return handle.read(length)
+                lines = []
+                for offset, length in spans:
+                    handle.seek(offset)
+                    lines.append(handle.read(length))
+                return lines
         except OSError:
-            return b""
+            return [b""] * len(spans)

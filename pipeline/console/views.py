@@ -62,6 +62,7 @@ SHARED_KEYS = (
     "distinct_devices", "distinct_addresses", "distinct_networks", "young_share",
     "network_crowding", "device_crowding", "devices_per_registration",
 )  # fmt: skip
+FACTS = ("network", "device", "created_at", "age_s")  # what a member's facts may hold
 CHECKED_ACTIONS = ("follow", "unfollow", "click", "repost", "comment", ANY)
 
 
@@ -70,14 +71,14 @@ def _builtins(record: Any) -> Any:
 
 
 def case_view(index: ConsoleIndex, case_id: str, chain: ChainStatus, now_ms: int) -> Any:
-    """Everything about one case, or None if there is no such case."""
+    """Everything about one case at `now_ms`, or None if there is no such case (its
+    findings as decoded, for msgspec to encode with the rest)."""
     book = index.book
-    book.settle()
+    book.settle(now_ms)
     case = book.cases.get(case_id)
     if case is None:
         return None
-    shown_ids = case.finding_ids[-MAX_FINDINGS:]
-    findings = [f for x in shown_ids if (f := index.finding(x)) is not None]
+    findings = index.findings(case.finding_ids[-MAX_FINDINGS:])
     gravest = max(findings, key=lambda f: (f.score, f.ts), default=None)
     evidence = gravest.evidence if gravest is not None else {}
     facts = _facts(findings)
@@ -89,10 +90,10 @@ def case_view(index: ConsoleIndex, case_id: str, chain: ChainStatus, now_ms: int
             for k, v in evidence.items()
             if k != "explanation" and isinstance(v, int | float | bool | str) and len(str(v)) < 200
         },
-        "findings": [msgspec.to_builtins(f) for f in findings],
+        "findings": findings,  # as they are: encoded with the answer
         "findings_total": len(case.finding_ids),
         "series": _series(findings),
-        "members": _members(book, case, findings, facts),
+        "members": _members(book, case, findings, facts, now_ms),
         "members_total": len(case.members),
         "shared": {
             **{k: evidence[k] for k in SHARED_KEYS if k in evidence},
@@ -153,24 +154,33 @@ def _judged(f: Finding) -> float | None:
 def _facts(findings: list[Finding]) -> dict[str, dict[str, Any]]:
     """What the findings' `member_facts` say of each member (the later finding's word on
     a field over an earlier one's), with its age when the finding that described it was
-    made (`age_s`)."""
+    made (`age_s`). The findings are read latest first, each field taken where it is
+    first found: a case's findings describe the same members again and again, and one
+    whose every field a later finding gave is passed over at once."""
     facts: dict[str, dict[str, Any]] = {}
-    for f in sorted(findings, key=lambda f: (f.ts, f.finding_id)):
+    whole: set[str] = set()  # members with every field found
+    for f in sorted(findings, key=lambda f: (f.ts, f.finding_id), reverse=True):
         described = f.evidence.get("member_facts")
         if not isinstance(described, dict):
             continue
         for member, known in described.items():
-            if not isinstance(known, dict):
+            if member in whole or not isinstance(known, dict):
                 continue
             mine = facts.setdefault(member, {})
             for field in ("network", "device"):
-                if isinstance(known.get(field), str):
+                if field not in mine and isinstance(known.get(field), str):
                     mine[field] = known[field]
             created = known.get("created_at")
-            if isinstance(created, int) and not isinstance(created, bool):
+            if "created_at" not in mine and _is_int(created):
                 mine["created_at"] = created
                 mine["age_s"] = max(0, f.ts - created) // 1000
+            if len(mine) == len(FACTS):
+                whole.add(member)
     return facts
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _member_shared(facts: dict[str, dict[str, Any]], members: set[str]) -> dict[str, Any]:
@@ -196,11 +206,15 @@ def _member_shared(facts: dict[str, dict[str, Any]], members: set[str]) -> dict[
 
 
 def _members(
-    book: CaseBook, case: Case, findings: list[Finding], facts: dict[str, dict[str, Any]]
+    book: CaseBook,
+    case: Case,
+    findings: list[Finding],
+    facts: dict[str, dict[str, Any]],
+    now_ms: int,
 ) -> list[dict[str, Any]]:
     """The members, each with its bot-likeness where a detector computed it, what is
-    known of its account (`facts`), its actions in this case and how many other cases it
-    is in (as a member or a subject)."""
+    known of its account (`facts`), its actions in this case (how many in force and
+    waiting at `now_ms`) and how many other cases it is in (as a member or a subject)."""
     bots: dict[str, float] = {}
     for f in findings:
         scores = f.evidence.get("bot_scores")
@@ -214,8 +228,7 @@ def _members(
     listed = sorted(case.members, key=lambda m: (-bots.get(m, -1.0), m))[:MAX_MEMBERS]
     members = []
     for m in listed:
-        others = book.by_member.get(m, set()) | set(book.by_subject.get(("account", m), ()))
-        states = [book.state(book.actions[a]) for a in acted.get(m, [])]
+        states = [book.state(book.actions[a], now_ms) for a in acted.get(m, [])]
         known = facts.get(m, {})
         members.append({
             "account_id": m,
@@ -224,12 +237,22 @@ def _members(
             "age_s": known.get("age_s"),
             "network": known.get("network"),
             "device": known.get("device"),
-            "other_cases": len(others - {case.case_id}),
+            "other_cases": _other_cases(book, m, case.case_id),
             "actions": acted.get(m, []),
             "in_force": sum(s.in_force for s in states),
             "pending": sum(s.pending for s in states),
         })  # fmt: skip
     return members
+
+
+def _other_cases(book: CaseBook, member: str, case_id: str) -> int:
+    """How many cases but `case_id` `member` is in, as a member or as the subject (most
+    members are the subject of none: counted without a set made)."""
+    as_member = book.by_member.get(member, frozenset())
+    as_subject = book.by_subject.get(("account", member))
+    if as_subject:
+        return len((as_member | set(as_subject)) - {case_id})
+    return len(as_member) - (case_id in as_member)
 
 
 def _picture(findings: list[Finding]) -> dict[str, Any] | None:
@@ -282,7 +305,8 @@ def _valid_member_items(grid: Any) -> bool:
 
 
 def _action(book: CaseBook, a: ActionRef, now_ms: int) -> dict[str, Any]:
-    state = book.state(a)
+    """An action as the views list it, where it stands at `now_ms`."""
+    state = book.state(a, now_ms)
     return {
         "action_id": a.action_id,
         "action": a.action,
@@ -291,12 +315,12 @@ def _action(book: CaseBook, a: ActionRef, now_ms: int) -> dict[str, Any]:
         "subject_id": a.subject_id,
         "ts": a.ts,
         "expires_at": a.expires_at,
-        "expired": a.expires_at is not None and a.expires_at <= now_ms,
+        "expired": state.expired,
         "rule": a.rule,
         "reverts": a.reverts or None,
         "approves": a.approves or None,
         "state": state.state,
-        "in_force": state.in_force and not (a.expires_at is not None and a.expires_at <= now_ms),
+        "in_force": state.in_force,
         "pending": state.pending,
         "decision": _builtins(book.reviewed.get(a.action_id)),
         "reversal": _builtins(book.reversal(a)),
@@ -366,7 +390,7 @@ def account_view(index: ConsoleIndex, account_id: str, now_ms: int) -> dict[str,
     table over the account's actions; a throttle's count of requests is the hook's, so a
     throttled action shows as allowed with its limit listed)."""
     book = index.book
-    book.settle()
+    book.settle(now_ms)
     as_subject = [book.cases[c] for c in book.by_subject.get(("account", account_id), ())]
     as_member = sorted(
         (book.cases[c] for c in book.by_member.get(account_id, ())),
@@ -400,12 +424,12 @@ def account_view(index: ConsoleIndex, account_id: str, now_ms: int) -> dict[str,
     }
 
 
-def overview(index: ConsoleIndex, policy: Policy) -> dict[str, Any]:
+def overview(index: ConsoleIndex, policy: Policy, now_ms: int) -> dict[str, Any]:
     """The run at a glance: findings and actions over time by detector, article, measure
     and mode; the review backlog and the time decisions took; the policy's rules with
-    how many actions each issued in each mode; cases per status."""
+    how many actions each issued in each mode; cases per status at `now_ms`."""
     book = index.book
-    book.settle()
+    book.settle(now_ms)
     hours = [h for h, _, _ in book.findings_by_hour] + [h for h, _, _ in book.actions_by_hour]
     span = (max(hours) - min(hours) + 1) if hours else 1
     per = max(1, -(-span // MAX_POINTS))  # hours a bucket

@@ -105,18 +105,48 @@ MAX_DEPTH = 512
 # A text nested deeper than MAX_DEPTH opens more brackets (closed or not): shorter ones
 # need no look.
 MIN_TOO_DEEP_BYTES = MAX_DEPTH + 1
-_STRING = re.compile(rb'"(?:[^"\\]|\\.?)*"?', re.DOTALL)  # never fails once opened: linear
+# A string from its opening quote to its closing one (or the end): never fails once opened,
+# so it never backtracks (each round of the loop starts at a backslash).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.?[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_NESTING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+_NOT_QUOTES_OR_BRACKETS = bytes(b for b in range(256) if b not in b'"[]{}')
+_SQUARE = bytes.maketrans(b"{}", b"[]")  # an object nests as an array does
+_NESTING = {ord("["): 1, ord("]"): -1}
 
 
 def nests_too_deep(raw: bytes) -> bool:
     """Whether the arrays and objects of `raw` nest more than MAX_DEPTH levels (brackets
-    inside strings do not count). Costs a length check for all but long inputs."""
+    inside strings do not count). Costs a length check for all but long inputs, and a few
+    scans in C for all but those that come near the bound."""
     if len(raw) < MIN_TOO_DEEP_BYTES or raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
         return False
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0) > MAX_DEPTH
+    return _deeper_than(_outside_strings(raw), MAX_DEPTH)
+
+
+def _outside_strings(raw: bytes) -> bytes:
+    """The brackets of `raw` outside its strings, as `[` and `]`. Without a backslash no
+    quote is escaped, and with only quotes and brackets kept, two quotes side by side are
+    an empty string or the end of one and the start of the next: taking them out leaves
+    every bracket in or out of a string as it was, and most texts with no quote at all;
+    then every other piece between quotes is a string's (an unclosed last one runs to
+    the end)."""
+    if b"\\" in raw:
+        return _STRING.sub(b"", raw).translate(_SQUARE, _NOT_BRACKETS)
+    kept = raw.translate(_SQUARE, _NOT_QUOTES_OR_BRACKETS).replace(b'""', b"")
+    return b"".join(kept.split(b'"')[::2]) if b'"' in kept else kept
+
+
+def _deeper_than(brackets: bytes, bound: int) -> bool:
+    """Whether a run of `[` and `]` goes deeper than `bound` (opened less closed, at its
+    highest). Its innermost `[]` pairs taken out a round at a time leave `]...][...[`: the
+    rounds (the pairs' height) and the `[` left bound its depth from above, so only a text
+    they do not keep within `bound` is counted bracket by bracket."""
+    rest, rounds = brackets, 0
+    while b"[]" in rest and rounds <= bound:
+        rest, rounds = rest.replace(b"[]", b""), rounds + 1
+    if b"[]" not in rest and rounds + rest.count(b"[") <= bound:
+        return False
+    return max(accumulate(map(_NESTING.__getitem__, brackets)), default=0) > bound
 
 
 def to_epoch_ms(ts: int | datetime) -> int:

@@ -184,7 +184,7 @@ function decidePanel(root) {
     h(
       "p",
       { class: "muted" },
-      "Approving approves every action awaiting a person; rejecting rejects those and reverses the measures in force. An excluded member's actions are rejected and its measures reversed.",
+      "Approving approves every action awaiting a person; rejecting rejects those and reverses the case's measures, those whose term is over too. An excluded member's actions are rejected and its measures reversed.",
     ),
     h("div", { class: "decide-bar" }, approve, reject, count),
     h(
