@@ -6,7 +6,8 @@ share a few verbs:
 
 - `learn(...)` takes in what happened (a window's count, an account's activity) and
   returns nothing; `learn_<what>` where a model learns more than one thing;
-- `score(...)` judges an observation against what was learned, changing nothing;
+- `score(...)` judges an observation against what was learned, changing nothing (but for
+  `EdgeBurst.score`: an edge of a stream is judged once, on arrival, so it counts it too);
 - `update(...)` is `score` then `learn`: the observation is judged against the history
   before it, then becomes part of it (the baselines: one call per window);
 - `<verb>_many` does the same for a batch of rows, with the same numbers as one by one;

@@ -55,3 +55,29 @@ def test_fault_campaign_receiver_verifies_and_counts_webhooks() -> None:
         assert receiver.delivered("/w") == {"a1": 3}
     finally:
         receiver.close()
+
+
+def test_darpa_maps_the_stream_as_midas_does_and_its_reference_runs(tmp_path: Path) -> None:
+    """benchmarks/darpa.py on a four-row zip: IPs ranked among the sorted distinct IP
+    strings in one id space, timestamps 1 + their rank, labels attack != '-'."""
+    import zipfile
+
+    from benchmarks.darpa import MEMBER, MidasR, nothing, parse, per_call
+
+    rows = [
+        "192.168.001.010,172.016.112.020,06/02/1998-08:01,-",
+        "172.016.112.020,192.168.001.010,06/01/1998-23:59,neptune",
+        "192.168.001.010,010.000.000.001,06/02/1998-08:01,-",
+        "010.000.000.001,172.016.112.020,06/02/1998-08:05,smurf",
+    ]
+    path = tmp_path / "darpa.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(MEMBER, "\n".join(rows) + "\n")
+    data = parse(path)
+    assert data["src"].tolist() == [2, 1, 2, 0] and data["dst"].tolist() == [1, 2, 0, 1]
+    assert data["t"].tolist() == [2, 1, 2, 3]  # "06/01/1998-23:59" sorts first
+    assert data["label"].tolist() == [False, True, False, True]
+    reference = MidasR(rows=2, buckets=64)
+    scores, wall, cpu = per_call(reference, [1] * 5 + [1] * 50, [2] * 55, [1] * 5 + [2] * 50)
+    assert scores[:5].max() == 0.0 and scores[-1] > scores[5] > 0.0 and wall > 0 and cpu >= 0
+    assert per_call(nothing, [1], [2], [3])[0].tolist() == [0.0]

@@ -249,3 +249,171 @@ def test_late_events_count_in_the_current_tick_and_warmup_scores_zero() -> None:
 def test_invalid_parameters_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         EdgeBurst(**kwargs)  # type: ignore[arg-type]
+
+
+# -- the stream score: `score` / `score_many`, against the all-time level ----------------
+
+
+def _auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """ROC-AUC: the chance a positive outscores a negative (ties count half)."""
+    neg = np.sort(scores[~positive])
+    pos = scores[positive]
+    below = np.searchsorted(neg, pos, side="left")
+    upto = np.searchsorted(neg, pos, side="right")
+    return float((below + upto).sum() / (2.0 * len(pos) * len(neg)))
+
+
+def _int_stream(
+    rng: np.random.Generator, ticks: range, per_tick: float, n_src: int = 2000, n_dst: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steady integer-id traffic: random sources, destinations of Zipf-like popularity."""
+    weights = 1.0 / np.arange(1, n_dst + 1) ** 1.1
+    weights /= weights.sum()
+    k = rng.poisson(per_tick, len(ticks))
+    ts = np.repeat(np.asarray(ticks), k)
+    return rng.integers(0, n_src, ts.size), rng.choice(n_dst, ts.size, p=weights), ts
+
+
+def test_score_many_equals_scoring_one_event_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(20)
+    src, dst, ts = _int_stream(rng, range(40), 60, n_src=150, n_dst=25)
+    ts[::11] = np.maximum(ts[::11] - 3, 0)  # some late events
+    ts[-100:] += 5  # a gap of empty ticks
+    src = np.concatenate([src, np.full(300, 7), src[:200]])  # a flood within one tick, then
+    dst = np.concatenate([dst, np.full(300, 8), dst[:200]])  # more traffic in the next
+    ts = np.concatenate([ts, np.full(300, ts[-1]), np.full(200, ts[-1] + 1)])
+    one = EdgeBurst(rows=3, buckets=64, seed=21)
+    events = zip(src.tolist(), dst.tolist(), ts.tolist(), strict=True)
+    singles = np.array([one.score(s, d, t) for s, d, t in events])
+    # Small chunks, so that `score_many` carries its state across many chunks within one
+    # call, across calls, and across per-call events in the middle of a tick.
+    monkeypatch.setattr("models.edge_burst._CHUNK", 9 * 37)
+    many = EdgeBurst(rows=3, buckets=64, seed=21)
+    k1, k2 = len(src) // 3, len(src) // 3 + 5
+    batched = np.concatenate(
+        [
+            many.score_many(src[:k1], dst[:k1], ts[:k1]),
+            [many.score(int(src[i]), int(dst[i]), int(ts[i])) for i in range(k1, k2)],
+            many.score_many(list(src[k2:]), list(dst[k2:]), ts[k2:].tolist()),
+        ]
+    )
+    np.testing.assert_allclose(batched, singles, rtol=1e-9, atol=1e-12)
+    assert singles.max() > 0.9 and np.median(singles) < 0.3  # real scores, not only zeros
+    assert one.tick == many.tick == ts[-1]
+    assert one.last_parts == pytest.approx(many.last_parts, rel=1e-9)
+    raw = EdgeBurst(rows=3, buckets=64, seed=21).score_many(src, dst, ts, raw=True)
+    np.testing.assert_allclose([one.unit(r) for r in raw], singles, rtol=1e-9, atol=1e-12)
+    strings = EdgeBurst(rows=3, buckets=64, seed=21)
+    events = zip(src, dst, ts.tolist(), strict=True)
+    by_name = [strings.score(f"s{s}", f"d{d}", t) for s, d, t in events]
+    np.testing.assert_allclose(
+        EdgeBurst(rows=3, buckets=64, seed=21).score_many(
+            [f"s{s}" for s in src], [f"d{d}" for d in dst], ts
+        ),
+        by_name,
+        rtol=1e-9,
+        atol=1e-12,
+    )
+
+
+def test_a_sustained_flood_stays_scored_high_over_many_ticks() -> None:
+    rng = np.random.default_rng(22)
+    stream, burst = (EdgeBurst(rows=4, buckets=1024, seed=23) for _ in range(2))
+    background = _int_stream(rng, range(200), 300)
+    stream.score_many(*background)
+    burst.update_many(*background)
+    stream_max, burst_max, quiet = [], [], []
+    for t in range(200, 260):  # one edge hammered 500 times a tick for 60 ticks
+        src, dst, ts = _int_stream(rng, range(t, t + 1), 300)
+        src, dst = np.append(src, [9999] * 500), np.append(dst, [3] * 500)
+        ts = np.append(ts, [t] * 500)
+        scores = stream.score_many(src, dst, ts)
+        stream_max.append(scores[-500:].max())
+        quiet.append(np.quantile(scores[:-500], 0.99))
+        burst_max.append(burst.update_many(src, dst, ts)[-500:].max())
+    assert min(stream_max) > 0.95  # the flood's last tick as much as its first
+    assert max(quiet) < 0.5  # while the steady traffic around it stays low
+    assert burst_max[0] > 0.95 and burst_max[-1] < 0.5  # what a decayed history does instead
+    after = [stream.score(9999, 3, 260 + i) for i in range(3)]  # the edge back to normal
+    assert max(after) < 0.3
+
+
+def test_integer_ids_score_as_their_names_do_when_nothing_collides() -> None:
+    rng = np.random.default_rng(24)
+    src, dst, ts = _int_stream(rng, range(30), 40, n_src=40, n_dst=12)
+    src = np.append(src, [5] * 200)
+    dst = np.append(dst, [6] * 200)
+    ts = np.append(ts, [30] * 200)
+    kwargs = {"rows": 4, "buckets": 1 << 14, "seed": 25}  # no key shares all its buckets
+    names = ([f"{s}" for s in src], [f"{d}" for d in dst], ts)
+    by_name = EdgeBurst(**kwargs).score_many(*names)
+    assert by_name.max() > 0.9
+    by_id = EdgeBurst(**kwargs).score_many(src, dst, ts)  # exact counts: the same scores,
+    np.testing.assert_allclose(by_id, by_name, rtol=1e-12, atol=1e-15)  # to rounding
+    np.testing.assert_array_equal(
+        EdgeBurst(**kwargs).score_many(src.astype(np.uint16), dst.astype(np.int32), ts), by_id
+    )
+    np.testing.assert_array_equal(
+        EdgeBurst(**kwargs).score_many(src.tolist(), list(dst), ts.tolist()), by_id
+    )
+    np.testing.assert_array_equal(
+        EdgeBurst(**kwargs).update_many(src, dst, ts), EdgeBurst(**kwargs).update_many(*names)
+    )
+    per_call = EdgeBurst(**kwargs)
+    events = zip(src, dst, ts, strict=True)  # numpy integer scalars, one by one
+    assert [per_call.score(s, d, t) for s, d, t in events] == pytest.approx(by_name)
+    sources = []  # the string "7" and the integer 7 are different keys
+    for seven in (7, "7"):
+        m = EdgeBurst(**kwargs, warmup=1)
+        m.score_many([7] * 50, [1] * 50, [0] * 50)
+        m.score(seven, 2, 1)
+        sources.append(m.last_parts[1])
+    assert sources[0] == 0.0 and sources[1] > 0.5  # below 7's level; a new source: z^2 ~ 1.2 / 2
+
+
+def test_bursts_outrank_steady_traffic_in_a_synthetic_stream() -> None:
+    rng = np.random.default_rng(26)
+    src, dst, ts = _int_stream(rng, range(120), 200)
+    positive = np.zeros(src.size, dtype=bool)
+    parts = [(src, dst, ts, positive)]
+    for t in range(60, 120, 3):  # an edge flooded every third tick
+        parts.append((np.full(150, 5000), np.full(150, 7), np.full(150, t), np.ones(150, bool)))
+    parts.append((np.arange(6000, 6200), np.full(200, 150), np.full(200, 90), np.ones(200, bool)))
+    parts.append((np.full(200, 7000), np.arange(200) + 300, np.full(200, 100), np.ones(200, bool)))
+    src, dst, ts, positive = (np.concatenate(x) for x in zip(*parts, strict=True))
+    order = np.argsort(ts, kind="stable")  # each attack lands at the end of its tick
+    src, dst, ts, positive = src[order], dst[order], ts[order], positive[order]
+    scores = EdgeBurst(rows=4, buckets=1024, seed=27).score_many(src, dst, ts)
+    assert _auc(scores, positive) > 0.95  # a flood, a follower burst, a source's spree
+    assert np.quantile(scores[~positive], 0.99) < 0.4
+
+
+def test_stream_score_state_is_constant_and_pickles_mid_tick() -> None:
+    rng = np.random.default_rng(28)
+    src, dst, ts = _int_stream(rng, range(20), 100, n_src=300, n_dst=40)
+    model = EdgeBurst(rows=3, buckets=512, seed=29)
+    before = model.nbytes
+    model.score(1, 2, 0)
+    nbytes, pickled = model.nbytes, len(pickle.dumps(model))
+    assert nbytes == before + 2 * 3 * 3 * 512 * 8  # allocated once, by the first call
+    half = len(src) - 60  # stop in the middle of the last tick
+    model.score_many(src[:half], dst[:half], ts[:half])
+    assert model.nbytes == nbytes and len(pickle.dumps(model)) == pickled < nbytes + 2048
+    clone = pickle.loads(pickle.dumps(model))
+    rest = (src[half:], dst[half:], ts[half:])
+    np.testing.assert_array_equal(model.score_many(*rest), clone.score_many(*rest))
+    assert [model.score("x", "y", 25), model.score(3, 4, 25)] == [
+        clone.score("x", "y", 25),
+        clone.score(3, 4, 25),
+    ]
+    assert model.last_parts == clone.last_parts and model.tick == clone.tick == 25
+
+
+def test_both_scores_share_one_clock() -> None:
+    model = EdgeBurst(rows=2, buckets=64, seed=30, warmup=1)
+    model.score_many([1, 2, 3], [4, 5, 6], [0, 1, 9])
+    model.update("a", "b", 3)  # late for the model's clock: counted in tick 9
+    assert model.tick == 9 and model.destination_burst("b")[0] == 1.0
+    model.update("a", "b", 12)
+    assert model.score(1, 4, 10) >= 0.0 and model.tick == 12  # late: counted in tick 12
+    assert model._level is not None and model._level.tick == 12
