@@ -41,6 +41,7 @@ from models.lockstep import lockstep_groups, rounds
 from models.near_duplicate import MinHasher, normalise
 from models.network import network_of
 from models.registration_burst import source_of
+from models.seasonal_baseline import SeasonalBaseline
 
 __all__ = [
     "BotScorer",
@@ -52,6 +53,7 @@ __all__ = [
     "FollowerComposition",
     "MinHasher",
     "RecentActivity",
+    "SeasonalBaseline",
     "Watched",
     "actor_features",
     "level_of",

@@ -81,3 +81,18 @@ def test_darpa_maps_the_stream_as_midas_does_and_its_reference_runs(tmp_path: Pa
     scores, wall, cpu = per_call(reference, [1] * 5 + [1] * 50, [2] * 55, [1] * 5 + [2] * 50)
     assert scores[:5].max() == 0.0 and scores[-1] > scores[5] > 0.0 and wall > 0 and cpu >= 0
     assert per_call(nothing, [1], [2], [3])[0].tolist() == [0.0]
+
+
+def test_univariate_series_are_labelled_and_every_detector_scores_them() -> None:
+    """benchmarks/univariate.py: a series has one count and one label per window, its
+    injected events are labelled and clear of the warm-up days, and the metrics run."""
+    from benchmarks.univariate import DAY_WINDOWS, WARM_DAYS, EwmaZ, build_series, metrics, run
+    from models import SeasonalBaseline
+
+    s = build_series(3, days_min=3, days_max=3)
+    assert s["counts"].size == s["label"].size == 3 * DAY_WINDOWS and s["counts"].min() >= 0
+    assert s["events"] and all(a >= WARM_DAYS * DAY_WINDOWS for _, a, _ in s["events"])
+    assert sum(b - a for _, a, b in s["events"]) == s["label"].sum()
+    for make in (EwmaZ, SeasonalBaseline):
+        m = metrics([s], run(make, [s]))
+        assert 0.0 <= m["roc_auc"] <= 1.0 and m["events"] == len(s["events"])
