@@ -131,25 +131,19 @@ def _event_counters(totals: _Totals) -> Iterator[CounterMetricFamily]:
     yield CounterMetricFamily(
         "lockstep_duplicate_events", "Redelivered events dropped.", value=totals.duplicates
     )
-    yield _labelled(
-        CounterMetricFamily(
-            "lockstep_stage_redeliveries",
-            "Stage records' events consumed again after a crash or a hand-over and "
-            "dropped as already applied, by stage.",
-            labels=["stage"],
-        ),
-        {s: totals.stage_redeliveries.get(s, 0) for s in totals.staged_by_stage}
-        | totals.stage_redeliveries,
+    yield _per_stage(
+        "lockstep_stage_redeliveries",
+        "Stage records' events consumed again after a crash or a hand-over and "
+        "dropped as already applied, by stage.",
+        totals.stage_redeliveries,
+        totals.staged_by_stage,
     )
-    yield _labelled(
-        CounterMetricFamily(
-            "lockstep_stage_records_refetched",
-            "Stage records the worker's stage consumer passed over without delivering, "
-            "read back from the topic and applied in their place, by stage.",
-            labels=["stage"],
-        ),
-        {s: totals.stage_records_refetched.get(s, 0) for s in totals.staged_by_stage}
-        | totals.stage_records_refetched,
+    yield _per_stage(
+        "lockstep_stage_records_refetched",
+        "Stage records the worker's stage consumer passed over without delivering, "
+        "read back from the topic and applied in their place, by stage.",
+        totals.stage_records_refetched,
+        totals.staged_by_stage,
     )
     yield CounterMetricFamily(
         "lockstep_late_events",
@@ -205,6 +199,15 @@ def _state_gauges(totals: _Totals) -> Iterator[GaugeMetricFamily]:
             ),
             totals.consumer_lag,
         )
+
+
+def _per_stage(
+    name: str, documentation: str, counts: Mapping[str, int], stages: Mapping[str, int]
+) -> CounterMetricFamily:
+    """A counter by stage with every stage that took events listed, at 0 if it has none
+    (a dashboard tells "nothing happened" from "not exported")."""
+    family = CounterMetricFamily(name, documentation, labels=["stage"])
+    return _labelled(family, dict.fromkeys(stages, 0) | dict(counts))
 
 
 def _labelled(family: _Family, counts: Mapping[Any, int]) -> _Family:
