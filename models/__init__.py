@@ -27,7 +27,8 @@ The arithmetic models share (the Anscombe scale, the 0..1 score, half-lives) is 
 `models.scales`.
 """
 
-from models.activity import RecentActivity
+from models.activity import ActivityCounts
+from models.activity_norm import ActivityNorm
 from models.actor_features import actor_features
 from models.bot_score import BotScorer
 from models.churn import quick_undos
@@ -44,6 +45,8 @@ from models.registration_burst import source_of
 from models.seasonal_baseline import SeasonalBaseline
 
 __all__ = [
+    "ActivityCounts",
+    "ActivityNorm",
     "BotScorer",
     "CountBaseline",
     "Credit",
@@ -52,7 +55,6 @@ __all__ = [
     "FollowSupport",
     "FollowerComposition",
     "MinHasher",
-    "RecentActivity",
     "SeasonalBaseline",
     "Watched",
     "actor_features",

@@ -35,9 +35,17 @@ class StreamBuilder:
         return event
 
     def poisson_follows(
-        self, target: str, start: int, end: int, rate_per_hour: float | Any
+        self,
+        target: str,
+        start: int,
+        end: int,
+        rate_per_hour: float | Any,
+        active: bool = False,
     ) -> None:
-        """Organic follows: a Poisson process; `rate_per_hour` may be a function of ts."""
+        """Organic follows: a Poisson process; `rate_per_hour` may be a function of ts.
+        `active` fans also click the account's posts a few times in the hour around
+        their follow, as a real platform's readers do (a stream where every follower is
+        silent gives silent_followers no normal to judge against)."""
         rate_of = rate_per_hour if callable(rate_per_hour) else (lambda _ts: rate_per_hour)
         peak = max(rate_of(t) for t in range(start, end, 10 * MINUTE))
         ts = start
@@ -48,6 +56,10 @@ class StreamBuilder:
             if self.rng.random() < rate_of(ts) / peak:
                 fan = f"fan{self.rng.randrange(10**7)}"
                 self.add("follow", ts, fan, target=target, origin="user", consent=True)
+                for _ in range(self.rng.randrange(1, 4) if active else 0):
+                    at = max(start, ts + self.rng.randrange(-30 * MINUTE, 30 * MINUTE))
+                    post = f"{target}/p{self.rng.randrange(3)}"
+                    self.add("click", at, fan, target=target, content_id=post)
                 if self.rng.random() < 0.03:
                     self.add("unfollow", ts + self.rng.randrange(HOUR), fan, target=target)
 

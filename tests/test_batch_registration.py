@@ -107,6 +107,20 @@ def test_batches_from_one_address_an_ipv6_block_or_one_device_are_flagged() -> N
     assert _named(found) == set(one_ip) | set(six) | set(no_ip)
 
 
+def test_a_batch_from_many_addresses_of_one_block_is_flagged_whatever_its_devices() -> None:
+    """Emulated phones (a device per account) do not hide a burst from dozens of hosts
+    of one /24 within minutes: no NAT crowd looks like that."""
+    b = _world(seed=4)
+    hosts = [f"203.0.113.{h}" for h in range(10, 70)]
+    batch = _batch(b, T0 + 2 * HOUR, 120, 4 * MINUTE, hosts, devices=10_000, tag="emu")
+    found = _run(b.sorted_lines())
+    assert {f.subject_id for f in found} == {"net:203.0.113"}
+    assert _named(found) == set(batch)
+    first = min(found, key=lambda f: f.ts)
+    assert first.evidence["devices_per_registration"] > 0.25
+    assert first.evidence["distinct_addresses"] >= 10
+
+
 def test_carrier_nat_and_ordinary_sign_ups_are_not_flagged() -> None:
     """Hundreds an hour behind one carrier address are far above that address's normal
     at first, but each came on its own phone."""

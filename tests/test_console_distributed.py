@@ -334,7 +334,7 @@ def test_a_reviewer_works_a_ring_and_a_batch_on_a_distributed_deployment(
         ring_url = f"{console.base}/#/case/{ring['case_id']}"
         _decide_excluding(tab, ring_url, excluded, throttle_of)  # two members are fans
         tab.shot("8-ring-decided")
-        _read_overview(tab)
+        _read_overview(tab, ring["pending"])
         tab.shot("9-overview")
 
         session = page.evaluate("fetch('/api/session').then((r) => r.json())")

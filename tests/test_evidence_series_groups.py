@@ -138,7 +138,10 @@ def _hoarded_bar(f: Finding) -> float:
 
 def _silent_bar(f: Finding) -> float:
     cfg = DEFAULTS.detectors.silent_followers
-    return max(cfg.min_silent, cfg.min_silent_share * f.evidence["established_follows"])
+    fewest = cfg.min_silent if f.evidence["kind"] == "follow_up" else cfg.min_silent_alone
+    bar = max(fewest, cfg.min_silent_share * f.evidence["established_follows"])
+    assert f.evidence["bar"] >= round(bar, 2)  # and above the platform's share, by z
+    return f.evidence["bar"]
 
 
 class Case(msgspec.Struct, frozen=True):
@@ -305,12 +308,12 @@ def test_the_records_pickle_and_state_pickled_before_them_loads() -> None:
         again = pickle.loads(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
         assert again.recent == record
     memory = SilentMemory()
-    memory.follows, memory.recent = [(T0, "a")], record
+    memory.judged, memory.recent = [(T0, "a", True, 0.2)], record
     again = pickle.loads(pickle.dumps(memory, protocol=pickle.HIGHEST_PROTOCOL))
-    assert (again.follows, again.recent) == ([(T0, "a")], record)
+    assert (again.judged, again.recent) == ([(T0, "a", True, 0.2)], record)
     old = SilentMemory.__new__(SilentMemory)  # (follows, facts), as pickled before the chart
     old.__setstate__(([(T0, "b")], [(T0, "b", {"device": "d"})]))
-    assert old.follows == [(T0, "b")] and old.recent is None
+    assert old.judged == [(T0, "b", True, None)] and old.recent is None
     # a struct pickled before its record: its fields, positionally, without the last
     cls, fields = Ring({}, {}, 0, T0).__reduce__()
     assert cls(*fields[:-1]).recent is None

@@ -1,5 +1,6 @@
 """`follower_jump` end to end through `lockstep replay`: a bought burst on a small account is
-flagged within two windows; a large account's organic growth with a daily rhythm is not."""
+flagged within two windows, also when the stream starts with it; a large account's organic
+growth with a daily rhythm is not, nor a crowd of established accounts first seen."""
 
 from __future__ import annotations
 
@@ -102,3 +103,29 @@ def test_summary_counts_the_finding_and_the_action(tmp_path: Path) -> None:
     by_detector = summary["findings_by_detector"]  # edge_burst flags the burst too
     assert set(by_detector) == {"follower_jump (12)", "edge_burst (12)"}
     assert sum(by_detector.values()) == summary["findings"]
+
+
+def test_a_burst_the_stream_starts_with_is_judged_on_its_followers(tmp_path: Path) -> None:
+    """No history of the account: fresh accounts, or a few shared devices, are bought
+    however many; a crowd of established accounts on their own phones (a popular account
+    the stream starts on) is not."""
+    b = StreamBuilder(seed=7)
+    for i in range(30):
+        b.poisson_follows(f"other{i}", T0, T0 + 2 * HOUR, rate_per_hour=1 + i)
+    start = T0 + 2 * MINUTE
+    for i in range(200):  # created hours ago, on four phones
+        b.add("follow", start + i * 900, f"bot{i}", target="bought", origin="user",
+              actor_created_at=start - HOUR, device_id=f"phone{i % 4}",
+              ip=f"198.51.100.{i % 50}")  # fmt: skip
+    for i in range(200):  # established people, each on their own phone and line
+        b.add("follow", start + i * 900, f"fan{i}", target="popular", origin="user",
+              actor_created_at=start - 400 * 24 * HOUR, device_id=f"own{i}",
+              ip=f"10.{i}.{i % 7}.9")  # fmt: skip
+    findings, _ = _replay(tmp_path, b.sorted_lines())
+    jumps = [f for f in findings if f["detector"] == "follower_jump"]
+    assert {f["subject_id"] for f in jumps} == {"bought"}
+    first = min(jumps, key=lambda f: f["window_end"])
+    assert first["window_end"] - start <= 2 * WINDOW
+    assert "judged on who they are" in first["evidence"]["explanation"]
+    assert set(first["members"]) <= {f"bot{i}" for i in range(200)} and first["members"]
+    assert "popular" not in {f["subject_id"] for f in findings}

@@ -19,11 +19,13 @@ from pathlib import Path
 from pipeline.distributed.kafka_io import read_to_end
 from tests.helpers import HOUR, MINUTE, T0, StreamBuilder, lockstep, read_jsonl, write_lines
 from tests.kafka import Broker
+from tests.test_account_handover import owners, takeover
 from tests.test_batch_registration import _batch
 from tests.test_churn import _churner
 from tests.test_engagement_inflation import _background, _farm
 from tests.test_forced_follow import _newcomers
 
+ARTICLE_11 = {"account_handover"}
 ARTICLE_12 = {
     "follower_jump",
     "silent_followers",
@@ -122,13 +124,13 @@ def _stream(hours: int, seed: int) -> list[str]:
     sign-ups forced onto one account, ordinary clicks, a repost ring on one account and one
     spread over five, accounts churning
     follows, a batch of registrations from one address left dormant, a copy-paste comment
-    campaign, a
-    bad line and redeliveries: every
-    Article 12 and Article 18 detector has something to find."""
+    campaign, accounts whose owners log in and comment, then handed over to a buyer who
+    promotes one account, a bad line and redeliveries: every Article 11, Article 12 and
+    Article 18 detector has something to find."""
     b = StreamBuilder(seed=seed)
     end = T0 + hours * HOUR
     for i in range(40):
-        b.poisson_follows(f"acct{i}", T0, end, rate_per_hour=2 + 4 * i)
+        b.poisson_follows(f"acct{i}", T0, end, rate_per_hour=2 + 4 * i, active=True)
     b.burst("acct1", T0 + 2 * HOUR + 7 * MINUTE, 300, 4 * MINUTE)
     b.burst("acct7", T0 + (hours - 2) * HOUR + 2 * MINUTE, 400, 6 * MINUTE, prefix="ring")
     b.burst("acct20", T0 + (hours - 1) * HOUR, 250, 3 * MINUTE, prefix="farm")
@@ -142,6 +144,9 @@ def _stream(hours: int, seed: int) -> list[str]:
         _churner(b, f"churner{k}", T0 + HOUR + k * MINUTE)
     _batch(b, T0 + 2 * HOUR, 150, 5 * MINUTE, ["198.51.100.7"], 3, "bulk")
     _copy_paste(b, T0 + 3 * HOUR, 60, "兼职日结300元，在家就能做，有意向的加我V：k2231")
+    sold = [f"owner{i}" for i in range(8)]
+    owners(b, sold, T0, T0 + 2 * HOUR)
+    takeover(b, sold, T0 + 4 * HOUR, beneficiary="acct12")
     return _with_bad_input(b.sorted_lines())
 
 
@@ -376,7 +381,8 @@ def test_two_workers_find_what_replay_finds(kafka: Broker, tmp_path: Path) -> No
     events, expected = _replay(tmp_path, lines)
     assert len(expected) >= 3
     detectors = {f["detector"] for f in read_jsonl(tmp_path / "replay" / "findings.jsonl")}
-    assert detectors >= ARTICLE_12 | ARTICLE_18, f"the stream leaves a detector idle: {detectors}"
+    every = ARTICLE_11 | ARTICLE_12 | ARTICLE_18
+    assert detectors >= every, f"the stream leaves a detector idle: {detectors}"
     PORTS.clear()
     env = _env(kafka, "same", tmp_path)
     # Both workers join the group first and share the partitions; then the stream comes.

@@ -183,7 +183,7 @@ def test_the_default_policy_checks_out() -> None:
         capture_output=True,
         text=True,
     )
-    assert run.returncode == 0 and "4 rules" in run.stdout
+    assert run.returncode == 0 and "5 rules" in run.stdout
 
 
 def test_a_burst_seen_by_two_detectors_is_discounted_once() -> None:

@@ -28,6 +28,7 @@ ARTICLES = {
     "copy_paste": "18(4)",
     "churn": "18(4)",
     "batch_registration": "18(8)",
+    "account_handover": "11",
 }
 
 
@@ -198,14 +199,13 @@ def test_campaigns_have_the_shape_their_kind_promises(run: Run) -> None:
             forced[e.target].append(e.actor)
     for cid, c in by_campaign.items():
         if c.kind == "click_farm":
-            assert len(devices[cid] - {None}) <= 10 and len(ips[cid] - {None}) <= 5
+            assert len(ips[cid] - {None}) <= 10, "behind a few addresses"
         if c.kind == "batch_registration":
-            assert len(devices[cid] - {None}) <= 5
-            assert len({ip.rsplit(".", 1)[0] for ip in ips[cid] - {None}}) == 1
+            assert len({ip.rsplit(".", 1)[0] for ip in ips[cid] - {None}}) == 1, "one network"
         if c.kind == "forced_follow":
             victims = forced[c.subjects[0]]
             assert len(set(victims)) == len(victims) >= 5
-    assert burst_ages and max(burst_ages) <= 24 * 3_600_000 + 10 * 60_000, "created a day ago"
+    assert burst_ages and max(burst_ages) <= 7 * 24 * 3_600_000 + 30 * 60_000, "a week at most"
 
 
 def test_organic_traffic_is_varied(run: Run) -> None:

@@ -247,16 +247,27 @@ def simulate(
     scale: Annotated[
         float, typer.Option("--scale", help="Population and rates x this.", min=0.001)
     ] = 1.0,
+    cold: Annotated[
+        bool,
+        typer.Option("--cold", help="No warm-up: everything begins in the first five minutes."),
+    ] = False,
 ) -> None:
     """Simulate a platform: organic traffic, hard negatives and labelled campaigns."""
     from pipeline.lab.simulation import simulate as run_simulate
 
     with reporting(BAD_ARGUMENT, CANNOT_WRITE):
         result = run_simulate(
-            minutes=minutes, seed=seed, scenarios=scenario, out=out, labels_out=labels, scale=scale
+            minutes=minutes,
+            seed=seed,
+            scenarios=scenario,
+            out=out,
+            labels_out=labels,
+            scale=scale,
+            cold=cold,
         )
+    start = "cold" if cold else "warm"
     err.print(
-        f"simulated {minutes} min (seed {seed}): {len(result.campaigns)} campaigns, "
+        f"simulated {minutes} min {start} (seed {seed}): {len(result.campaigns)} campaigns, "
         f"{len(result.hard_negatives)} hard negatives -> {out}, {labels}",
         markup=False,
     )

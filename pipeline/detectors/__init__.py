@@ -7,6 +7,7 @@ from __future__ import annotations
 from pipeline.core.settings import Settings
 from pipeline.core.stage import Stage
 from pipeline.detectors import (
+    account_handover,
     batch_registration,
     churn,
     duplicate_content,
@@ -33,6 +34,7 @@ REGISTRY = Registry(
     batch_registration.DETECTOR,
     hoarded_accounts.DETECTOR,
     duplicate_content.DETECTOR,
+    account_handover.DETECTOR,
 )
 
 

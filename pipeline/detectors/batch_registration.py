@@ -6,8 +6,9 @@ source registering far more accounts in a window than its own normal (a
 `PriorCountBaseline`, so a never-seen prefix is judged against a prior of a sign-up now and
 then, and a busy one, a university or a carrier, against its own level). Device
 concentration decides: a batch comes from a handful of devices, whereas real people
-behind one carrier NAT address sign up on their own phones over the day. The finding is a
-group (the source) naming the registered accounts as members.
+behind one carrier NAT address sign up on their own phones over the day; or a burst comes
+from many addresses of one block (`spread_addresses`) within minutes, which no NAT
+explains. The finding is a group (the source) naming the registered accounts as members.
 
 Dormancy: the accounts of a batch usually lie dormant afterwards, but that is a question
 about each account's later events, which live under other keys (actors, not networks).
@@ -72,6 +73,7 @@ class BatchRegistrationSettings(DetectorSettings):
     min_registrations: AtLeastTwo
     min_ratio: Positive
     max_devices_per_registration: PositiveShare
+    spread_addresses: AtLeastTwo
     max_members: PositiveInt
     idle_ttl_ms: PositiveInt
     series_points: NonNegativeInt
@@ -148,12 +150,16 @@ class BatchRegistrationStage(WholeWindowStage):
             mine = [e for e, s in zip(events, sources, strict=True) if s == source]
             mine.sort(key=_order)
             share = devices_per_registration((e.actor, e.device_id) for e in mine)
-            if share > cfg.max_devices_per_registration:
+            addresses = len({e.ip for e in mine if e.ip})
+            # a crowd behind one carrier NAT address signs up on its own phones; a burst
+            # from many addresses of one block within minutes has no such excuse
+            spread = addresses >= cfg.spread_addresses
+            if share > cfg.max_devices_per_registration and not spread:
                 if baseline.observed == 1:  # first seen busy and ordinary: its normal
                     baseline.adopt(count)
                 continue
             baseline.forget_last()  # a batch is not this source's normal
-            finding = self._finding(source, model, mine, score, share, start, end)
+            finding = self._finding(source, model, mine, score, share, start, end, spread)
             if finding is not None:
                 findings.append(finding)
                 if self._dormancy_ms is not None:
@@ -173,6 +179,7 @@ class BatchRegistrationStage(WholeWindowStage):
         share: float,
         start: int,
         end: int,
+        spread: bool = False,
     ) -> Finding | None:
         cfg = self.cfg
         named = model.named
@@ -183,13 +190,15 @@ class BatchRegistrationStage(WholeWindowStage):
             return None  # the same burst, already reported by an earlier window
         limit = cfg.max_devices_per_registration
         strength = saturating(limit, max(share, 1e-6))  # 0.5 at the limit
+        addresses = len({e.ip for e in mine if e.ip})
+        if spread:  # or 0.5 at spread_addresses, more above
+            strength = max(strength, saturating(addresses, cfg.spread_addresses))
         score = min(score, strength)
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
         named.update((e.actor, e.ts) for e in new)
         devices = len({e.device_id or "\x00" + e.actor for e in mine})
-        addresses = len({e.ip for e in mine if e.ip})
         networks = sorted({network_of(e.ip) for e in mine if e.ip})
         first, last = mine[0].ts, mine[-1].ts
         span_s = (last - first) / 1000

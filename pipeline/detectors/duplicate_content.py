@@ -53,6 +53,7 @@ import msgspec
 import numpy as np
 
 from models.bot_score import BotScorer
+from models.follower_composition import FollowerComposition
 from models.near_duplicate import (
     SHINGLE,
     Commonness,
@@ -72,6 +73,7 @@ from pipeline.core.numbers import (
     NonNegativeInt,
     PositiveInt,
     PositiveShare,
+    Share,
 )
 from pipeline.core.settings import SKETCH_MAX_BYTES, ConfigError, SeveritySettings
 from pipeline.core.stage import WindowSpec
@@ -84,6 +86,7 @@ from pipeline.detectors.case_evidence import (
     member_items,
     series,
 )
+from pipeline.detectors.follower_evidence import follower_of
 from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 
 KEY = "texts"  # the stage's one key
@@ -107,6 +110,10 @@ class DuplicateContentSettings(DetectorSettings):
     half_life_ms: PositiveInt
     habit_ms: PositiveInt
     warmup_ms: NonNegativeInt
+    young_account_ms: PositiveInt
+    young_share: Share
+    shared_min: PositiveInt
+    crowding_share: Share
     max_buckets: PositiveInt
     max_members: PositiveInt
     sample_texts: NonNegativeInt
@@ -221,23 +228,38 @@ class DuplicateContentStage(WholeWindowStage):
                 largest = (weighed.accounts, weighed.expected)
             if not weighed.burst:
                 continue
+            # warming up, the memory has no say yet: a burst is judged by who posted it
+            # (a crowd of fresh accounts, or of a few networks or devices, is not a habit)
+            if not judging and not self._crowded(weighed, texts):
+                continue
             flagged[weighed.chosen] = True
-            if judging:
-                chart = remember(before, end, weighed.accounts, weighed.expected, cfg.series_points)
-                finding = self._finding(weighed, texts, len(texts), model.bots, chart, start, end)
-                if finding is not None:
-                    findings.append(finding)
+            chart = remember(before, end, weighed.accounts, weighed.expected, cfg.series_points)
+            finding = self._finding(weighed, texts, len(texts), model.bots, chart, start, end)
+            if finding is not None:
+                findings.append(finding)
         if largest is not None:
             model.recent = remember(before, end, *largest, cfg.series_points)
-        if judging and flagged.any():  # a campaign's buckets must not become "common"
+        if flagged.any():  # a campaign's buckets must not become "common"
             ordinary = ~flagged
             keys, labels, actors = keys[ordinary], labels[ordinary], actors[ordinary]
             accounts = np.bincount(
                 sorted_unique(labels * n_actors + actors) // n_actors, minlength=len(flagged)
             )
-        # (warming up, everything seen is the platform's normal)
+        # (warming up, everything else seen is the platform's normal)
         model.commonness.learn(_bucket_shares(keys, labels, accounts, len(texts)), t)
         return sorted(findings, key=lambda f: f.subject_id)
+
+    def _crowded(self, weighed: Weighed, texts: list[Any]) -> bool:
+        """Whether a cluster's posters are mostly fresh accounts, or mostly crowded onto
+        a few networks or devices (each poster once, by its earliest text)."""
+        cfg = self.cfg
+        posters: dict[str, Any] = {}
+        for e in sorted((texts[i] for i in weighed.chosen.tolist()), key=_order):
+            posters.setdefault(e.actor, e)
+        composition = FollowerComposition(
+            (follower_of(e, cfg.young_account_ms) for e in posters.values()), cfg.shared_min
+        )
+        return composition.suspicious(cfg.young_share, cfg.crowding_share)
 
     def _candidates(self, labels: np.ndarray, accounts: np.ndarray) -> list[np.ndarray]:
         """The texts of each linked component with at least `min_accounts` accounts."""

@@ -13,18 +13,19 @@ from collections.abc import Iterable
 
 from models.follower_composition import Follower, FollowerComposition
 from models.network import network_of
-from pipeline.contract.events import Follow
+from pipeline.contract.events import Event, Follow
 
 
-def follower_of(follow: Follow, young_ms: int) -> Follower:
-    """The follower of a follow: fresh when created within `young_ms` before it (None:
-    its age is unknown), its network and its device ('' when unknown)."""
-    created = follow.actor_created_at
+def follower_of(event: Event, young_ms: int) -> Follower:
+    """The actor of an event (a follow's follower, a text's poster): fresh when created
+    within `young_ms` before it (None: its age is unknown), its network and its device
+    ('' when unknown)."""
+    created = event.actor_created_at
     return (
-        follow.actor,
-        None if created is None else follow.ts - created < young_ms,
-        network_of(follow.ip),
-        follow.device_id or "",
+        event.actor,
+        None if created is None else event.ts - created < young_ms,
+        network_of(event.ip),
+        event.device_id or "",
     )
 
 

@@ -58,6 +58,7 @@ class FollowerJumpSettings(DetectorSettings):
     young_share: Share
     shared_min: PositiveInt
     crowding_share: Share
+    first_seen_share: Share
     support_half_life_ms: PositiveInt
     support_warmup_windows: NonNegativeInt
     level_min_ratio: Positive
@@ -120,7 +121,7 @@ class FollowModel:
     """An account's history: its net follows and its engagement per window, and how much
     of the follows the engagement explains."""
 
-    __slots__ = ("attention", "follows", "jump", "recent", "support")
+    __slots__ = ("attention", "follows", "recent", "support")
 
     def __init__(
         self, follows: CountBaseline, attention: CountBaseline, support: FollowSupport
@@ -128,18 +129,16 @@ class FollowModel:
         self.follows = follows
         self.attention = attention
         self.support = support
-        # its latest flagged window, while its followers are still followed up:
-        # (follow up until, finding_id, score)
-        self.jump: tuple[int, str, float] | None = None
         # its latest judged windows (end, net follows, expected), for a finding's chart
         self.recent: bytes | None = None
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.follows, self.attention, self.support, self.jump, self.recent
+        # the fourth place once held a follow-up of silent_followers': kept, as None, so
+        # states pickled before and after read alike
+        return self.follows, self.attention, self.support, None, self.recent
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self.follows, self.attention, self.support, *rest = state
-        self.jump = rest[0] if rest else None
         self.recent = rest[1] if len(rest) > 1 else None
 
 
@@ -180,17 +179,17 @@ class FollowerJumpStage(Stage):
     counted_types = frozenset({"click", "repost", "comment"})  # attention: only counted
 
     def __init__(
-        self, cfg: FollowerJumpSettings, severity: SeveritySettings, follow_up_ms: int | None = None
+        self, cfg: FollowerJumpSettings, severity: SeveritySettings, hand_on: bool = False
     ) -> None:
-        """`follow_up_ms`: hand each flagged window, and an account's windows for this long
-        after it, on to `silent_followers`, which names the followers who only follow."""
+        """`hand_on`: hand each flagged window on to `silent_followers`, which holds the
+        account to a lower bar for a while after it."""
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
         self._alpha = decay_alpha(cfg.hop_ms, cfg.half_life_ms)
         self._support_alpha = decay_alpha(cfg.hop_ms, cfg.support_half_life_ms)
-        self._follow_up_ms = follow_up_ms
-        if follow_up_ms is not None:
+        self._hand_on = hand_on
+        if hand_on:
             self.emits = frozenset({JUMP_STREAM})
 
     def new_model(self) -> FollowModel:
@@ -246,21 +245,10 @@ class FollowerJumpStage(Stage):
         self, key: str, model: FollowModel, panes: list[FollowPane], start: int, end: int
     ) -> Finding | list[Finding | Derived] | None:
         finding = self._judge(key, model, panes, start, end)
-        if self._follow_up_ms is None:
+        if finding is None or not self._hand_on:
             return finding
-        # silent_followers judges the followers of a flagged window, and of the windows
-        # after it for a while (a drip goes on after the account's normal has caught up)
-        established = sum(p.user_follows - p.young for p in panes)
-        if finding is not None:
-            model.jump = (end + self._follow_up_ms, finding.finding_id, finding.score)
-            kind = finding.evidence["kind"]
-        elif model.jump is not None and end <= model.jump[0] and established > 0:
-            kind = "follow_up"
-        else:
-            return None
-        _, jumped, score = model.jump
-        record = jump_record(key, start, end, jumped, score, kind, established)
-        return [record] if finding is None else [finding, record]
+        kind = finding.evidence["kind"]
+        return [finding, jump_record(key, start, end, finding.finding_id, finding.score, kind)]
 
     def _judge(
         self, key: str, model: FollowModel, panes: list[FollowPane], start: int, end: int
@@ -274,14 +262,27 @@ class FollowerJumpStage(Stage):
             model.recent, end, counts.net, model.follows.expected, cfg.series_points
         )
         loud, drift = self._abnormal(model, counts, learned)
-        if not (loud or drift):
+        # an account without history of its own (a stream that starts mid-campaign, an
+        # account never followed before): its window is judged as any account's would be,
+        # on who its new followers are (an organic crowd mixes ages, networks, devices)
+        cold = model.follows.n <= cfg.warmup_windows and counts.user_follows >= cfg.min_net_follows
+        if not (loud or drift or cold):
             return None
         composition = self._followers(panes)
         suspicious = composition.looks_bought(cfg.young_share, cfg.crowding_share)
-        burst = loud and suspicious
+        # (networks alone do not say it of a crowd without history: a popular account's
+        # followers share carriers' /24s; fresh accounts or shared devices do)
+        first_seen = (
+            cold
+            and not loud
+            and max(composition.young_share, composition.device_crowding) >= cfg.first_seen_share
+        )
+        burst = (loud and suspicious) or first_seen
         if not (burst or drift):
             return None
         score = learned.score
+        if first_seen:  # no history to score against: how plainly bought the crowd is
+            score = max(score, composition.young_share, composition.device_crowding)
         if not burst:  # a level shift: score how far the CUSUM is past its threshold
             score = max(score, saturating(model.support.cusum, cfg.level_threshold))
         severity = severity_of(score, self.severity)
@@ -393,7 +394,13 @@ class FollowerJumpStage(Stage):
         cfg = self.cfg
         baseline, support = model.follows, model.support
         minutes = length_ms / 60_000
-        if burst:
+        if burst and baseline.n <= cfg.warmup_windows:
+            why = (
+                f"{counts.net} net new followers in {minutes:g} min, with too little history "
+                f"of this account ({baseline.n} windows) to expect a number: judged on who "
+                "they are"
+            )
+        elif burst:
             why = (
                 f"{counts.net} net new followers in {minutes:g} min where this account's own "
                 f"history expects about {baseline.expected:.1f} (z={baseline.z:.1f})"
@@ -408,9 +415,8 @@ class FollowerJumpStage(Stage):
 
 
 def _stages(cfg: FollowerJumpSettings, build: Build) -> list[Stage]:
-    silent = build.consumers.get(JUMP_STREAM)  # silent_followers' settings, if it runs
-    follow_up_ms = None if silent is None else silent.follow_up_ms
-    return [FollowerJumpStage(cfg, build.severity, follow_up_ms)]
+    hand_on = JUMP_STREAM in build.consumers  # silent_followers runs
+    return [FollowerJumpStage(cfg, build.severity, hand_on)]
 
 
 DETECTOR = Detector(

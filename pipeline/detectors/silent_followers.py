@@ -1,61 +1,66 @@
-"""`silent_followers` (Article 12): the new followers of an abnormal follower jump that do
-nothing but follow.
+"""`silent_followers` (Article 12): the new followers of an account who do next to nothing
+but follow, and the accounts whose new followers are mostly such.
 
-Bought followers follow and do nothing else; real followers click, repost and comment. A
-follower jump made of established accounts from many networks and devices (a slow drip
-of aged, bought accounts) looks like real people follow by follow; what gives it away is
-that its followers were not active anywhere lately. Whether a follower was is a question
-about the follower's own events, which no stage keyed by the followed account sees, so
-two stages beside `follower_jump` answer it through derived streams (`pipeline.core.derived`):
+Bought followers follow and do little else; real followers click, repost and comment. A
+slow drip of aged, bought accounts from many networks and devices looks like real people
+follow by follow, and on a stream that starts while it runs the followed account has no
+history to be abnormal against; what gives it away is how little its followers do, next
+to how much the platform's followers usually do. That is a question about the
+follower's own events, which no stage keyed by the followed account sees, so two stages
+beside `follower_jump` answer it through derived streams (`pipeline.core.derived`):
 
-    follower_activity (by shard of accounts): who clicked, reposted or commented lately
-        (`models.activity.RecentActivity`), and which of a window's new followers did not
+    follower_activity (by shard of accounts): how many actions each account took lately
+        (`models.activity.ActivityCounts`), the platform's usual rate among followers
+        (`models.activity_norm.ActivityNorm`, a prior that needs no history of the
+        followed account), and per window, for each followed account, its new
+        established followers with their actions before the follow, then, for
+        `observe_ms`, their actions after it
         --silent_follow, by the followed account-->
     follower_jump (by followed account): its flagged windows
         --jump_window, by the followed account-->
-    silent_followers (by followed account): a flagged window in which most established
-        new followers were silent is a finding naming them.
+    silent_followers (by followed account): once a follower has been watched for
+        `observe_ms`, it is low-activity when its actions around the follow are at most
+        `low_share` of the median follower's over the same span. Over the last
+        `accumulate_ms` of follows, when most established new followers are low-activity
+        and they are many (`min_silent_alone`; `min_silent` within `follow_up_ms` of a
+        follower_jump flag), a finding names them.
 
 Only a follower's own choice counts (platform-made follows are not), and only established
 accounts (a freshly created account has had no time to be active: `follower_jump` judges
-fresh crowds by their age). The denominator is `follower_jump`'s count of the window's
-established user follows, made by the same rules.
+fresh crowds by their age).
 
-Score: the jump's score, with the rest of the doubt closed in proportion to the silent
-share. State: per shard, the accounts active in the last one to two `generation_ms`; per
-followed account, its silent followers of the last `memory_ms`.
+Score: the share of low-activity followers; after a follower_jump flag, the jump's score
+with the rest of the doubt closed in proportion to that share. State: per shard, the
+accounts' actions of the last `lookback_ms` by generation, the followers still watched
+and the shard's norm; per followed account, its followers of the last `memory_ms`.
 
 Evidence: what the follows say of the members (`evidence.member_facts`). Only
 `follower_activity` holds the follows, so each `silent_follow` record carries the facts
-of its first `MAX_MEMBER_FACTS` silent followers by account id (`case_evidence.member_facts`
-over the record's follows): a finding describes the first of its members, sorted by id,
-and each of those is among the first of its own record. `silent_followers` keeps them with
-the follows, for as long, and takes each field from a member's earliest follow in the
-flagged window that carries it.
-
-A finding also charts the followed account's latest judged windows (`evidence.series`):
-per `jump_window` record judged (a flagged window of `follower_jump`, or one it follows
-up on), its silent followers against the fewest that flag it
-(`max(min_silent, min_silent_share * established_follows)`: a real follower is not
-silent, so there is no usual number to expect, only the bar), at most `series_points`,
-kept with the account's silent followers (`models.recent_windows`).
+of its first `MAX_MEMBER_FACTS` followers by account id (`case_evidence.member_facts`
+over the record's follows); `silent_followers` keeps them with the follows, for as long,
+and takes each field from a member's earliest follow in the judged span that carries it.
+A finding also charts the account's latest judged windows (`evidence.series`): its
+low-activity followers against the fewest that flag it, at most `series_points`.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import zlib
-from collections import defaultdict
-from itertools import chain, compress
-from operator import attrgetter
+from collections import Counter, defaultdict, deque
+from itertools import chain, compress, takewhile
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 
-from models.activity import RecentActivity
+from models.activity import ActivityCounts
+from models.activity_norm import ActivityNorm
 from models.follower_composition import PLATFORM_FLOWS
 from models.recent_windows import remember
 from pipeline.contract.events import EVENT_TYPES
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.core.derived import Derived
-from pipeline.core.numbers import NonNegativeInt, PositiveInt, PositiveShare
+from pipeline.core.numbers import NonNegative, NonNegativeInt, PositiveInt, PositiveShare
 from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
@@ -67,7 +72,11 @@ if TYPE_CHECKING:
 
 SILENT_STREAM = "silent_follow"
 FOLLOW = "follow"
+REGISTER = "register"
+HOUR_MS = 3_600_000
 _actor = attrgetter("actor")
+_row = itemgetter(0, 1)  # a judged follow's (ts, follower)
+_order_of_event = attrgetter("ts", "event_id")
 _type = attrgetter("type")
 JUMP_STREAM = "jump_window"
 
@@ -78,12 +87,23 @@ class SilentFollowersSettings(DetectorSettings):
     activity_types: list[str]
     shards: PositiveInt
     window_ms: PositiveInt
+    judge_ms: PositiveInt
     generation_ms: PositiveInt
-    warmup_ms: NonNegativeInt
+    lookback_ms: PositiveInt
+    observe_ms: PositiveInt
+    norm_min_span_ms: PositiveInt
+    norm_followers: PositiveInt
+    norm_per_account: PositiveInt
+    low_share: PositiveShare
+    accumulate_ms: PositiveInt
     follow_up_ms: NonNegativeInt
     memory_ms: PositiveInt
     min_silent: PositiveInt
+    min_silent_alone: PositiveInt
     min_silent_share: PositiveShare
+    min_excess_z: NonNegative
+    renotify_growth: NonNegative
+    max_follows: PositiveInt
     max_members: PositiveInt
     idle_ttl_ms: PositiveInt
     series_points: NonNegativeInt
@@ -96,11 +116,15 @@ class SilentFollowersSettings(DetectorSettings):
                 f"{where}: activity_types must name event types other than follow, "
                 f"not {sorted(unknown | ({'follow'} & set(self.activity_types)))}"
             )
-        if self.generation_ms < self.window_ms:
-            raise ConfigError(f"{where}: need window_ms <= generation_ms")
-        if self.memory_ms < jumps.window_ms or self.idle_ttl_ms < self.window_ms:
+        if self.generation_ms > self.lookback_ms:
+            raise ConfigError(f"{where}: need generation_ms <= lookback_ms")
+        if self.memory_ms < jumps.window_ms:
+            raise ConfigError(f"{where}: memory_ms must cover follower_jump.window_ms")
+        needed = self.observe_ms + self.accumulate_ms + self.window_ms + self.judge_ms
+        if self.memory_ms < needed or self.idle_ttl_ms < self.window_ms:
             raise ConfigError(
-                f"{where}: memory_ms must cover follower_jump.window_ms and idle_ttl_ms window_ms"
+                f"{where}: memory_ms must cover observe_ms + accumulate_ms + window_ms + "
+                "judge_ms, and idle_ttl_ms window_ms"
             )
 
 
@@ -111,12 +135,9 @@ def jump_record(
     finding_id: str,
     score: float,
     kind: str,
-    established: int,
 ) -> Derived:
     """What `follower_jump` hands `silent_followers` for a window [start, end) of an
-    account it flagged (`kind` burst or level_shift), or of one it follows up on after
-    (`follow_up`, with the latest flagged window's finding and score); `established`:
-    the window's established user follows."""
+    account it flagged (`kind` burst or level_shift)."""
     return Derived(
         stream=JUMP_STREAM,
         key=account,
@@ -128,7 +149,6 @@ def jump_record(
             "score": score,
             "window_start": start,
             "window_end": end,
-            "established": established,
         },
     )
 
@@ -143,33 +163,44 @@ def counts_as_established(event: Any, young_ms: int) -> bool:
 
 
 class ActivityFold:
-    """A pane's (or a batch's) accounts active in it, and its follows."""
+    """A pane's (or a batch's) accounts active in it, with their actions, its follows,
+    and the accounts registered in it."""
 
-    __slots__ = ("active", "follows")
+    __slots__ = ("active", "follows", "registered")
 
-    def __init__(self, active: set[str], follows: list[Any]) -> None:
+    def __init__(self, active: Counter[str], follows: list[Any], registered: Counter[str]) -> None:
         self.active = active
         self.follows = follows
+        self.registered = registered
 
 
 class ActivityModel:
-    """What `follower_activity` keeps: who was active lately, and since when each shard of
-    accounts has been watched (a shard judges nobody before `warmup_ms`)."""
+    """What `follower_activity` keeps: each account's recent actions, and per shard since
+    when it has been watched, its followers being watched (shard -> [(first generation
+    counted, follow)]) and its norm of follower activity."""
 
-    __slots__ = ("activity", "since")
+    __slots__ = ("counts", "follows", "norms", "registered", "since", "watched")
 
-    def __init__(self, generation_ms: int) -> None:
-        self.activity = RecentActivity(generation_ms)
+    def __init__(self, generation_ms: int, keep_ms: int) -> None:
+        self.counts = ActivityCounts(generation_ms, keep_ms)
+        self.follows = ActivityCounts(generation_ms, keep_ms)  # follows made, per account
+        # a follow need not say its follower's age: one seen registering is young
+        self.registered = ActivityCounts(generation_ms, keep_ms)
         self.since: dict[str, int] = {}  # shard -> the start of its first window
+        self.watched: dict[str, deque[tuple[int, Any]]] = {}  # oldest follow first
+        self.norms: dict[str, ActivityNorm] = {}  # shard -> its followers lately
 
 
 class FollowerActivityStage(WholeWindowStage):
-    """Per shard of accounts: who was active lately; a window's silent new followers.
+    """Per shard of accounts: how active each was lately; the new followers watched out,
+    each judged low-activity or not against the shard's recent followers.
 
-    The distributed runtime keeps a model per shard (its state goes to a table per key);
-    the embedded runtime keeps one for every account (`RecentActivity` answers per account,
-    so splitting it changes nothing) and works out an account's shard only where the
-    answer depends on it: a silent follower's shard, and a shard's first window."""
+    The distributed runtime keeps a model per shard (its state goes to a table per key)
+    and closes a shard's window when the shard had events in it; the embedded runtime
+    keeps one model for every account (`ActivityCounts` answers per account, so
+    splitting it changes nothing), with the watched followers and the norms per shard,
+    and judges a shard's followers in the windows the shard had events in, as the
+    distributed runtime does."""
 
     detector = "follower_activity"
     key_field = "actor"  # hashed into a shard by `key_of`
@@ -181,9 +212,11 @@ class FollowerActivityStage(WholeWindowStage):
         super().__init__(WindowSpec.tumbling(cfg.window_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.young_ms = young_ms
-        self.event_types = frozenset({"follow", *cfg.activity_types})  # type: ignore[misc]
+        kinds = {FOLLOW, REGISTER, *cfg.activity_types}
+        self.event_types = frozenset(kinds)  # type: ignore[misc]
         self.emits = frozenset({SILENT_STREAM})
         self._keys = tuple(f"{self.detector}/{i}" for i in range(cfg.shards))
+        self._shard_of: dict[str, str] = {}
 
     def shard(self, account: str) -> str:
         keys = self._keys
@@ -193,16 +226,23 @@ class FollowerActivityStage(WholeWindowStage):
         return self.shard(event.actor)
 
     def new_model(self) -> ActivityModel:
-        return ActivityModel(self.cfg.generation_ms)
+        cfg = self.cfg
+        # a follower's actions are counted from lookback_ms before its follow to the end
+        # of its watch, in whole generations
+        keep = cfg.lookback_ms + cfg.observe_ms + cfg.window_ms + cfg.generation_ms
+        return ActivityModel(cfg.generation_ms, keep)
 
     def new_pane(self) -> ActivityFold:
-        return ActivityFold(set(), [])
+        return ActivityFold(Counter(), [], Counter())
 
     def add(self, pane: ActivityFold, event: Any) -> None:
-        if event.type == FOLLOW:
+        kind = event.type
+        if kind == FOLLOW:
             pane.follows.append(event)
+        elif kind == REGISTER:
+            pane.registered[event.actor] += 1
         else:
-            pane.active.add(event.actor)
+            pane.active[event.actor] += 1
 
     def fold(
         self, events: list[Any], kind: str | None = None, into: ActivityFold | None = None
@@ -211,15 +251,19 @@ class FollowerActivityStage(WholeWindowStage):
         event, in the distributed runtime), in C, added to `into` if given. The embedded
         runtime hands a stage its events a type at a time (`kind`): one pass folds them;
         a batch of mixed or unknown types takes one more to tell follows from the rest."""
-        fold = ActivityFold(set(), []) if into is None else into
+        fold = ActivityFold(Counter(), [], Counter()) if into is None else into
         if kind == FOLLOW:
             fold.follows.extend(events)
+        elif kind == REGISTER:
+            fold.registered.update(map(_actor, events))
         elif kind is not None:
             fold.active.update(map(_actor, events))
         else:
             kinds = list(map(_type, events))
-            fold.active.update(compress(map(_actor, events), map(FOLLOW.__ne__, kinds)))
             fold.follows.extend(compress(events, map(FOLLOW.__eq__, kinds)))
+            fold.registered.update(compress(map(_actor, events), map(REGISTER.__eq__, kinds)))
+            acting = [k != FOLLOW and k != REGISTER for k in kinds]
+            fold.active.update(compress(map(_actor, events), acting))
         return fold
 
     def evaluate(
@@ -227,86 +271,181 @@ class FollowerActivityStage(WholeWindowStage):
     ) -> list[Derived]:
         """One shard's window (the distributed runtime)."""
         model.since.setdefault(key, start)
-        return self._judge(panes, model, start, end, key)
+        return self._judge(panes, model, start, end, {key})
 
     def judge(
         self, folds: list[ActivityFold], models: Models, start: int, end: int
     ) -> list[Derived]:
         """Every shard's window at once (the embedded runtime)."""
         model: ActivityModel = models.get(self.EVERYONE, create=True)
-        if len(model.since) < len(self._keys):  # shards seen for the first time
-            for fold in folds:
-                for actor in chain(fold.active, map(_actor, fold.follows)):
-                    model.since.setdefault(self.shard(actor), start)
-        return self._judge(folds, model, start, end, None)
+        shard_of = self._shard_of
+        here: set[str] = set()
+        every = len(self._keys)
+        actors = chain.from_iterable(
+            chain(f.active, f.registered, map(_actor, f.follows)) for f in folds
+        )
+        for actor in actors:
+            shard = shard_of.get(actor)
+            if shard is None:
+                shard = shard_of[actor] = self.shard(actor)
+            here.add(shard)
+            if len(here) == every:
+                break  # every shard had events in the window (a busy stream: soon)
+        if len(shard_of) > 64 * 4096:  # a cache, not a memory
+            shard_of.clear()
+        for shard in here:
+            model.since.setdefault(shard, start)
+        return self._judge(folds, model, start, end, here)
 
     def _judge(
-        self, folds: list[ActivityFold], model: ActivityModel, start: int, end: int, key: str | None
+        self,
+        folds: list[ActivityFold],
+        model: ActivityModel,
+        start: int,
+        end: int,
+        shards: set[str],
     ) -> list[Derived]:
-        """Remember the window's active accounts, then check its established new followers
-        against who was active (before the window, or in it)."""
-        activity, warmup = model.activity, self.cfg.warmup_ms
+        """Count the window's actions, start watching its established new followers, and
+        judge those of `shards` (those with events in the window) watched out."""
+        cfg = self.cfg
+        active: Counter[str] = Counter()
+        registered: Counter[str] = Counter()
         for fold in folds:
-            activity.learn(fold.active, start)
-        follows = list(chain.from_iterable(f.follows for f in folds))
-        quiet = activity.inactive(map(_actor, follows), start)
-        silent: dict[tuple[str, str], list[tuple[int, str]]] = defaultdict(list)
-        theirs: dict[tuple[str, str], list[Any]] = defaultdict(list)  # the follows themselves
-        for e in follows:
-            actor = e.actor
-            if actor not in quiet or not counts_as_established(e, self.young_ms):
-                continue
-            shard = key or self.shard(actor)
-            if start - model.since.get(shard, start) < warmup:
-                continue  # too little seen of this shard yet to call anybody silent
-            silent[(e.target, shard)].append((e.ts, actor))
-            theirs[(e.target, shard)].append(e)
+            active.update(fold.active)
+            registered.update(fold.registered)
+        model.counts.learn(active, start)
+        model.follows.learn(
+            Counter(map(_actor, chain.from_iterable(f.follows for f in folds))), start
+        )
+        if registered or model.registered.generations:
+            model.registered.learn(registered, start)
+        one = len(shards) == 1
+        new = sorted(chain.from_iterable(f.follows for f in folds), key=_order_of_event)
+        for e in new:  # in time order: a shard's watched followers stay so
+            if counts_as_established(e, self.young_ms) and not (
+                e.actor_created_at is None and model.registered.since(e.actor, 0)
+            ):
+                shard = next(iter(shards)) if one else self._shard_of_actor(e.actor)
+                since = model.since.get(shard, start)
+                first = max(e.ts - cfg.lookback_ms, since)
+                first -= first % cfg.generation_ms  # counts are kept by whole generation
+                watching = model.watched.get(shard)
+                if watching is None:
+                    watching = model.watched[shard] = deque()
+                watching.append((max(first, since), e))
+        rows: dict[tuple[str, str], list[tuple[int, str, bool]]] = defaultdict(list)
+        theirs: dict[tuple[str, str], list[Any]] = defaultdict(list)
+        shares: dict[str, float | None] = {}
+        for shard in sorted(shards):
+            shares[shard] = self._watched_out(model, shard, end, rows, theirs)
         out: list[Derived] = []
-        for (target, shard), follows in sorted(silent.items()):
-            followers = sorted({a for _, a in follows})
-            data = {
-                "follows": sorted(follows),  # [(ts, follower), ...]
-                # what the follows say of the first followers by id: {follower: {...}}
-                "facts": member_facts(theirs[(target, shard)], followers),
-            }
+        for (target, shard), judged in sorted(rows.items()):
+            low = sorted({a for _, a, is_low in judged if is_low})
             out.append(
                 Derived(
                     stream=SILENT_STREAM,
                     key=target,
                     ts=end - 1,
                     event_id=f"{target}/{shard}/{start}",
-                    data=data,
+                    data={
+                        # [(ts, follower, low-activity)]
+                        "judged": sorted(judged, key=_row),
+                        "low_share": shares[shard],  # the shard's, before these
+                        # what the follows say of the first low followers by id
+                        "facts": member_facts(theirs[(target, shard)], low) if low else {},
+                    },
                 )
             )
         return out
 
+    def _shard_of_actor(self, actor: str) -> str:
+        shard = self._shard_of.get(actor)
+        return self.shard(actor) if shard is None else shard
+
+    def _watched_out(
+        self,
+        model: ActivityModel,
+        shard: str,
+        end: int,
+        rows: dict[tuple[str, str], list[tuple[int, str, bool]]],
+        theirs: dict[tuple[str, str], list[Any]],
+    ) -> float | None:
+        """Judge the shard's followers watched for `observe_ms`: low-activity when their
+        actions from `lookback_ms` before the follow to now are at most `low_share` of
+        the median recent follower's over the same span. Returns the shard's share of
+        low-activity followers before them."""
+        cfg = self.cfg
+        watching = model.watched.get(shard)
+        if not watching:
+            return None
+        due = end - cfg.observe_ms
+        if watching[0][1].ts >= due:
+            return None
+        done = list(takewhile(lambda w: w[1].ts < due, watching))
+        norm = model.norms.get(shard)
+        if norm is None:
+            norm = model.norms[shard] = ActivityNorm(cfg.norm_followers, cfg.norm_per_account)
+        judged = []  # (follow, its first generation counted, actions, span in hours)
+        for first, e in done:
+            if model.follows.since(e.actor, first) > cfg.max_follows:
+                continue  # follows spread over many accounts: no evidence about this one
+            judged.append((e, first, model.counts.since(e.actor, first), (end - first) / HOUR_MS))
+        teach = cfg.norm_min_span_ms + cfg.observe_ms  # watched long enough to have a rate
+        usual, share = norm.rate, norm.low_share
+        if usual is None:  # the shard's first minutes: its first followers set the norm
+            rates = [n / h for e, first, n, h in judged if end - first >= teach]
+            if not rates:
+                return None  # nobody watched long enough yet: they all wait for a norm
+            usual = statistics.median(rates)
+        for _ in done:
+            watching.popleft()
+        learned = []
+        for e, first, actions, span_h in judged:
+            low = actions <= cfg.low_share * usual * span_h
+            rows[(e.target, shard)].append((e.ts, e.actor, low))
+            if low:
+                theirs[(e.target, shard)].append(e)
+            if end - first >= teach:
+                learned.append((e.target, actions / span_h, low))
+        norm.learn(learned)
+        return share
+
 
 class SilentMemory:
-    """A followed account's silent new followers of the last `memory_ms`: (ts, account),
-    what their records said of them: (ts of the account's first follow in the record,
-    account, facts), and its latest judged windows (end, silent, the bar), for a chart."""
+    """A followed account's followers of the last `memory_ms`, judged: (ts, follower,
+    low-activity, the share of low-activity followers on their shard then); what their
+    records said of the low ones ((ts, follower, facts)); its latest follower_jump flag
+    ((window end, finding, score)); its latest judged windows, for a chart; its latest
+    finding ((time, low-activity followers named))."""
 
-    __slots__ = ("facts", "follows", "recent")
+    __slots__ = ("facts", "judged", "jump", "recent", "reported")
 
     def __init__(self) -> None:
-        self.follows: list[tuple[int, str]] = []
+        self.judged: list[tuple[int, str, bool, float | None]] = []
         self.facts: list[tuple[int, str, dict[str, Any]]] = []
+        self.jump: tuple[int, str, float] | None = None
         self.recent: bytes | None = None
+        self.reported: tuple[int, int] | None = None
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.follows, self.facts, self.recent
+        return self.judged, self.facts, self.jump, self.recent, self.reported, "judged"
 
     def __setstate__(self, state: Any) -> None:
-        self.recent = None
+        self.judged, self.facts, self.jump, self.recent, self.reported = [], [], None, None, None
         if state[0] is None:  # pickled before the facts: (None, {"follows": [...]})
-            self.follows, self.facts = state[1]["follows"], []
-        else:  # (follows, facts), and the chart since it was kept
-            self.follows, self.facts, *rest = state
-            self.recent = rest[0] if rest else None
+            self.judged = [(ts, a, True, None) for ts, a in state[1]["follows"]]
+        elif state[-1] != "judged":  # (silent follows, facts[, chart]): silent = low
+            self.judged = [(ts, a, True, None) for ts, a in state[0]]
+            self.facts = state[1]
+            self.recent = state[2] if len(state) > 2 else None
+        else:
+            self.judged, self.facts, self.jump, self.recent, self.reported, _ = state
 
 
 class SilentFollowersStage(Stage):
-    """Per followed account: its flagged windows, judged on their silent followers."""
+    """Per followed account: its new followers, once watched out, over the last
+    `accumulate_ms` of follows: flagged when most are low-activity, and far more than
+    the platform's followers at the time."""
 
     detector = "silent_followers"
     key_field = "key"  # the followed account
@@ -314,7 +453,7 @@ class SilentFollowersStage(Stage):
     streams = frozenset({SILENT_STREAM, JUMP_STREAM})
 
     def __init__(self, cfg: SilentFollowersSettings, severity: SeveritySettings) -> None:
-        super().__init__(WindowSpec.tumbling(cfg.window_ms), cfg.memory_ms)
+        super().__init__(WindowSpec.tumbling(cfg.judge_ms), cfg.memory_ms)
         self.cfg = cfg
         self.severity = severity
 
@@ -330,75 +469,103 @@ class SilentFollowersStage(Stage):
     def evaluate(
         self, key: str, model: SilentMemory, panes: list[list[Derived]], start: int, end: int
     ) -> list[Finding]:
-        records = sorted((d for pane in panes for d in pane), key=_order)
-        for d in records:
+        fresh = 0
+        for d in sorted((d for pane in panes for d in pane), key=_order):
             if d.stream == SILENT_STREAM:
-                follows = [(int(ts), str(a)) for ts, a in d.data["follows"]]
-                model.follows.extend(follows)
-                facts = d.data.get("facts") or {}
-                if facts:
-                    first: dict[str, int] = {}
-                    for ts, a in follows:
-                        first[a] = min(first.get(a, ts), ts)
-                    model.facts.extend((first[a], a, known) for a, known in facts.items())
-        horizon = end - self.cfg.memory_ms
-        model.follows = [f for f in model.follows if f[0] >= horizon]
+                fresh += self._take(model, d.data)
+            elif d.data["kind"] != "follow_up":  # (records written before: flags only)
+                model.jump = (int(d.data["window_end"]), d.data["finding"], d.data["score"])
+        cfg = self.cfg
+        horizon = end - cfg.memory_ms
+        model.judged = [j for j in model.judged if j[0] >= horizon]
         if model.facts:
             model.facts = [f for f in model.facts if f[0] >= horizon]
-        found = []
-        for d in records:
-            if d.stream == JUMP_STREAM:
-                finding = self._judge(key, model, d.data)
-                if finding is not None:
-                    found.append(finding)
-        return found
+        if not fresh:
+            return []
+        # follows made before `until` have all been watched out by now
+        until = end - cfg.observe_ms - cfg.window_ms
+        finding = self._judge(key, model, until - cfg.accumulate_ms, until, end)
+        return [] if finding is None else [finding]
 
-    def _judge(self, key: str, model: SilentMemory, jump: dict[str, Any]) -> Finding | None:
+    @staticmethod
+    def _take(model: SilentMemory, data: dict[str, Any]) -> int:
+        """A `silent_follow` record: followers watched out, and facts of the low ones."""
+        share = data.get("low_share")
+        judged = [(int(ts), str(a), bool(low), share) for ts, a, low in data.get("judged", ())]
+        model.judged.extend(judged)
+        facts = data.get("facts") or {}
+        if facts:
+            first: dict[str, int] = {}
+            for ts, a, *_ in judged:
+                first[a] = min(first.get(a, ts), ts)
+            model.facts.extend((first[a], a, known) for a, known in facts.items() if a in first)
+        return len(judged)
+
+    def _judge(
+        self, key: str, model: SilentMemory, since: int, until: int, now: int
+    ) -> Finding | None:
+        """The followers of [since, until), judged once watched: a finding at `now`."""
         cfg = self.cfg
-        start, end = jump["window_start"], jump["window_end"]
-        silent = sorted({a for ts, a in model.follows if start <= ts < end})
-        established = max(int(jump["established"]), len(silent))
-        bar = max(cfg.min_silent, cfg.min_silent_share * established)
-        model.recent = remember(model.recent, end, len(silent), bar, cfg.series_points)
-        if not silent:
+        span = [j for j in model.judged if since <= j[0] < until]
+        established = len({j[1] for j in span})
+        low = sorted({j[1] for j in span if j[2]})
+        shares = [j[3] for j in span if j[3] is not None]
+        usual = sum(shares) / len(shares) if shares else None  # the platform's, then
+        jump = model.jump
+        after_jump = jump is not None and jump[0] + cfg.follow_up_ms >= since
+        fewest = cfg.min_silent if after_jump else cfg.min_silent_alone
+        bar = max(fewest, cfg.min_silent_share * established)
+        if usual is not None:  # far more than the platform's followers at the time
+            expected = usual * established
+            sd = math.sqrt(max(expected * (1.0 - usual), 1.0))
+            bar = max(bar, expected + cfg.min_excess_z * sd)
+        model.recent = remember(model.recent, now, len(low), bar, cfg.series_points)
+        if usual is None or not low or len(low) < bar:
             return None
-        share = len(silent) / established
-        if len(silent) < cfg.min_silent or share < cfg.min_silent_share:
+        last = model.reported
+        if (  # a case already holds them: said again once they grow, or an hour later
+            last is not None
+            and now - last[0] < cfg.accumulate_ms
+            and len(low) < last[1] * (1.0 + cfg.renotify_growth)
+        ):
             return None
-        score = jump["score"] + (1.0 - jump["score"]) * share
+        share = len(low) / max(established, 1)
+        score = share if not after_jump else jump[2] + (1.0 - jump[2]) * share  # type: ignore[index]
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
-        members = silent[: cfg.max_members]
-        minutes = (end - start) / 60_000
-        when = (
-            "after an abnormal follower jump"
-            if jump["kind"] == "follow_up"
-            else "of an abnormal follower jump"
-        )
+        members = low[: cfg.max_members]
+        minutes = (until - since) / 60_000
+        model.reported = (now, len(low))
+        when = "after an abnormal follower jump" if after_jump else "no history needed"
         return make_finding(
             detector=self.detector,
             article=cfg.article,
             subject_type="account",
             subject_id=key,
-            window_start=start,
-            window_end=end,
+            window_start=since,
+            window_end=now,  # when the last of them had been watched: the finding's time
             score=score,
             severity=severity,
             members=members,
             evidence={
-                "follower_jump_finding": jump["finding"],
-                "kind": jump["kind"],
-                "silent": len(silent),
+                "follows_from": since,
+                "follows_until": until,
+                "follower_jump_finding": jump[1] if after_jump else None,  # type: ignore[index]
+                "kind": "follow_up" if after_jump else "composition",
+                "silent": len(low),
                 "established_follows": established,
                 "silent_share": round(share, 3),
-                "fabricated": fabricated(follow=len(silent)),
+                "platform_silent_share": round(usual, 3),
+                "bar": round(bar, 2),  # the fewest that flag: the chart's expected
+                "fabricated": fabricated(follow=len(low)),
                 **series(model.recent),
-                "member_facts": _member_facts(model, members, start, end),
+                "member_facts": _member_facts(model, members, since, until),
                 "explanation": (
-                    f"{len(silent)} of the {established} established accounts that followed "
-                    f"in {minutes:g} min {when} had shown no other activity "
-                    f"({', '.join(cfg.activity_types)}) anywhere lately"
+                    f"{len(low)} of the {established} established accounts that followed in "
+                    f"{minutes:g} min ({when}) took at most {cfg.low_share:.0%} of the usual "
+                    f"follower's actions ({', '.join(cfg.activity_types)}) in the hours "
+                    f"around their follow, where {usual:.0%} of the platform's followers do"
                 ),
             },
         )

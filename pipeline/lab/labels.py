@@ -25,14 +25,17 @@ CampaignKind = Literal[
     "churn",  # Art. 12 / 18(4): follow many accounts and unfollow them again within minutes
     "forced_follow",  # Art. 12: follows without informed consent (onboarding default)
     "batch_registration",  # Art. 18(8): registrations from one network/devices, then dormant
+    "account_handover",  # Art. 11 (18(8) when sold): aged accounts taken over, then promoting
 ]
 CAMPAIGN_KINDS: tuple[str, ...] = CampaignKind.__args__  # type: ignore[attr-defined]
 
 NegativeKind = Literal[
-    "viral_spike",  # an account gains 20-50x its usual followers from real, diverse users
+    "viral_spike",  # an account gains 10-80x its usual followers from real, diverse users
     "carrier_nat",  # many real users behind one carrier NAT address
     "common_phrase",  # "+1", "哈哈哈", "congrats!" posted by many different people
     "new_users_follow_popular",  # new real users following popular accounts
+    "new_phone",  # users who move to a new phone: new device, same networks and habits
+    "travel",  # users on a journey: new networks, same device and habits
 ]
 NEGATIVE_KINDS: tuple[str, ...] = NegativeKind.__args__  # type: ignore[attr-defined]
 
@@ -42,7 +45,7 @@ SubjectType = Literal["account", "content"]
 class Campaign(msgspec.Struct, frozen=True):
     id: str
     kind: CampaignKind
-    article: str  # "12", "18(4)", "18(8)"
+    article: str  # "11", "12", "18(4)", "18(8)"
     subject_type: SubjectType
     subjects: list[str]  # beneficiaries: account ids or content ids
     members: list[str]  # the accounts that did the work

@@ -7,7 +7,10 @@ labelled campaigns, written as contract events (JSONL) plus ground-truth labels.
 The same arguments always write the same bytes: every random draw comes from generators
 seeded with (seed, component), and the event-time epoch is fixed (2026-03-02T00:00Z).
 The population, creators and their content come from their own stream before any
-scenario is planted, so they are the same whichever scenarios are chosen.
+scenario is planted, so they are the same whichever scenarios are chosen, cold or not.
+A world is warm by default (campaigns begin after the first quarter of the run, once
+baselines are learnt); `cold=True` begins every campaign and hard negative in the first
+five minutes, so a detector meets them with no history at all.
 """
 
 from __future__ import annotations
@@ -33,7 +36,17 @@ MIN_MINUTES = 60
 
 # Component numbers of the random streams; fixed so a stream never depends on others.
 _WORLD_STREAMS = {"organic": 2, "assemble": 3, "disorder": 4}
-_SCENARIO_STREAM = {name: 100 + i for i, name in enumerate(SCENARIOS)}
+# A scenario's number is 100 + its place in SCENARIOS as they were first listed, so a
+# kind added later (to the end of its list, which moves the kinds after it in SCENARIOS)
+# changes no existing stream: it takes 200 + its own place in SCENARIOS.
+_FIRST_SCENARIOS = (
+    "follower_burst", "slow_drip", "click_farm", "repost_ring", "copy_paste", "churn",
+    "forced_follow", "batch_registration",
+    "viral_spike", "carrier_nat", "common_phrase", "new_users_follow_popular",
+)  # fmt: skip
+_SCENARIO_STREAM = {name: 100 + i for i, name in enumerate(_FIRST_SCENARIOS)} | {
+    name: 200 + i for i, name in enumerate(SCENARIOS) if name not in _FIRST_SCENARIOS
+}
 
 __all__ = ["SCENARIOS", "simulate"]
 
@@ -46,12 +59,15 @@ def simulate(
     out: Path,
     labels_out: Path,
     scale: float = 1.0,
+    cold: bool = False,
 ) -> Labels:
     """Simulate `minutes` of the platform and write its events to `out` (JSONL) and its
     ground truth to `labels_out`. `scenarios` picks campaign and hard-negative kinds
     (default: all of SCENARIOS). `scale` multiplies the population and the organic rates;
-    campaigns keep their realistic sizes, so a small world is fast and still holds every
-    kind. Raises ValueError (one line) for an unknown scenario or an unusable argument."""
+    campaigns keep their realistic sizes (those drawn relative to a target's own rate
+    grow with it), so a small world is fast and still holds every kind. `cold` begins
+    every campaign and hard negative within five minutes of the start, with no warm-up.
+    Raises ValueError (one line) for an unknown scenario or an unusable argument."""
     chosen = _chosen([scenarios] if isinstance(scenarios, str) else scenarios)
     if seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed}")
@@ -60,7 +76,7 @@ def simulate(
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     start = EPOCH_MS
-    world = build_world(seed, start, start + minutes * MINUTE, scale)
+    world = build_world(seed, start, start + minutes * MINUTE, scale, cold=cold)
     _plant(world, chosen)
     organic(world, _stream(seed, "organic"))
     cols = assemble(world, _stream(seed, "assemble"))
@@ -122,6 +138,7 @@ def _params(
     params: dict[str, float | int | str] = {
         "minutes": minutes,
         "scale": world.scale,
+        "cold": int(world.cold),
         "users": int(world.users.size),
         "creators": int(world.creators.size),
         "newcomers": int(world.newcomers.size),

@@ -38,12 +38,27 @@ def assemble(world: World, rng: np.random.Generator) -> dict[str, np.ndarray]:
     actor = cols["actor"]
     cols["ip"] = _pick_slot(rng, world.accounts.ips[actor])
     cols["device"] = _pick_slot(rng, world.accounts.devices[actor])
+    _switch(world, cols)
     cols["created"] = created[actor].copy()
     cols["ip"][rng.random(n) < MISSING_IP] = NONE
     cols["device"][rng.random(n) < MISSING_DEVICE] = NONE
     drop_created = (rng.random(n) < MISSING_CREATED) & (cols["kind"] != REGISTER)
     cols["created"][drop_created] = NONE
     return cols
+
+
+def _switch(world: World, cols: dict[str, np.ndarray]) -> None:
+    """Events of switched accounts (`EventLog.switch`) from their switch on carry the
+    address and device they switched to."""
+    actor, since, ip, device = world.log.switches()
+    if actor.size == 0:
+        return
+    pos = np.minimum(np.searchsorted(actor, cols["actor"]), actor.size - 1)
+    hit = (actor[pos] == cols["actor"]) & (cols["ts"] >= since[pos])
+    for name, values in (("ip", ip), ("device", device)):
+        given = values[pos]
+        take = hit & (given >= 0)
+        cols[name][take] = given[take]
 
 
 def _pick_slot(rng: np.random.Generator, slots: np.ndarray) -> np.ndarray:

@@ -2,9 +2,13 @@
 
 Each function plants one campaign: it creates the accounts that do the work (with the
 devices and addresses the operation would really have), registers a `Plan`, and logs the
-tagged events. Sizes, rates, durations and start times are drawn from ranges per seed,
+tagged events. Sizes, rates, durations, account ages and pools of devices and addresses
+are drawn per seed over wide ranges (log-uniform, so small operations are as common as
+large ones; from every member on its own device and address to a few shared by all),
 and members also do a little organic-looking activity, so no single constant, device
-count or time-of-day gives a campaign away.
+count or time-of-day gives a campaign away. What stays is what makes each one a
+campaign: where a campaign is an excess over its target's normal, the excess is drawn
+relative to that normal (a clear multiple of it), not as a fixed number.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.lab.simulation import network, text
+from pipeline.lab.simulation import handover, network, text
 from pipeline.lab.simulation.clock import DAY, HOUR, MINUTE, SECOND, arrivals, n_minutes
+from pipeline.lab.simulation.draws import log_count, log_uniform
 from pipeline.lab.simulation.labelling import Plan
 from pipeline.lab.simulation.log import (
     API,
@@ -47,13 +52,23 @@ def _from_pool(rng: np.random.Generator, pool: np.ndarray, n: int, most: int) ->
     return out
 
 
-def _own_devices(world: World, rng: np.random.Generator, n: int) -> np.ndarray:
-    return world.new_devices(rng, n)[:, None]
+def _shared(rng: np.random.Generator, pool: np.ndarray, n: int, most: int) -> np.ndarray:
+    """(n, SLOTS) slots over a pool the members take turns on: a pool as large as the group
+    gives every member its own entry, a pool of k shares each among about n/k members.
+    With `most` > 1 some members also use up to most-1 further entries of the pool."""
+    out = np.full((n, SLOTS), -1, dtype=np.int64)
+    out[:, 0] = pool[rng.permutation(n) % pool.size]
+    count = rng.integers(1, min(most, pool.size, SLOTS) + 1, n)
+    for k in range(1, SLOTS):
+        has = count > k
+        out[has, k] = pool[rng.integers(0, pool.size, int(has.sum()))]
+    return out
 
 
-def _home_addresses(world: World, rng: np.random.Generator, n: int) -> np.ndarray:
-    """Ordinary-looking broadband addresses, one per account."""
-    return world.new_addresses(world.nets.home_hosts(rng, n))[:, None]
+def _hosts(world: World, rng: np.random.Generator, nets: int, hosts: int) -> np.ndarray:
+    """Up to `hosts` distinct addresses spread over `nets` fresh /24 networks."""
+    prefixes = network.prefixes(rng, nets)
+    return world.new_addresses(np.unique(network.hosts_in(rng, prefixes, hosts)))
 
 
 def _popular_owners(world: World, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -89,18 +104,20 @@ def _noise(world: World, rng: np.random.Generator, members: np.ndarray, share: f
 
 
 def follower_burst(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """150-600 accounts created in the last day follow one mid-size account within a few
-    minutes, from a handful of devices and /24 networks."""
-    target = world.take_creator(rng, 0.3, 0.8)
-    n = int(rng.integers(150, 601))
-    span = int(rng.integers(2 * MINUTE, 8 * MINUTE))
+    """60-1,000 accounts (and at least ten times the follows the target would gain in the
+    span anyway), created from ten minutes to a week before, follow one mid-size account
+    within 1-15 minutes; they run on 3 devices up to one each (some on two) and 3 to one
+    address each in 1-12 /24 networks."""
+    target = world.take_creator(rng, 0.2, 0.9)
+    span = int(rng.integers(1 * MINUTE, 15 * MINUTE + 1))
     t0, _ = world.window(rng, span, span)
-    created = t0 - _ages(rng, n, 10 * MINUTE, DAY)
-    devices = world.new_devices(rng, int(rng.integers(5, 41)))
-    nets = network.prefixes(rng, int(rng.integers(2, 7)))
-    hosts = world.new_addresses(network.hosts_in(rng, nets, int(rng.integers(8, 60))))
-    bots = world.accounts.add(created, _from_pool(rng, hosts, n, 2), _from_pool(rng, devices, n, 2))
-    api_share = float(rng.uniform(0.0, 0.25))
+    usual = world.rate_of(target) * span / HOUR
+    n = max(log_count(rng, 60, 1_000), int(np.ceil(10 * usual)))
+    created = t0 - _ages(rng, n, 10 * MINUTE, 7 * DAY)
+    devices = world.new_devices(rng, log_count(rng, 3, n))
+    hosts = _hosts(world, rng, log_count(rng, 1, 12), log_count(rng, 3, n))
+    bots = world.accounts.add(created, _shared(rng, hosts, n, 2), _shared(rng, devices, n, 2))
+    api_share = float(rng.uniform(0.0, 0.4))
     tag = world.plan(
         Plan(
             plan_id,
@@ -108,7 +125,15 @@ def follower_burst(world: World, rng: np.random.Generator, plan_id: str) -> None
             "account",
             [target],
             article="12",
-            params={"size": n, "span_s": span // SECOND, "devices": int(devices.size)},
+            params={
+                "size": n,
+                "span_s": span // SECOND,
+                "usual": round(usual, 2),
+                "devices": int(devices.size),
+                "ips": int(hosts.size),
+                "youngest_s": int(t0 - created.max()) // SECOND,
+                "oldest_s": int(t0 - created.min()) // SECOND,
+            },
         )
     )
     fresh = created >= world.start
@@ -126,17 +151,23 @@ def follower_burst(world: World, rng: np.random.Generator, plan_id: str) -> None
 
 
 def slow_drip(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """Several hundred bought aged accounts follow one account at a steady extra 100-300
-    an hour for hours, each from its own device and a different residential proxy."""
-    target = world.take_creator(rng, 0.04, 0.25)
-    per_hour = float(rng.uniform(100, 300))
-    t0, t1 = world.window(rng, 2 * HOUR, 5 * HOUR)
-    ts = arrivals(rng, t0, t1, per_hour, diurnal=False)
-    n = ts.size
+    """Bought aged accounts (30 days to 8 years old) follow one account, from the popular
+    to the median, at a steady extra 3-10 times its organic follow rate (and at least ten
+    an hour) for one to six hours, each once: dozens to thousands of them, on their own
+    devices and residential proxies or sharing each among up to four."""
+    target = world.take_creator(rng, 0.02, 0.5)
+    factor = log_uniform(rng, 3.0, 10.0)
+    per_hour = max(factor * world.rate_of(target), 10.0)
+    t0, t1 = world.window(rng, 1 * HOUR, 6 * HOUR)
+    ts = np.concatenate([[t0], arrivals(rng, t0 + 1, t1, per_hour, diurnal=False)])
+    n = ts.size  # the first follow opens the drip's window
     proxies = np.unique(world.nets.home_hosts(rng, 2 * n + 10))
-    proxies = world.new_addresses(rng.permutation(proxies)[:n])
+    proxies = world.new_addresses(rng.permutation(proxies)[: log_count(rng, max(1, n // 4), n)])
+    devices = world.new_devices(rng, log_count(rng, max(1, n // 4), n))
     members = world.accounts.add(
-        t0 - _ages(rng, n, 200 * DAY, 6 * YEAR), proxies[:, None], _own_devices(world, rng, n)
+        t0 - _ages(rng, n, 30 * DAY, 8 * YEAR),
+        _shared(rng, proxies, n, 1),
+        _shared(rng, devices, n, 1),
     )
     tag = world.plan(
         Plan(
@@ -145,19 +176,28 @@ def slow_drip(world: World, rng: np.random.Generator, plan_id: str) -> None:
             "account",
             [target],
             article="12",
-            params={"per_hour": round(per_hour, 1), "minutes": (t1 - t0) // MINUTE, "size": n},
+            params={
+                "per_hour": round(per_hour, 1),
+                "factor": round(per_hour / world.rate_of(target), 2),
+                "minutes": (t1 - t0) // MINUTE,
+                "size": n,
+                "devices": int(devices.size),
+                "ips": int(proxies.size),
+            },
         )
     )
-    origin = np.where(rng.random(n) < 0.1, RECOMMENDATION, USER)
+    origin = np.where(rng.random(n) < float(rng.uniform(0.0, 0.2)), RECOMMENDATION, USER)
     world.log.add(ts, FOLLOW, members, target=target, origin=origin, consent=1, tag=tag)
     _noise(world, rng, members, float(rng.uniform(0.3, 0.6)))
 
 
 def click_farm(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """50-150 accounts on at most ten devices and five addresses click one content item
-    thousands of times (each account many times) for the item's owner."""
-    owner = world.take_creator(rng, 0.4, 0.95)
-    t0, t1 = world.window(rng, 30 * MINUTE, 150 * MINUTE)
+    """20-300 accounts click one content item 1,000-8,000 times (and at least five times
+    the clicks its owner gets on all items) over 20-180 minutes, each account several to
+    hundreds of times, on anything from two phones to one each, behind one to ten
+    addresses in one to three /24 networks, for the item's owner."""
+    owner = world.take_creator(rng, 0.3, 0.97)
+    t0, t1 = world.window(rng, 20 * MINUTE, 180 * MINUTE)
     published, items = world.contents.of(owner)
     older = [int(i) for i, p in zip(items, published, strict=True) if p < t0]
     older = [i for i in older if i not in world.reserved_content]
@@ -170,16 +210,17 @@ def click_farm(world: World, rng: np.random.Generator, plan_id: str) -> None:
     else:
         item = older[-1 - int(rng.integers(0, min(3, len(older))))]
     world.reserved_content.add(item)
-    n = int(rng.integers(50, 151))
-    devices = world.new_devices(rng, int(rng.integers(3, 11)))
-    nets = network.prefixes(rng, int(rng.integers(1, 3)))
-    hosts = world.new_addresses(np.unique(network.hosts_in(rng, nets, int(rng.integers(1, 6)))))
+    n = log_count(rng, 20, 300)
+    devices = world.new_devices(rng, log_count(rng, 2, n))
+    hosts = _hosts(world, rng, int(rng.integers(1, 4)), log_count(rng, 1, 10))
     members = world.accounts.add(
-        t0 - _ages(rng, n, 20 * DAY, 2 * YEAR),
+        t0 - _ages(rng, n, 5 * DAY, 4 * YEAR),
         _from_pool(rng, hosts, n, 2),
-        _from_pool(rng, devices, n, 2),
+        _shared(rng, devices, n, 2),
     )
-    total = int(rng.integers(2000, 6001))
+    per_hour = max(log_count(rng, 1_000, 8_000) * HOUR / (t1 - t0), 5 * world.clicks_of(owner))
+    wobble = rng.gamma(4.0, 0.25, n_minutes(t0, t1))
+    ts = arrivals(rng, t0, t1, per_hour, diurnal=False, shape=wobble)
     tag = world.plan(
         Plan(
             plan_id,
@@ -189,15 +230,15 @@ def click_farm(world: World, rng: np.random.Generator, plan_id: str) -> None:
             article="12",
             owners=[owner],
             params={
-                "clicks": total,
+                "clicks": int(ts.size),
+                "per_hour": round(per_hour, 1),
+                "owner_per_hour": round(world.clicks_of(owner), 1),
                 "size": n,
                 "devices": int(devices.size),
                 "ips": int(hosts.size),
             },
         )
     )
-    wobble = rng.gamma(4.0, 0.25, n_minutes(t0, t1))
-    ts = arrivals(rng, t0, t1, total * HOUR / (t1 - t0), diurnal=False, shape=wobble)
     zeal = np.exp(rng.normal(0, 0.8, n))
     who = members[rng.choice(n, ts.size, p=zeal / zeal.sum())]
     world.log.add(ts, CLICK, who, content=item, tag=tag)
@@ -205,23 +246,30 @@ def click_farm(world: World, rng: np.random.Generator, plan_id: str) -> None:
 
 
 def repost_ring(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """50-200 accounts repost each new post of one creator within minutes, for three to
-    eight posts over the run; each member joins most, not all, of the rounds."""
-    creator = world.take_creator(rng, 0.2, 0.8)
-    t0, t1 = world.window(rng, 90 * MINUTE, 5 * HOUR)
-    n_posts = int(min(rng.integers(3, 9), max(2, (t1 - t0) // (20 * MINUTE))))
-    slots = np.sort(rng.choice(max((t1 - t0) // (20 * MINUTE), n_posts), n_posts, replace=False))
-    posted = t0 + slots * 20 * MINUTE + rng.integers(0, 5 * MINUTE, n_posts)
+    """15-400 accounts repost each new post of one creator within minutes (a median delay
+    of 30 s to 8 min), for three to ten posts (at most one per ten minutes) at least five
+    minutes apart over one to six hours; each member joins most (60-95%), not all, of the
+    rounds. Each has its own device and home address, or shares them with up to seven
+    others."""
+    creator = world.take_creator(rng, 0.1, 0.9)
+    t0, t1 = world.window(rng, 60 * MINUTE, 6 * HOUR)
+    room = max((t1 - t0) // (10 * MINUTE), 2)
+    n_posts = int(min(rng.integers(3, 11), room))
+    slots = np.sort(1 + rng.choice(room - 1, n_posts - 1, replace=False))
+    posted = t0 + slots * 10 * MINUTE + rng.integers(0, 5 * MINUTE, n_posts - 1)
+    posted = np.concatenate([[t0], posted])  # the ring's window opens with its first post
     posts = world.contents.add(np.full(n_posts, creator), posted)
     world.reserved_content.update(posts.tolist())
-    n = int(rng.integers(50, 201))
+    n = log_count(rng, 15, 400)
+    devices = world.new_devices(rng, log_count(rng, max(2, n // 8), n))
+    homes = world.new_addresses(world.nets.home_hosts(rng, log_count(rng, max(2, n // 8), n)))
     members = world.accounts.add(
-        t0 - _ages(rng, n, 60 * DAY, 5 * YEAR),
-        _home_addresses(world, rng, n),
-        _own_devices(world, rng, n),
+        t0 - _ages(rng, n, 7 * DAY, 8 * YEAR),
+        _shared(rng, homes, n, 1),
+        _shared(rng, devices, n, 1),
     )
-    join = float(rng.uniform(0.7, 0.95))
-    median = float(rng.uniform(60, 240)) * SECOND
+    join = float(rng.uniform(0.6, 0.95))
+    median = float(rng.uniform(30, 480)) * SECOND
     tag = world.plan(
         Plan(
             plan_id,
@@ -229,7 +277,14 @@ def repost_ring(world: World, rng: np.random.Generator, plan_id: str) -> None:
             "account",
             [creator],
             article="18(4)",
-            params={"posts": n_posts, "size": n, "median_delay_s": round(median / SECOND)},
+            params={
+                "posts": n_posts,
+                "size": n,
+                "join": round(join, 2),
+                "median_delay_s": round(median / SECOND),
+                "devices": int(devices.size),
+                "ips": int(homes.size),
+            },
         )
     )
     r = world.text_rng(rng)
@@ -242,28 +297,26 @@ def repost_ring(world: World, rng: np.random.Generator, plan_id: str) -> None:
 
 
 def copy_paste(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """50-200 accounts post one message, lightly perturbed each time, under many items of
-    innocent creators within a short period."""
-    t0, t1 = world.window(rng, 20 * MINUTE, 90 * MINUTE)
+    """20-400 accounts post one message, lightly perturbed each time, one to five times
+    each, under 10-120 items of innocent creators within 10-150 minutes. A fifth to four
+    fifths of them are fresh (an hour to 30 days old), the rest 30 days to 5 years; they
+    run on 3 devices up to one each, and 3 addresses up to one each in 1-20 /24s."""
+    t0, t1 = world.window(rng, 10 * MINUTE, 150 * MINUTE)
     published, owners = world.contents.published, world.contents.owner
     free = np.flatnonzero((published < t0) & ~np.isin(owners, list(world.reserved)))
     free = free[~np.isin(free, list(world.reserved_content))]
     rate = world.creator_rates()
     weight = np.array([rate[int(o)] for o in owners[free]]) ** 0.7
     items = rng.choice(
-        free, min(int(rng.integers(20, 61)), free.size), replace=False, p=weight / weight.sum()
+        free, min(log_count(rng, 10, 120), free.size), replace=False, p=weight / weight.sum()
     )
     world.reserved_content.update(items.tolist())
-    n = int(rng.integers(50, 201))
-    fresh = rng.random(n) < 0.5
-    ages = np.where(fresh, _ages(rng, n, DAY, 30 * DAY), _ages(rng, n, 60 * DAY, 3 * YEAR))
-    devices = world.new_devices(rng, max(3, n // int(rng.integers(2, 7))))
-    hosts = world.new_addresses(
-        network.hosts_in(rng, network.prefixes(rng, int(rng.integers(3, 13))), max(3, n // 4))
-    )
-    members = world.accounts.add(
-        t0 - ages, _from_pool(rng, hosts, n, 2), _from_pool(rng, devices, n, 1)
-    )
+    n = log_count(rng, 20, 400)
+    fresh = rng.random(n) < float(rng.uniform(0.2, 0.8))
+    ages = np.where(fresh, _ages(rng, n, HOUR, 30 * DAY), _ages(rng, n, 30 * DAY, 5 * YEAR))
+    devices = world.new_devices(rng, log_count(rng, 3, n))
+    hosts = _hosts(world, rng, log_count(rng, 1, 20), log_count(rng, 3, n))
+    members = world.accounts.add(t0 - ages, _shared(rng, hosts, n, 2), _shared(rng, devices, n, 1))
     r = world.text_rng(rng)
     message = text.spam_message(r)
     tag = world.plan(
@@ -273,10 +326,17 @@ def copy_paste(world: World, rng: np.random.Generator, plan_id: str) -> None:
             "content",
             "contents",
             article="18(4)",
-            params={"size": n, "items": int(items.size), "message": message},
+            params={
+                "size": n,
+                "items": int(items.size),
+                "fresh": int(fresh.sum()),
+                "devices": int(devices.size),
+                "ips": int(hosts.size),
+                "message": message,
+            },
         )
     )
-    who = np.repeat(members, rng.integers(1, 5, n))
+    who = np.repeat(members, rng.integers(1, 6, n))
     ts = rng.integers(t0, t1, who.size)
     on = items[rng.integers(0, items.size, who.size)]
     texts = world.add_texts([text.perturb(r, message) for _ in range(who.size)])
@@ -285,18 +345,20 @@ def copy_paste(world: World, rng: np.random.Generator, plan_id: str) -> None:
 
 
 def churn(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """20-80 accounts follow dozens of accounts, unfollow them again within minutes, and
-    do it again, round after round (follow-for-follow growth hacking)."""
-    t0, t1 = world.window(rng, 60 * MINUTE, 180 * MINUTE)
-    n = int(rng.integers(20, 81))
-    nets = network.prefixes(rng, int(rng.integers(2, 7)))
-    hosts = world.new_addresses(network.hosts_in(rng, nets, n))
+    """8-150 accounts follow 8-60 accounts each a round, unfollow them again within 1-15
+    minutes, and do it again, three to ten rounds over 40-240 minutes (follow-for-follow
+    growth hacking; at least eight minutes a round); each on its own device or sharing
+    one with up to four others, on 2 addresses up to one each in 1-10 /24 networks."""
+    t0, t1 = world.window(rng, 40 * MINUTE, 240 * MINUTE)
+    n = log_count(rng, 8, 150)
+    hosts = _hosts(world, rng, log_count(rng, 1, 10), log_count(rng, 2, n))
+    devices = world.new_devices(rng, log_count(rng, max(2, n // 5), n))
     members = world.accounts.add(
-        t0 - _ages(rng, n, 30 * DAY, 3 * YEAR),
-        _from_pool(rng, hosts, n, 2),
-        _own_devices(world, rng, n),
+        t0 - _ages(rng, n, 7 * DAY, 5 * YEAR),
+        _shared(rng, hosts, n, 2),
+        _shared(rng, devices, n, 1),
     )
-    rounds = int(rng.integers(3, 9))
+    rounds = int(min(rng.integers(3, 11), max(3, (t1 - t0) // (8 * MINUTE))))
     tag = world.plan(
         Plan(
             plan_id,
@@ -304,19 +366,24 @@ def churn(world: World, rng: np.random.Generator, plan_id: str) -> None:
             "account",
             "actors",
             article="18(4)",
-            params={"size": n, "rounds": rounds},
+            params={
+                "size": n,
+                "rounds": rounds,
+                "devices": int(devices.size),
+                "ips": int(hosts.size),
+            },
         )
     )
     gap = (t1 - t0) / rounds
     for member in members.tolist():
         for k in range(rounds):
             start = t0 + int((k + rng.uniform(0, 0.4)) * gap)
-            m = int(rng.integers(10, 41))
+            m = int(rng.integers(8, 61))
             creators = _popular_owners(world, rng, m)
             users = world.users[rng.integers(0, world.users.size, m)]
             targets = rng.permutation(np.unique(np.where(rng.random(m) < 0.6, creators, users)))
             follow_at = start + np.cumsum(rng.integers(3 * SECOND, 20 * SECOND, targets.size))
-            undo_at = follow_at + rng.integers(1 * MINUTE, 10 * MINUTE, targets.size)
+            undo_at = follow_at + rng.integers(1 * MINUTE, 15 * MINUTE, targets.size)
             world.log.add(
                 follow_at, FOLLOW, member, target=targets, origin=USER, consent=1, tag=tag
             )
@@ -325,13 +392,14 @@ def churn(world: World, rng: np.random.Generator, plan_id: str) -> None:
 
 
 def forced_follow(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """For 45-150 minutes the onboarding flow makes most newcomers follow one account
-    without asking (origin onboarding_default, consent false); the newcomers are victims,
-    so the campaign has no members, only the account that benefits."""
-    target = world.take_creator(rng, 0.3, 0.9)
-    t0, t1 = world.window(rng, 45 * MINUTE, 150 * MINUTE)
+    """For 30-240 minutes the onboarding flow makes many or most newcomers (40-100%)
+    follow one account without asking (origin onboarding_default, consent false); the
+    newcomers are victims, so the campaign has no members, only the account that
+    benefits."""
+    target = world.take_creator(rng, 0.2, 0.95)
+    t0, t1 = world.window(rng, 30 * MINUTE, 240 * MINUTE)
     born = world.accounts.created[world.newcomers]
-    share = float(rng.uniform(0.6, 1.0))
+    share = float(rng.uniform(0.4, 1.0))
     hit = world.newcomers[(born >= t0) & (born < t1) & (rng.random(born.size) < share)]
     world.victims.update(hit.tolist())
     tag = world.plan(
@@ -342,7 +410,11 @@ def forced_follow(world: World, rng: np.random.Generator, plan_id: str) -> None:
             [target],
             members="none",
             article="12",
-            params={"victims": int(hit.size), "share": round(share, 2)},
+            params={
+                "victims": int(hit.size),
+                "share": round(share, 2),
+                "minutes": (t1 - t0) // MINUTE,
+            },
         )
     )
     ts = world.accounts.created[hit] + rng.integers(2 * SECOND, 40 * SECOND, hit.size)
@@ -353,21 +425,17 @@ def forced_follow(world: World, rng: np.random.Generator, plan_id: str) -> None:
 
 
 def batch_registration(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """100-400 accounts register within minutes from one network (a /24 or a single
-    address) and at most five devices, then lie dormant."""
-    n = int(rng.integers(100, 401))
-    span = int(rng.integers(2 * MINUTE, 10 * MINUTE))
+    """40-800 accounts register within 1-20 minutes from one network (2-200 addresses of
+    one /24, or for some a single address), on one device shared by all up to one each,
+    then lie dormant."""
+    n = log_count(rng, 40, 800)
+    span = int(rng.integers(1 * MINUTE, 20 * MINUTE + 1))
     t0, _ = world.window(rng, span, span)
-    net = network.prefixes(rng, 1)
     one_ip = rng.random() < 0.3
-    hosts = world.new_addresses(
-        network.hosts_in(rng, net, 1 if one_ip else int(rng.integers(10, 120)))
-    )
-    devices = world.new_devices(rng, int(rng.integers(1, 6)))
+    hosts = _hosts(world, rng, 1, 1 if one_ip else log_count(rng, 2, 200))
+    devices = world.new_devices(rng, log_count(rng, 1, n))
     created = np.sort(t0 + rng.integers(0, span, n))
-    members = world.accounts.add(
-        created, _from_pool(rng, hosts, n, 1), _from_pool(rng, devices, n, 1)
-    )
+    members = world.accounts.add(created, _shared(rng, hosts, n, 1), _shared(rng, devices, n, 1))
     tag = world.plan(
         Plan(
             plan_id,
@@ -375,11 +443,17 @@ def batch_registration(world: World, rng: np.random.Generator, plan_id: str) -> 
             "account",
             "actors",
             article="18(8)",
-            params={"size": n, "span_s": span // SECOND, "one_ip": int(one_ip)},
+            params={
+                "size": n,
+                "span_s": span // SECOND,
+                "one_ip": int(one_ip),
+                "devices": int(devices.size),
+                "ips": int(hosts.size),
+            },
         )
     )
     world.log.add(created, REGISTER, members, tag=tag)
-    _noise(world, rng, members, float(rng.uniform(0.0, 0.03)))
+    _noise(world, rng, members, float(rng.uniform(0.0, 0.05)))
 
 
 CAMPAIGNS: dict[str, Callable[[World, np.random.Generator, str], None]] = {
@@ -391,4 +465,5 @@ CAMPAIGNS: dict[str, Callable[[World, np.random.Generator, str], None]] = {
     "churn": churn,
     "forced_follow": forced_follow,
     "batch_registration": batch_registration,
+    "account_handover": handover.account_handover,
 }

@@ -12,8 +12,9 @@ import numpy.typing as npt
 
 from pipeline.contract.events import EVENT_TYPES
 
-FOLLOW, UNFOLLOW, CLICK, REPOST, COMMENT, REGISTER = (
-    EVENT_TYPES.index(k) for k in ("follow", "unfollow", "click", "repost", "comment", "register")
+FOLLOW, UNFOLLOW, CLICK, REPOST, COMMENT, REGISTER, LOGIN = (
+    EVENT_TYPES.index(k)
+    for k in ("follow", "unfollow", "click", "repost", "comment", "register", "login")
 )
 ORIGINS: tuple[str, ...] = ("user", "recommendation", "onboarding_default", "api", "import")
 USER, RECOMMENDATION, ONBOARDING, API, IMPORT = range(len(ORIGINS))
@@ -36,10 +37,40 @@ Column = npt.NDArray[np.int64] | int
 
 
 class EventLog:
-    """Columns appended in batches; `columns()` concatenates them once at the end."""
+    """Columns appended in batches; `columns()` concatenates them once at the end. Also
+    the accounts whose events come, from some time on, from another address or device
+    than their own slots (`switch`: a new phone, a journey, a new owner)."""
 
     def __init__(self) -> None:
         self._parts: list[dict[str, np.ndarray]] = []
+        self._switches: list[tuple[np.ndarray, ...]] = []
+
+    def switch(
+        self,
+        actors: npt.ArrayLike,
+        since: npt.ArrayLike,
+        *,
+        ip: Column = NONE,
+        device: Column = NONE,
+    ) -> None:
+        """From `since` on, each actor's events come from `ip` and `device` (address and
+        device table indices; NONE: still drawn from its own slots). One switch per
+        account: a later one for the same account replaces it."""
+        who = np.asarray(actors, dtype=np.int64).ravel()
+        columns = [
+            np.broadcast_to(np.asarray(v, dtype=np.int64), who.shape).copy()
+            for v in (since, ip, device)
+        ]
+        self._switches.append((who, *columns))
+
+    def switches(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(actor, since, ip, device), one row per switched account, sorted by actor."""
+        if not self._switches:
+            empty = np.empty(0, dtype=np.int64)
+            return empty, empty, empty, empty
+        actor, since, ip, device = (np.concatenate(c) for c in zip(*self._switches, strict=True))
+        last = actor.size - 1 - np.unique(actor[::-1], return_index=True)[1]  # latest wins
+        return actor[last], since[last], ip[last], device[last]
 
     def add(
         self,

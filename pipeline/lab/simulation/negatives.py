@@ -13,8 +13,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.lab.simulation import text
+from pipeline.lab.simulation import handover, text
 from pipeline.lab.simulation.clock import DAY, MINUTE, arrivals, n_minutes
+from pipeline.lab.simulation.draws import log_count, log_uniform
 from pipeline.lab.simulation.labelling import Plan
 from pipeline.lab.simulation.log import CLICK, COMMENT, FOLLOW, NONE, REPOST
 from pipeline.lab.simulation.organic import follow_origin
@@ -22,12 +23,12 @@ from pipeline.lab.simulation.world import World
 
 
 def viral_spike(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """A mid-size creator's new post takes off: 20-50x its usual follower rate for 20-60
-    minutes, from established users on their own devices, with clicks and comments from
-    many different people; the rate rises within minutes and decays."""
-    creator = world.take_creator(rng, 0.08, 0.5)
-    t0, t1 = world.window(rng, 20 * MINUTE, 60 * MINUTE)
-    factor = float(rng.uniform(20, 50))
+    """A popular to mid-size creator's new post takes off: 10-80x its usual follower rate
+    for 15-90 minutes, from established users on their own devices, with clicks and
+    comments from many different people; the rate rises within minutes and decays."""
+    creator = world.take_creator(rng, 0.05, 0.6)
+    t0, t1 = world.window(rng, 15 * MINUTE, 90 * MINUTE)
+    factor = log_uniform(rng, 10.0, 80.0)
     base = world.rate_of(creator)
     minutes = n_minutes(t0, t1)
     x = np.arange(minutes) / max(minutes - 1, 1)
@@ -67,10 +68,11 @@ def viral_spike(world: World, rng: np.random.Generator, plan_id: str) -> None:
 
 
 def carrier_nat(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """Hundreds of ordinary phone users share one carrier-grade NAT IPv4 address for the
-    whole run (some also use a home line), and some newcomers register through it."""
+    """100-1,000 ordinary phone users (never more than a tenth of the platform's) share one
+    carrier-grade NAT IPv4 address for the whole run (some also use a home line), and
+    some newcomers register through it."""
     plain = world.users[~np.isin(world.users, world.creators)]
-    n = min(int(rng.integers(150, 501)), plain.size // 10)
+    n = min(log_count(rng, 100, 1_000), plain.size // 10)
     weight = world.activity[np.isin(world.users, plain)]
     people = rng.choice(plain, n, replace=False, p=weight / weight.sum())
     nat = world.new_addresses(world.nets.mobile_hosts(rng, 1))[0]
@@ -98,10 +100,11 @@ def carrier_nat(world: World, rng: np.random.Generator, plan_id: str) -> None:
 
 
 def common_phrase(world: World, rng: np.random.Generator, plan_id: str) -> None:
-    """For 15-45 minutes one to three short common phrases ("666", "+1", "congrats!")
-    sweep across many popular items, typed (with their natural variants) by hundreds of
-    different real people, one or two comments each."""
-    t0, t1 = world.window(rng, 15 * MINUTE, 45 * MINUTE)
+    """For 10-60 minutes one to three short common phrases ("666", "+1", "congrats!")
+    sweep across 20-150 recent popular items, typed (with their natural variants) by
+    100-800 different real people (never more than a seventh of the users), one or two
+    comments each."""
+    t0, t1 = world.window(rng, 10 * MINUTE, 60 * MINUTE)
     phrases = [
         str(p)
         for p in rng.choice(list(text.COMMON_PHRASES), int(rng.integers(1, 4)), replace=False)
@@ -113,10 +116,10 @@ def common_phrase(world: World, rng: np.random.Generator, plan_id: str) -> None:
     free = free[~np.isin(free, list(world.reserved_content))]
     rate = world.creator_rates()
     weight = np.array([rate[int(o)] for o in owners[free]])
-    n_items = min(int(rng.integers(30, 101)), free.size)
+    n_items = min(log_count(rng, 20, 150), free.size)
     items = rng.choice(free, n_items, replace=False, p=weight / weight.sum())
     world.reserved_content.update(items.tolist())
-    n_people = min(int(rng.integers(150, 501)), world.users.size // 7)
+    n_people = min(log_count(rng, 100, 800), world.users.size // 7)
     people = rng.permutation(np.unique(world.pick_users(rng, n_people * 2)))[:n_people]
     writers = np.concatenate([people, people[rng.random(people.size) < 0.2]])
     mid, spread = (t0 + t1) / 2, (t1 - t0) / 4
@@ -156,4 +159,6 @@ NEGATIVES: dict[str, Callable[[World, np.random.Generator, str], None]] = {
     "carrier_nat": carrier_nat,
     "common_phrase": common_phrase,
     "new_users_follow_popular": new_users_follow_popular,
+    "new_phone": handover.new_phone,
+    "travel": handover.travel,
 }

@@ -13,6 +13,7 @@ import numpy as np
 
 from pipeline.lab.simulation import text
 from pipeline.lab.simulation.clock import DAY, HOUR, MINUTE, SECOND, arrivals, arrivals_by_row
+from pipeline.lab.simulation.handover import organic_logins
 from pipeline.lab.simulation.log import (
     CLICK,
     COMMENT,
@@ -35,6 +36,7 @@ def organic(world: World, rng: np.random.Generator) -> None:
     _friend_follows(world, rng)
     _engagement(world, rng)
     _newcomers(world, rng)
+    organic_logins(world)  # its own random stream
 
 
 def follow_origin(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 SLOTS = 3  # addresses / devices an account can use
 YEAR = 365 * DAY
+COLD_START = 5 * MINUTE  # in a cold world everything begins this soon after the start
 
 
 class Accounts:
@@ -125,7 +126,7 @@ class World:
     seed: int
     start: int
     end: int
-    warm_end: int  # campaigns and hard negatives begin after this
+    warm_end: int  # campaigns and hard negatives begin after this (the start, if cold)
     scale: float
     accounts: Accounts
     contents: Contents
@@ -147,6 +148,7 @@ class World:
     reserved_content: set[int] = field(default_factory=set)
     victims: set[int] = field(default_factory=set)  # newcomers a forced follow hit
     popular_tag: int = -1  # the new_users_follow_popular label, when selected
+    cold: bool = False  # campaigns and hard negatives begin within COLD_START of the start
     _user_cdf: np.ndarray | None = None
 
     # ---- labels ----------------------------------------------------------------------
@@ -157,12 +159,15 @@ class World:
 
     # ---- time ------------------------------------------------------------------------
     def window(self, rng: np.random.Generator, shortest: int, longest: int) -> tuple[int, int]:
-        """A span of length in [shortest, longest] (shortened if the run is short) placed
-        uniformly after the warm-up and ending at least ten minutes before the run ends."""
+        """A span of length in [shortest, longest] (shortened if the run is short) ending at
+        least ten minutes before the run ends, placed uniformly after the warm-up; in a
+        cold world it begins within COLD_START of the start, before any baseline is
+        learnt (the first event follows within minutes: the label starts there)."""
         last = self.end - 10 * MINUTE
         room = last - self.warm_end
         length = min(int(rng.integers(shortest, longest + 1)), room)
-        t0 = self.warm_end + int(rng.integers(0, room - length + 1))
+        latest = min(room - length, COLD_START) if self.cold else room - length
+        t0 = self.warm_end + int(rng.integers(0, latest + 1))
         return t0, t0 + length
 
     # ---- accounts --------------------------------------------------------------------
@@ -222,6 +227,11 @@ class World:
         """Organic follows per hour of a creator."""
         return float(self.follow_rate[np.flatnonzero(self.creators == creator)[0]])
 
+    def clicks_of(self, creator: int) -> float:
+        """Organic clicks per hour on all of a creator's items."""
+        row = np.flatnonzero(self.creators == creator)[0]
+        return float(self.follow_rate[row] * self.click_ratio[row])
+
     def creator_rates(self) -> dict[int, float]:
         """Organic follows per hour, by creator account."""
         return dict(zip(self.creators.tolist(), self.follow_rate.tolist(), strict=True))
@@ -257,17 +267,20 @@ def _ages(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(roll < 0.85, years, np.where(roll < 0.97, days, hours)).astype(np.int64)
 
 
-def build_world(seed: int, start: int, end: int, scale: float) -> World:
-    """Population, creators, content and the registration schedule of one run."""
+def build_world(seed: int, start: int, end: int, scale: float, cold: bool = False) -> World:
+    """Population, creators, content and the registration schedule of one run; a cold
+    world has no warm-up (the population is the same either way)."""
     rng = np.random.default_rng([seed, 1])
     n_users = max(1_500, round(40_000 * scale))
     n_creators = max(60, round(400 * scale))
+    warm_end = start + int((end - start) * rng.uniform(0.25, 0.30))
     world = World(
         seed=seed,
         start=start,
         end=end,
-        warm_end=start + int((end - start) * rng.uniform(0.25, 0.30)),
+        warm_end=start if cold else warm_end,
         scale=scale,
+        cold=cold,
         accounts=Accounts(rng),
         contents=Contents(rng),
         nets=network.Networks.draw(
