@@ -117,8 +117,20 @@ def test_a_batch_from_many_addresses_of_one_block_is_flagged_whatever_its_device
     assert {f.subject_id for f in found} == {"net:203.0.113"}
     assert _named(found) == set(batch)
     first = min(found, key=lambda f: f.ts)
-    assert first.evidence["devices_per_registration"] > 0.25
+    assert first.evidence["devices_per_registration"] > 0.5
     assert first.evidence["distinct_addresses"] >= 10
+
+
+def test_a_batch_from_one_address_on_a_device_per_few_accounts_is_flagged() -> None:
+    """Two or three accounts made on each of many devices, all through one address within
+    minutes: most accounts share their device with another, which sign-ups behind a NAT
+    (each person on their own phone) do not."""
+    b = _world(seed=5)
+    batch = _batch(b, T0 + 2 * HOUR, 200, 2 * MINUTE, ["198.51.100.9"], devices=80, tag="few")
+    found = _run(b.sorted_lines())
+    assert {f.subject_id for f in found} == {"net:198.51.100"}
+    assert _named(found) == set(batch)
+    assert 0.25 < min(found, key=lambda f: f.ts).evidence["devices_per_registration"] <= 0.5
 
 
 def test_carrier_nat_and_ordinary_sign_ups_are_not_flagged() -> None:
