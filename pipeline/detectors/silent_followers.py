@@ -102,7 +102,7 @@ class SilentFollowersSettings(DetectorSettings):
     min_silent_alone: PositiveInt
     min_silent_share: PositiveShare
     min_excess_z: NonNegative
-    renotify_growth: NonNegative
+    renotify_new: PositiveInt
     max_follows: PositiveInt
     max_members: PositiveInt
     idle_ttl_ms: PositiveInt
@@ -415,8 +415,8 @@ class SilentMemory:
     """A followed account's followers of the last `memory_ms`, judged: (ts, follower,
     low-activity, the share of low-activity followers on their shard then); what their
     records said of the low ones ((ts, follower, facts)); its latest follower_jump flag
-    ((window end, finding, score)); its latest judged windows, for a chart; its latest
-    finding ((time, low-activity followers named))."""
+    ((window end, finding, score)); its latest judged windows, for a chart; the followers
+    its findings named (follower -> when), while they are remembered."""
 
     __slots__ = ("facts", "judged", "jump", "recent", "reported")
 
@@ -425,13 +425,13 @@ class SilentMemory:
         self.facts: list[tuple[int, str, dict[str, Any]]] = []
         self.jump: tuple[int, str, float] | None = None
         self.recent: bytes | None = None
-        self.reported: tuple[int, int] | None = None
+        self.reported: dict[str, int] = {}
 
     def __getstate__(self) -> tuple[Any, ...]:
         return self.judged, self.facts, self.jump, self.recent, self.reported, "judged"
 
     def __setstate__(self, state: Any) -> None:
-        self.judged, self.facts, self.jump, self.recent, self.reported = [], [], None, None, None
+        self.judged, self.facts, self.jump, self.recent, self.reported = [], [], None, None, {}
         if state[0] is None:  # pickled before the facts: (None, {"follows": [...]})
             self.judged = [(ts, a, True, None) for ts, a in state[1]["follows"]]
         elif state[-1] != "judged":  # (silent follows, facts[, chart]): silent = low
@@ -480,6 +480,8 @@ class SilentFollowersStage(Stage):
         model.judged = [j for j in model.judged if j[0] >= horizon]
         if model.facts:
             model.facts = [f for f in model.facts if f[0] >= horizon]
+        if model.reported:
+            model.reported = {a: t for a, t in model.reported.items() if t >= horizon}
         if not fresh:
             return []
         # follows made before `until` have all been watched out by now
@@ -522,21 +524,18 @@ class SilentFollowersStage(Stage):
         model.recent = remember(model.recent, now, len(low), bar, cfg.series_points)
         if usual is None or not low or len(low) < bar:
             return None
-        last = model.reported
-        if (  # a case already holds them: said again once they grow, or an hour later
-            last is not None
-            and now - last[0] < cfg.accumulate_ms
-            and len(low) < last[1] * (1.0 + cfg.renotify_growth)
-        ):
-            return None
+        named = model.reported
+        new = [a for a in low if a not in named]
+        if named and len(new) < cfg.renotify_new:
+            return None  # a case holds them already: said again once enough are new
         share = len(low) / max(established, 1)
         score = share if not after_jump else jump[2] + (1.0 - jump[2]) * share  # type: ignore[index]
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
-        members = low[: cfg.max_members]
+        members = (new + [a for a in low if a in named])[: cfg.max_members]  # new first
         minutes = (until - since) / 60_000
-        model.reported = (now, len(low))
+        named.update((a, now) for a in members)
         when = "after an abnormal follower jump" if after_jump else "no history needed"
         return make_finding(
             detector=self.detector,
