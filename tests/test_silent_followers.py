@@ -42,12 +42,12 @@ class Platform:
         self.rng = random.Random(seed)
         self.readers = [f"r{i}" for i in range(readers)]
 
-    def _follow(self, ts: int, actor: str, target: str, **extra: object) -> None:
+    def _follow(self, ts: int, actor: str, target: str, device: str = "") -> None:
         age = self.rng.randrange(200 * DAY, 2000 * DAY)
         self.b.add(
             "follow", ts, actor, target=target, origin="user", consent=True,
             actor_created_at=ts - age, ip=f"10.{self.rng.randrange(256)}.{len(actor)}.7",
-            device_id=f"d-{actor}", **extra,
+            device_id=device or f"d-{actor}",
         )  # fmt: skip
 
     def reading(self, start: int, end: int, clicks_per_hour: float, target: str) -> None:
@@ -64,18 +64,21 @@ class Platform:
             if self.rng.random() < 0.04:  # some readers follow the account they read
                 self._follow(ts + 1_000, reader, owner)
 
-    def drip(self, target: str, start: int, per_hour: int, hours: int, busy: bool) -> set[str]:
+    def drip(
+        self, target: str, start: int, per_hour: int, hours: int, busy: bool, pairs: bool = False
+    ) -> set[str]:
         """Aged accounts from diverse addresses follow `target` at a steady rate; `busy`
-        ones click other posts around their follow, as often as the readers do."""
+        ones click other posts around their follow, as often as the readers do. `pairs`:
+        four accounts to a phone, one of them busy."""
         accounts = set()
         for i in range(int(per_hour * hours)):
             ts = start + i * HOUR // per_hour
             actor = f"drip{i}"
-            if busy:
+            if busy or (pairs and i % 4 == 3):
                 for before in (-70, -40, -20, 5, 15, 25):
                     self.b.add("click", ts + before * MINUTE, actor, target="creator1",
                                content_id="creator1-post")  # fmt: skip
-            self._follow(ts, actor, target)
+            self._follow(ts, actor, target, device=f"farm{i // 4}" if pairs else "")
             accounts.add(actor)
         return accounts
 
@@ -161,6 +164,22 @@ def test_accounts_that_spread_follows_or_registered_lately_are_not_judged() -> N
         p.b.add("follow", ts + 30_000, f"new{i}", target="pop", origin="user")
     found = _run(p.lines())
     assert not [f for f in found if f.detector == "silent_followers"]
+
+
+def test_a_drip_member_that_also_clicks_is_named_by_the_phone_it_shares() -> None:
+    """Four accounts to a phone, one of them clicking as readers do: the busy one is
+    not low-activity, but it followed from a device a low-activity follower used."""
+    p = Platform(seed=4)
+    p.reading(T0, T0 + 5 * HOUR, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + HOUR, per_hour=200, hours=3, busy=False, pairs=True)
+    silent = [f for f in _run(p.lines()) if f.detector == "silent_followers"]
+    assert silent and {f.subject_id for f in silent} == {"mid"}
+    named = {m for f in silent for m in f.members}
+    busy = {f"drip{i}" for i in range(3, 600, 4)}
+    assert len(named - drip) <= 0.02 * len(named)  # (a few quiet readers, as above)
+    assert len(named & busy) >= 0.8 * len(named & (drip - busy)) / 3
+    assert any(f.evidence["device_sharers"] for f in silent)
+    assert "from a device one of them used" in silent[-1].evidence["explanation"]
 
 
 def test_a_drip_of_followers_active_elsewhere_names_nobody() -> None:
@@ -299,10 +318,13 @@ def test_silent_memory_pickled_before_the_facts_still_loads() -> None:
     old.follows = [(T0, "a"), (T0 + 1, "b")]
     memory = SilentMemory.__new__(SilentMemory)
     memory.__setstate__(old.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[2])
-    assert memory.judged == [(T0, "a", True, None), (T0 + 1, "b", True, None)]
+    assert memory.judged == [(T0, "a", True, None, ""), (T0 + 1, "b", True, None, "")]
     memory = SilentMemory.__new__(SilentMemory)
     memory.__setstate__(([(T0, "a")], [(T0, "a", {"device": "d"})], None))
-    assert memory.judged == [(T0, "a", True, None)] and memory.facts[0][1] == "a"
+    assert memory.judged == [(T0, "a", True, None, "")] and memory.facts[0][1] == "a"
+    memory = SilentMemory.__new__(SilentMemory)  # judged before devices: 4 fields
+    memory.__setstate__(([(T0, "a", False, 0.2)], [], None, None, {}, "judged"))
+    assert memory.judged == [(T0, "a", False, 0.2, "")]
     memory.jump = (T0, "f1", 0.7)
     again = pickle.loads(pickle.dumps(memory, protocol=pickle.HIGHEST_PROTOCOL))
     assert (again.judged, again.facts, again.jump) == (memory.judged, memory.facts, memory.jump)
@@ -337,7 +359,7 @@ def test_a_silent_follow_record_carries_the_facts_of_its_first_low_followers_by_
     tick.add("click", judged_at, "r0", target="x", content_id="x/1")
     (readers_record,) = window(judged_at, tick)
     assert readers_record.key == "other" and not any(
-        low for _, _, low in readers_record.data["judged"]
+        low for _, _, low, _ in readers_record.data["judged"]
     )
     start = judged_at + MINUTE
     b = StreamBuilder()
@@ -353,7 +375,7 @@ def test_a_silent_follow_record_carries_the_facts_of_its_first_low_followers_by_
     tick.add("click", judged_at, "r0", target="x", content_id="x/1")
     (record,) = window(judged_at, tick)
     assert record.key == "mid" and len(record.data["judged"]) == 152
-    assert all(low for _, _, low in record.data["judged"])
+    assert all(low for _, _, low, _ in record.data["judged"])
     assert record.data["low_share"] == 0.0  # the readers' share, before these
     described = record.data["facts"]
     assert list(described) == [f"f{i:03d}" for i in range(MAX_MEMBER_FACTS)]  # the bound

@@ -333,14 +333,14 @@ class FollowerActivityStage(WholeWindowStage):
                 if watching is None:
                     watching = model.watched[shard] = deque()
                 watching.append((max(first, since), e))
-        rows: dict[tuple[str, str], list[tuple[int, str, bool]]] = defaultdict(list)
+        rows: dict[tuple[str, str], list[tuple[int, str, bool, str]]] = defaultdict(list)
         theirs: dict[tuple[str, str], list[Any]] = defaultdict(list)
         shares: dict[str, float | None] = {}
         for shard in sorted(shards):
             shares[shard] = self._watched_out(model, shard, end, rows, theirs)
         out: list[Derived] = []
         for (target, shard), judged in sorted(rows.items()):
-            low = sorted({a for _, a, is_low in judged if is_low})
+            low = sorted({a for _, a, is_low, _ in judged if is_low})
             out.append(
                 Derived(
                     stream=SILENT_STREAM,
@@ -348,7 +348,7 @@ class FollowerActivityStage(WholeWindowStage):
                     ts=end - 1,
                     event_id=f"{target}/{shard}/{start}",
                     data={
-                        # [(ts, follower, low-activity)]
+                        # [(ts, follower, low-activity, device or "")]
                         "judged": sorted(judged, key=_row),
                         "low_share": shares[shard],  # the shard's, before these
                         # what the follows say of the first low followers by id
@@ -367,7 +367,7 @@ class FollowerActivityStage(WholeWindowStage):
         model: ActivityModel,
         shard: str,
         end: int,
-        rows: dict[tuple[str, str], list[tuple[int, str, bool]]],
+        rows: dict[tuple[str, str], list[tuple[int, str, bool, str]]],
         theirs: dict[tuple[str, str], list[Any]],
     ) -> float | None:
         """Judge the shard's followers watched for `observe_ms`: low-activity when their
@@ -402,7 +402,7 @@ class FollowerActivityStage(WholeWindowStage):
         learned = []
         for e, first, actions, span_h in judged:
             low = actions <= cfg.low_share * usual * span_h
-            rows[(e.target, shard)].append((e.ts, e.actor, low))
+            rows[(e.target, shard)].append((e.ts, e.actor, low, e.device_id or ""))
             if low:
                 theirs[(e.target, shard)].append(e)
             if end - first >= teach:
@@ -411,9 +411,13 @@ class FollowerActivityStage(WholeWindowStage):
         return share
 
 
+Judged = tuple[int, str, bool, float | None, str]  # (ts, follower, low, share, device)
+
+
 class SilentMemory:
     """A followed account's followers of the last `memory_ms`, judged: (ts, follower,
-    low-activity, the share of low-activity followers on their shard then); what their
+    low-activity, the share of low-activity followers on their shard then, its device or
+    ''); what their
     records said of the low ones ((ts, follower, facts)); its latest follower_jump flag
     ((window end, finding, score)); its latest judged windows, for a chart; the followers
     its findings named (follower -> when), while they are remembered."""
@@ -421,7 +425,7 @@ class SilentMemory:
     __slots__ = ("facts", "judged", "jump", "recent", "reported")
 
     def __init__(self) -> None:
-        self.judged: list[tuple[int, str, bool, float | None]] = []
+        self.judged: list[Judged] = []
         self.facts: list[tuple[int, str, dict[str, Any]]] = []
         self.jump: tuple[int, str, float] | None = None
         self.recent: bytes | None = None
@@ -433,13 +437,14 @@ class SilentMemory:
     def __setstate__(self, state: Any) -> None:
         self.judged, self.facts, self.jump, self.recent, self.reported = [], [], None, None, {}
         if state[0] is None:  # pickled before the facts: (None, {"follows": [...]})
-            self.judged = [(ts, a, True, None) for ts, a in state[1]["follows"]]
+            self.judged = [(ts, a, True, None, "") for ts, a in state[1]["follows"]]
         elif state[-1] != "judged":  # (silent follows, facts[, chart]): silent = low
-            self.judged = [(ts, a, True, None) for ts, a in state[0]]
+            self.judged = [(ts, a, True, None, "") for ts, a in state[0]]
             self.facts = state[1]
             self.recent = state[2] if len(state) > 2 else None
         else:
-            self.judged, self.facts, self.jump, self.recent, self.reported, _ = state
+            judged, self.facts, self.jump, self.recent, self.reported, _ = state
+            self.judged = [j if len(j) > 4 else (*j, "") for j in judged]  # (before devices)
 
 
 class SilentFollowersStage(Stage):
@@ -493,7 +498,10 @@ class SilentFollowersStage(Stage):
     def _take(model: SilentMemory, data: dict[str, Any]) -> int:
         """A `silent_follow` record: followers watched out, and facts of the low ones."""
         share = data.get("low_share")
-        judged = [(int(ts), str(a), bool(low), share) for ts, a, low in data.get("judged", ())]
+        judged = [
+            (int(ts), str(a), bool(low), share, str(device[0]) if device else "")
+            for ts, a, low, *device in data.get("judged", ())
+        ]
         model.judged.extend(judged)
         facts = data.get("facts") or {}
         if facts:
@@ -533,7 +541,11 @@ class SilentFollowersStage(Stage):
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
-        members = (new + [a for a in low if a in named])[: cfg.max_members]  # new first
+        # followers on a device that a low-activity follower of the account also used: a
+        # device farm's phones follow in turns, and a member that also clicks is one too
+        sharing = _device_sharers(span, set(low))
+        fresh = new + [a for a in sharing if a not in named]
+        members = (fresh + [a for a in low if a in named])[: cfg.max_members]  # new first
         minutes = (until - since) / 60_000
         named.update((a, now) for a in members)
         when = "after an abnormal follower jump" if after_jump else "no history needed"
@@ -553,6 +565,7 @@ class SilentFollowersStage(Stage):
                 "follower_jump_finding": jump[1] if after_jump else None,  # type: ignore[index]
                 "kind": "follow_up" if after_jump else "composition",
                 "silent": len(low),
+                "device_sharers": len(sharing),
                 "established_follows": established,
                 "silent_share": round(share, 3),
                 "platform_silent_share": round(usual, 3),
@@ -565,9 +578,24 @@ class SilentFollowersStage(Stage):
                     f"{minutes:g} min ({when}) took at most {cfg.low_share:.0%} of the usual "
                     f"follower's actions ({', '.join(cfg.activity_types)}) in the hours "
                     f"around their follow, where {usual:.0%} of the platform's followers do"
+                    + (
+                        f"; {len(sharing)} more followed from a device one of them used"
+                        if sharing
+                        else ""
+                    )
                 ),
             },
         )
+
+
+def _device_sharers(span: list[Judged], low: set[str]) -> list[str]:
+    """The followers in `span`, not low-activity, on a device a low-activity one used."""
+    on: dict[str, set[str]] = defaultdict(set)
+    for j in span:
+        if j[4]:
+            on[j[4]].add(j[1])
+    farmed = {a for users in on.values() if len(users) > 1 and users & low for a in users}
+    return sorted(farmed - low)
 
 
 def _member_facts(
