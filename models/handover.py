@@ -122,7 +122,20 @@ class Verdict:
     shares: dict[str, float]  # the unusual share of each habit judged
 
 
-class Episode:
+class _Slotted:
+    """Pickled as its slots' values, in the order of its `__slots__` (a table per key)."""
+
+    __slots__ = ()
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state: tuple) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):
+            setattr(self, name, value)
+
+
+class Episode(_Slotted):
     """Events from a device the account had not used, since the first of them."""
 
     __slots__ = (
@@ -155,13 +168,6 @@ class Episode:
         self.promotions = 0
         self.flagged_at: int | None = None  # when it was first flagged
         self.reported = 0  # the signals it was last flagged with (0: never)
-
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in Episode.__slots__)
-
-    def __setstate__(self, state: tuple) -> None:
-        for name, value in zip(Episode.__slots__, state, strict=True):
-            setattr(self, name, value)
 
     def add(self, e: Seen, network_new: bool) -> None:
         self.events += 1
@@ -208,7 +214,7 @@ def _bump(weights: dict[str, float], key: str, by: float, most: int) -> None:
         del weights[min(sorted(weights), key=weights.__getitem__)]
 
 
-class AccountProfile:
+class AccountProfile(_Slotted):
     """An account's usual devices, networks, hours, scripts and targets (decayed), and the
     episode open on a new device, if any."""
 
@@ -240,13 +246,6 @@ class AccountProfile:
         self.updated = 0  # the time the weights are decayed to
         self.episode: Episode | None = None
         self.flagged_at: int | None = None  # the latest flagged episode's start
-
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, s) for s in AccountProfile.__slots__)
-
-    def __setstate__(self, state: tuple) -> None:
-        for name, value in zip(AccountProfile.__slots__, state, strict=True):
-            setattr(self, name, value)
 
     # ---- learning ------------------------------------------------------------------
     def _age_to(self, ts: int, half_life_ms: int) -> None:
