@@ -29,6 +29,7 @@ class Watched(msgspec.Struct, array_like=True, gc=False):
     size: int  # accounts the group's finding named
     score: float  # how sure the finding was
     deadline: int  # still inactive at this time (epoch ms): dormant
+    bar: float = 0.0  # the dormant share its group needs to be flagged; 0: the default one
 
 
 class DormancyWatch(msgspec.Struct, gc=False):

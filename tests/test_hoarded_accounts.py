@@ -96,13 +96,51 @@ def test_acting_before_the_verdict_on_the_batch_counts_as_acting() -> None:
     assert len(hoarded) == 1 and set(hoarded[0].members) == set(late)
 
 
+def _emulated(b: StreamBuilder, at: int, n: int, tag: str) -> list[str]:
+    """`n` accounts registered within minutes through two addresses, each on a device of
+    its own: as many devices as accounts, like people behind a carrier NAT."""
+    return _batch(b, at, n, 8 * MINUTE, ["198.51.100.7", "198.51.100.8"], 100_000, tag)
+
+
+def test_a_burst_on_a_device_per_account_that_stays_inactive_is_flagged_within_the_hour() -> None:
+    """No batch finding (its devices look like people's), but its accounts are watched as
+    a suspected burst: nearly all inactive after suspect_dormancy_ms is a batch."""
+    b = _world(seed=16)
+    burst = _emulated(b, T0 + 10 * MINUTE, 120, "emu")  # a campaign already under way
+    _act(b, burst, T0 + 20 * MINUTE, share=0.05)  # a few are used, some after the verdict
+    found = _run(b.sorted_lines())
+    assert not [f for f in found if f.detector == "batch_registration"]
+    hoarded = [f for f in found if f.detector == "hoarded_accounts"]
+    assert hoarded and {f.subject_id for f in hoarded} == {"net:198.51.100"}
+    named = {m for f in hoarded for m in f.members}
+    assert named <= set(burst) and len(named) >= 0.9 * len(burst)
+    cfg = SETTINGS.detectors.hoarded_accounts
+    first = min(hoarded, key=lambda f: f.ts)
+    assert first.ts <= T0 + 18 * MINUTE + cfg.suspect_dormancy_ms + 2 * cfg.check_every_ms
+    e = first.evidence
+    assert e["suspected_bursts"] and e["batch_findings"] == []
+    assert e["dormancy_s"] == cfg.suspect_dormancy_ms // 1000
+
+
+def test_a_burst_on_a_device_per_account_whose_people_act_is_not_flagged() -> None:
+    """A carrier's promotion: the same burst, but most sign-ups act, as people do; a
+    quarter idle is not enough (suspect_dormant_share)."""
+    b = _world(seed=17)
+    burst = _emulated(b, T0 + 10 * MINUTE, 120, "promo")
+    _act(b, burst, T0 + 12 * MINUTE, share=0.75)
+    assert _run(b.sorted_lines()) == []
+
+
 def test_stage_partitions_find_what_the_engine_finds() -> None:
     b = _world(seed=14)
     batch = _batch(b, T0 + HOUR, 150, 6 * MINUTE, ["203.0.113.5", "203.0.113.6"], 3, "bot")
     _act(b, batch, T0 + 2 * HOUR, share=0.2)
+    _emulated(b, T0 + 3 * HOUR, 100, "emu")  # and a suspected burst that stays inactive
     lines = [x.encode() for x in b.sorted_lines()]
     run = runtimes_agree(SETTINGS, _stages(), lines, Topics("t", 2))
-    assert any(f.detector == "hoarded_accounts" for f in run.found.values())
+    hoarded = [f for f in run.found.values() if f.detector == "hoarded_accounts"]
+    assert any(f.evidence["batch_findings"] for f in hoarded)
+    assert any(f.evidence["suspected_bursts"] for f in hoarded)
 
 
 def test_the_watch() -> None:
@@ -131,6 +169,8 @@ def test_stream_order_and_settings_are_checked() -> None:
         load_settings(overrides={"detectors": {where: {"dormancy_ms": 60_000}}})
     with pytest.raises(ConfigError, match="activity_types"):
         load_settings(overrides={"detectors": {where: {"activity_types": ["dance"]}}})
+    with pytest.raises(ConfigError, match="suspect_dormancy_ms"):
+        load_settings(overrides={"detectors": {where: {"suspect_dormancy_ms": 60_000}}})
     with pytest.raises(ConfigError, match="min_dormant_share"):
         load_settings(overrides={"detectors": {where: {"min_dormant_share": 0}}})
     off = load_settings(overrides={"detectors": {"batch_registration": {"enabled": False}}})

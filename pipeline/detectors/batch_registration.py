@@ -55,7 +55,7 @@ from pipeline.core.settings import ConfigError, SeveritySettings
 from pipeline.core.stage import Stage, WindowSpec
 from pipeline.core.window_runner import Models, WholeWindowStage
 from pipeline.detectors.case_evidence import member_facts, series
-from pipeline.detectors.hoarded_accounts import MEMBER_STREAM, member_record
+from pipeline.detectors.hoarded_accounts import MEMBER_STREAM, member_record, watch_record
 from pipeline.detectors.registry import Build, Detector, DetectorSettings, check_hops
 
 _order = attrgetter("ts", "event_id")
@@ -92,6 +92,7 @@ class SourceModel(msgspec.Struct, gc=False):
     baseline: PriorCountBaseline
     named: dict[str, int] = {}
     recent: bytes | None = None  # its latest busy windows as judged (`models.recent_windows`)
+    suspected: dict[str, int] = {}  # accounts of its suspected bursts, as `named`
 
 
 def _source(event: Any) -> str:
@@ -108,13 +109,17 @@ class BatchRegistrationStage(WholeWindowStage):
         cfg: BatchRegistrationSettings,
         severity: SeveritySettings,
         dormancy_ms: int | None = None,
+        suspect: tuple[int, float] | None = None,
     ) -> None:
         """`dormancy_ms`: hand each finding's accounts on to the dormancy watch
-        (`hoarded_accounts`), which waits this long for them to act."""
+        (`hoarded_accounts`), which waits this long for them to act; `suspect`: and the
+        accounts of suspected bursts, watched (dormancy_ms, the dormant share that
+        flags them) the same way."""
         super().__init__(WindowSpec(cfg.window_ms, cfg.hop_ms), cfg.idle_ttl_ms)
         self.cfg = cfg
         self.severity = severity
         self._dormancy_ms = dormancy_ms
+        self._suspect = suspect if dormancy_ms is not None else None
         if dormancy_ms is not None:
             self.emits = frozenset({MEMBER_STREAM})
         alpha = decay_alpha(cfg.hop_ms, cfg.half_life_ms)
@@ -155,8 +160,9 @@ class BatchRegistrationStage(WholeWindowStage):
             # from many addresses of one block within minutes has no such excuse
             spread = addresses >= cfg.spread_addresses
             if share > cfg.max_devices_per_registration and not spread:
-                if baseline.observed == 1:  # first seen busy and ordinary: its normal
-                    baseline.adopt(count)
+                # as many devices as accounts: a carrier's crowd, or a batch on emulated
+                # phones; whether they act tells (hoarded_accounts)
+                findings.extend(self._suspected(source, model, mine, score, end))
                 continue
             baseline.forget_last()  # a batch is not this source's normal
             finding = self._finding(source, model, mine, score, share, start, end, spread)
@@ -169,6 +175,36 @@ class BatchRegistrationStage(WholeWindowStage):
                         for a in finding.members
                     )
         return findings
+
+    def _suspected(
+        self, source: str, model: SourceModel, mine: list[Any], score: float, end: int
+    ) -> list[Derived]:
+        """A suspected burst's accounts not yet handed on, for the dormancy watch."""
+        if self._suspect is None:
+            return []
+        dormancy_ms, bar = self._suspect
+        seen = model.suspected
+        for account in [a for a, ts in seen.items() if ts < end - self.cfg.window_ms]:
+            del seen[account]
+        new = [e for e in mine if e.actor not in seen and e.actor not in model.named]
+        new = new[: self.cfg.max_members]
+        seen.update((e.actor, e.ts) for e in new)
+        group = f"{self.detector}/suspect/{source}/{end}"
+        weak = min(score, 0.5)  # volume alone; dormancy has to make the case
+        return [
+            watch_record(
+                group,
+                source,
+                e.actor,
+                e.ts,
+                size=len(new),
+                score=weak,
+                at=end,
+                dormancy_ms=dormancy_ms,
+                bar=bar,
+            )
+            for e in new
+        ]
 
     def _finding(
         self,
@@ -245,8 +281,10 @@ class BatchRegistrationStage(WholeWindowStage):
 
 def _stages(cfg: BatchRegistrationSettings, build: Build) -> list[Stage]:
     hoarded = build.consumers.get(MEMBER_STREAM)  # hoarded_accounts' settings, if it runs
-    dormancy_ms = None if hoarded is None else hoarded.dormancy_ms
-    return [BatchRegistrationStage(cfg, build.severity, dormancy_ms)]
+    if hoarded is None:
+        return [BatchRegistrationStage(cfg, build.severity)]
+    suspect = (hoarded.suspect_dormancy_ms, hoarded.suspect_dormant_share)
+    return [BatchRegistrationStage(cfg, build.severity, hoarded.dormancy_ms, suspect)]
 
 
 DETECTOR = Detector(

@@ -18,6 +18,13 @@ deadline, each account still inactive goes to `hoarded_accounts` under its batch
 source, where a batch's verdicts arrive in one window (they share the deadline): a batch
 most of whose accounts never acted is one group finding naming the dormant ones.
 
+Suspected bursts: a source registering far above its normal on as many devices as
+accounts is no batch finding (a carrier's promotion looks so), but `batch_registration`
+hands its accounts on too, as a suspected burst (records with a `bar`): real people sign
+up to use the platform and act within minutes, so a burst nearly all of whose accounts
+stay inactive for `suspect_dormancy_ms` (at least `suspect_dormant_share` of them) is a
+batch after all, found within the hour.
+
 Score: the batch finding's score, with the rest of the doubt closed in proportion to the
 dormant share (`s + (1 - s) * share`), so a dormant batch is more certain than the burst
 alone. State: per shard, the watched accounts (at most `max_watched`) and the young ones
@@ -66,13 +73,17 @@ class HoardedAccountsSettings(DetectorSettings):
     max_watched: PositiveInt
     min_dormant: PositiveInt
     min_dormant_share: PositiveShare
+    suspect_dormancy_ms: PositiveInt
+    suspect_dormant_share: PositiveShare
     idle_ttl_ms: PositiveInt
     series_points: NonNegativeInt
 
     def check(self) -> None:
         where = "detectors.hoarded_accounts"
-        if self.dormancy_ms < self.check_every_ms:
-            raise ConfigError(f"{where}: need check_every_ms <= dormancy_ms")
+        if min(self.dormancy_ms, self.suspect_dormancy_ms) < self.check_every_ms:
+            raise ConfigError(
+                f"{where}: need check_every_ms <= dormancy_ms and suspect_dormancy_ms"
+            )
         if self.lookback_ms < self.check_every_ms or self.idle_ttl_ms < self.dormancy_ms:
             raise ConfigError(
                 f"{where}: need lookback_ms >= check_every_ms and idle_ttl_ms >= dormancy_ms"
@@ -90,19 +101,44 @@ def _by_ts_key(d: Derived) -> tuple[int, str]:
 
 def member_record(finding: Finding, account: str, registered: int, dormancy_ms: int) -> Derived:
     """What `batch_registration` hands the watch for one account its finding named."""
+    return watch_record(
+        finding.finding_id,
+        finding.subject_id,
+        account,
+        registered,
+        size=len(finding.members),
+        score=finding.score,
+        at=finding.window_end,
+        dormancy_ms=dormancy_ms,
+    )
+
+
+def watch_record(
+    group: str,
+    source: str,
+    account: str,
+    registered: int,
+    *,
+    size: int,
+    score: float,
+    at: int,
+    dormancy_ms: int,
+    bar: float = 0.0,
+) -> Derived:
+    """One account of a group (a batch finding, or a suspected burst: `bar` > 0, the
+    dormant share that flags it) to watch from `at` for `dormancy_ms`."""
+    data: dict[str, Any] = {
+        "group": group,
+        "source": source,
+        "registered": registered,
+        "size": size,
+        "score": score,
+        "deadline": at + dormancy_ms,
+    }
+    if bar:
+        data["bar"] = bar
     return Derived(
-        stream=MEMBER_STREAM,
-        key=account,
-        ts=finding.window_end - 1,
-        event_id=f"{finding.finding_id}/{account}",
-        data={
-            "group": finding.finding_id,
-            "source": finding.subject_id,
-            "registered": registered,
-            "size": len(finding.members),
-            "score": finding.score,
-            "deadline": finding.window_end + dormancy_ms,
-        },
+        stream=MEMBER_STREAM, key=account, ts=at - 1, event_id=f"{group}/{account}", data=data
     )
 
 
@@ -120,7 +156,7 @@ class HoardedWatchStage(WholeWindowStage):
         self.event_types = frozenset(cfg.activity_types)  # type: ignore[misc]
         self.emits = frozenset({DORMANT_STREAM})
         self._shard_keys = tuple(f"{self.detector}/{i}" for i in range(cfg.shards))
-        self._young_ms = cfg.dormancy_ms + cfg.lookback_ms
+        self._young_ms = max(cfg.dormancy_ms, cfg.suspect_dormancy_ms) + cfg.lookback_ms
 
     def shard(self, account: str) -> str:
         crc = zlib.crc32(account.encode("utf-8", "surrogatepass"))
@@ -152,7 +188,13 @@ class HoardedWatchStage(WholeWindowStage):
         for e in members:
             d = e.data
             why = Watched(
-                d["group"], d["source"], d["registered"], d["size"], d["score"], d["deadline"]
+                d["group"],
+                d["source"],
+                d["registered"],
+                d["size"],
+                d["score"],
+                d["deadline"],
+                d.get("bar", 0.0),
             )
             watch: DormancyWatch = models.get(self.shard(e.key), create=True)
             watch.watch(e.key, why, cfg.max_watched)
@@ -190,6 +232,7 @@ class HoardedWatchStage(WholeWindowStage):
                             "registered": why.registered,
                             "size": why.size,
                             "score": why.score,
+                            "bar": why.bar,
                         },
                     )
                 )
@@ -240,15 +283,21 @@ class HoardedAccountsStage(Stage):
         verdicts = sorted((d for pane in panes for d in pane), key=lambda d: d.data["account"])
         if not verdicts:
             return None
-        groups = {d.data["group"]: (int(d.data["size"]), float(d.data["score"])) for d in verdicts}
-        size = max(sum(n for n, _ in groups.values()), len(verdicts))
+        groups = {
+            d.data["group"]: (int(d.data["size"]), float(d.data["score"]), d.data.get("bar", 0.0))
+            for d in verdicts
+        }
+        size = max(sum(n for n, _, _ in groups.values()), len(verdicts))
         share = len(verdicts) / size
+        # a suspected burst (flagged on volume alone) must be dormant to a higher bar
+        suspected = sorted(g for g, (_, _, bar) in groups.items() if bar)
+        need = max([cfg.min_dormant_share] + [bar for _, _, bar in groups.values()])
         if model is not None:  # None: a source pickled before its chart, or series_points 0
-            bar = max(cfg.min_dormant, cfg.min_dormant_share * size)
+            bar = max(cfg.min_dormant, need * size)
             model.recent = remember(model.recent, end, len(verdicts), bar, cfg.series_points)
-        if len(verdicts) < cfg.min_dormant or share < cfg.min_dormant_share:
+        if len(verdicts) < cfg.min_dormant or share < need:
             return None
-        batch_score = max(score for _, score in groups.values())
+        batch_score = max(score for _, score, _ in groups.values())
         score = batch_score + (1.0 - batch_score) * share
         severity = severity_of(score, self.severity)
         if severity is None:
@@ -256,7 +305,9 @@ class HoardedAccountsStage(Stage):
         source = key
         registered = [d.data["registered"] for d in verdicts]
         members = [d.data["account"] for d in verdicts]
-        hours = cfg.dormancy_ms / 3_600_000
+        dormancy_ms = cfg.suspect_dormancy_ms if suspected else cfg.dormancy_ms
+        hours = dormancy_ms / 3_600_000
+        since = "their burst was seen" if suspected else "their batch was found"
         return make_finding(
             detector=self.detector,
             article=cfg.article,
@@ -269,11 +320,12 @@ class HoardedAccountsStage(Stage):
             members=members,
             evidence={
                 "source": source,
-                "batch_findings": sorted(groups),
+                "batch_findings": sorted(set(groups) - set(suspected)),
+                "suspected_bursts": suspected,
                 "batch_size": size,
                 "dormant": len(verdicts),
                 "dormant_share": round(share, 3),
-                "dormancy_s": cfg.dormancy_ms // 1000,
+                "dormancy_s": dormancy_ms // 1000,
                 "first_registered_ts": min(registered),
                 "last_registered_ts": max(registered),
                 **series(None if model is None else model.recent),
@@ -283,7 +335,7 @@ class HoardedAccountsStage(Stage):
                 "explanation": (
                     f"{len(verdicts)} of the {size} accounts registered together from "
                     f"{source} have shown no activity ({', '.join(cfg.activity_types)}) in "
-                    f"the {hours:g} h since their batch was found"
+                    f"the {hours:g} h since {since}"
                 ),
             },
         )
