@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import zlib
 from itertools import pairwise
 
 import msgspec
@@ -42,12 +43,13 @@ class Platform:
         self.rng = random.Random(seed)
         self.readers = [f"r{i}" for i in range(readers)]
 
-    def _follow(self, ts: int, actor: str, target: str, device: str = "") -> None:
+    def _follow(self, ts: int, actor: str, target: str, device: str = "", ip: str = "") -> None:
         age = self.rng.randrange(200 * DAY, 2000 * DAY)
+        home = zlib.crc32(actor.encode())  # an address of one's own
         self.b.add(
             "follow", ts, actor, target=target, origin="user", consent=True,
-            actor_created_at=ts - age, ip=f"10.{self.rng.randrange(256)}.{len(actor)}.7",
-            device_id=device or f"d-{actor}",
+            actor_created_at=ts - age, device_id=device or f"d-{actor}",
+            ip=ip or f"10.{home >> 16 & 255}.{home >> 8 & 255}.{home & 255}",
         )  # fmt: skip
 
     def reading(self, start: int, end: int, clicks_per_hour: float, target: str) -> None:
@@ -65,20 +67,28 @@ class Platform:
                 self._follow(ts + 1_000, reader, owner)
 
     def drip(
-        self, target: str, start: int, per_hour: int, hours: int, busy: bool, pairs: bool = False
+        self,
+        target: str,
+        start: int,
+        per_hour: int,
+        hours: int,
+        busy: bool,
+        pairs: bool = False,
+        proxies: bool = False,
     ) -> set[str]:
         """Aged accounts from diverse addresses follow `target` at a steady rate; `busy`
         ones click other posts around their follow, as often as the readers do. `pairs`:
-        four accounts to a phone, one of them busy."""
+        four accounts to a phone, one of them busy; `proxies`: four to an address."""
         accounts = set()
         for i in range(int(per_hour * hours)):
             ts = start + i * HOUR // per_hour
             actor = f"drip{i}"
-            if busy or (pairs and i % 4 == 3):
+            if busy or ((pairs or proxies) and i % 4 == 3):
                 for before in (-70, -40, -20, 5, 15, 25):
                     self.b.add("click", ts + before * MINUTE, actor, target="creator1",
                                content_id="creator1-post")  # fmt: skip
-            self._follow(ts, actor, target, device=f"farm{i // 4}" if pairs else "")
+            proxy = f"203.0.{i // 1024}.{i // 4 % 256}" if proxies else ""
+            self._follow(ts, actor, target, device=f"farm{i // 4}" if pairs else "", ip=proxy)
             accounts.add(actor)
         return accounts
 
@@ -178,8 +188,21 @@ def test_a_drip_member_that_also_clicks_is_named_by_the_phone_it_shares() -> Non
     busy = {f"drip{i}" for i in range(3, 600, 4)}
     assert len(named - drip) <= 0.02 * len(named)  # (a few quiet readers, as above)
     assert len(named & busy) >= 0.8 * len(named & (drip - busy)) / 3
-    assert any(f.evidence["device_sharers"] for f in silent)
-    assert "from a device one of them used" in silent[-1].evidence["explanation"]
+    assert any(f.evidence["sharers"] for f in silent)
+    assert "from a device or address one of them used" in silent[-1].evidence["explanation"]
+
+
+def test_a_drip_member_that_also_clicks_is_named_by_the_proxy_it_shares() -> None:
+    """The same with four accounts to a residential proxy, each on its own phone."""
+    p = Platform(seed=5)
+    p.reading(T0, T0 + 5 * HOUR, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + HOUR, per_hour=200, hours=3, busy=False, proxies=True)
+    silent = [f for f in _run(p.lines()) if f.detector == "silent_followers"]
+    named = {m for f in silent for m in f.members}
+    busy = {f"drip{i}" for i in range(3, 600, 4)}
+    assert len(named - drip) <= 0.02 * len(named)
+    assert len(named & busy) >= 0.8 * len(named & (drip - busy)) / 3
+    assert sum(f.evidence["sharers"] for f in silent) >= 0.8 * len(named & busy)
 
 
 def test_a_drip_of_followers_active_elsewhere_names_nobody() -> None:
@@ -318,13 +341,15 @@ def test_silent_memory_pickled_before_the_facts_still_loads() -> None:
     old.follows = [(T0, "a"), (T0 + 1, "b")]
     memory = SilentMemory.__new__(SilentMemory)
     memory.__setstate__(old.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[2])
-    assert memory.judged == [(T0, "a", True, None, ""), (T0 + 1, "b", True, None, "")]
+    assert memory.judged == [(T0, "a", True, None, "", ""), (T0 + 1, "b", True, None, "", "")]
     memory = SilentMemory.__new__(SilentMemory)
     memory.__setstate__(([(T0, "a")], [(T0, "a", {"device": "d"})], None))
-    assert memory.judged == [(T0, "a", True, None, "")] and memory.facts[0][1] == "a"
+    assert memory.judged == [(T0, "a", True, None, "", "")] and memory.facts[0][1] == "a"
     memory = SilentMemory.__new__(SilentMemory)  # judged before devices: 4 fields
     memory.__setstate__(([(T0, "a", False, 0.2)], [], None, None, {}, "judged"))
-    assert memory.judged == [(T0, "a", False, 0.2, "")]
+    assert memory.judged == [(T0, "a", False, 0.2, "", "")]
+    memory.__setstate__(([(T0, "a", False, 0.2, "d")], [], None, None, {}, "judged"))
+    assert memory.judged == [(T0, "a", False, 0.2, "d", "")]  # before addresses: 5
     memory.jump = (T0, "f1", 0.7)
     again = pickle.loads(pickle.dumps(memory, protocol=pickle.HIGHEST_PROTOCOL))
     assert (again.judged, again.facts, again.jump) == (memory.judged, memory.facts, memory.jump)
@@ -353,13 +378,14 @@ def test_a_silent_follow_record_carries_the_facts_of_its_first_low_followers_by_
     follows = StreamBuilder()
     for i in range(200):
         follows.add("follow", later + i * 100, f"r{i}", target="other", origin="user")
-    assert window(later, follows) == []  # watched, not yet judged
+    (on_its_way,) = window(later, follows)  # watched, not yet judged: where they came from
+    assert on_its_way.data["judged"] == [] and len(on_its_way.data["started"]) == 200
     tick = StreamBuilder()
     judged_at = later + sf.observe_ms + MINUTE
     tick.add("click", judged_at, "r0", target="x", content_id="x/1")
     (readers_record,) = window(judged_at, tick)
     assert readers_record.key == "other" and not any(
-        low for _, _, low, _ in readers_record.data["judged"]
+        low for _, _, low, *_ in readers_record.data["judged"]
     )
     start = judged_at + MINUTE
     b = StreamBuilder()
@@ -369,13 +395,16 @@ def test_a_silent_follow_record_carries_the_facts_of_its_first_low_followers_by_
               actor_created_at=ts - 100 * DAY, device_id=f"d{i}")  # fmt: skip
     b.add("follow", start + 30_000, "f000", target="mid", origin="user", device_id="later")
     b.add("follow", start + 500, "f001", target="mid", origin="user")  # before, says nothing
-    assert window(start, b) == []
+    (started,) = window(start, b)
+    assert started.data["judged"] == [] and len(started.data["started"]) == 152
     tick = StreamBuilder()
     judged_at = start + sf.observe_ms + MINUTE
     tick.add("click", judged_at, "r0", target="x", content_id="x/1")
     (record,) = window(judged_at, tick)
     assert record.key == "mid" and len(record.data["judged"]) == 152
-    assert all(low for _, _, low, _ in record.data["judged"])
+    assert all(low for _, _, low, *_ in record.data["judged"])
+    rows = {a: where for _, a, _, *where in record.data["judged"]}
+    assert rows["f005"] == ["d5", "10.0.5.1"]  # its device and address, as it followed
     assert record.data["low_share"] == 0.0  # the readers' share, before these
     described = record.data["facts"]
     assert list(described) == [f"f{i:03d}" for i in range(MAX_MEMBER_FACTS)]  # the bound

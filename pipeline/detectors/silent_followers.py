@@ -320,6 +320,7 @@ class FollowerActivityStage(WholeWindowStage):
         if registered or model.registered.generations:
             model.registered.learn(registered, start)
         one = len(shards) == 1
+        started: dict[tuple[str, str], list[tuple[int, str, str, str]]] = defaultdict(list)
         new = sorted(chain.from_iterable(f.follows for f in folds), key=_order_of_event)
         for e in new:  # in time order: a shard's watched followers stay so
             if counts_as_established(e, self.young_ms) and not (
@@ -333,14 +334,17 @@ class FollowerActivityStage(WholeWindowStage):
                 if watching is None:
                     watching = model.watched[shard] = deque()
                 watching.append((max(first, since), e))
-        rows: dict[tuple[str, str], list[tuple[int, str, bool, str]]] = defaultdict(list)
+                # on its way: where it followed from, for the followers it shares them with
+                started[(e.target, shard)].append((e.ts, e.actor, e.device_id or "", e.ip or ""))
+        rows: dict[tuple[str, str], list[tuple[int, str, bool, str, str]]] = defaultdict(list)
         theirs: dict[tuple[str, str], list[Any]] = defaultdict(list)
         shares: dict[str, float | None] = {}
         for shard in sorted(shards):
             shares[shard] = self._watched_out(model, shard, end, rows, theirs)
         out: list[Derived] = []
-        for (target, shard), judged in sorted(rows.items()):
-            low = sorted({a for _, a, is_low, _ in judged if is_low})
+        for target, shard in sorted(rows.keys() | started.keys()):
+            judged = rows.get((target, shard), [])
+            low = sorted({a for _, a, is_low, *_ in judged if is_low})
             out.append(
                 Derived(
                     stream=SILENT_STREAM,
@@ -348,8 +352,10 @@ class FollowerActivityStage(WholeWindowStage):
                     ts=end - 1,
                     event_id=f"{target}/{shard}/{start}",
                     data={
-                        # [(ts, follower, low-activity, device or "")]
+                        # [(ts, follower, low-activity, device or "", address or "")]
                         "judged": sorted(judged, key=_row),
+                        # [(ts, follower, device, address)]: watched from now on
+                        "started": sorted(started.get((target, shard), []), key=_row),
                         "low_share": shares[shard],  # the shard's, before these
                         # what the follows say of the first low followers by id
                         "facts": member_facts(theirs[(target, shard)], low) if low else {},
@@ -367,7 +373,7 @@ class FollowerActivityStage(WholeWindowStage):
         model: ActivityModel,
         shard: str,
         end: int,
-        rows: dict[tuple[str, str], list[tuple[int, str, bool, str]]],
+        rows: dict[tuple[str, str], list[tuple[int, str, bool, str, str]]],
         theirs: dict[tuple[str, str], list[Any]],
     ) -> float | None:
         """Judge the shard's followers watched for `observe_ms`: low-activity when their
@@ -402,7 +408,7 @@ class FollowerActivityStage(WholeWindowStage):
         learned = []
         for e, first, actions, span_h in judged:
             low = actions <= cfg.low_share * usual * span_h
-            rows[(e.target, shard)].append((e.ts, e.actor, low, e.device_id or ""))
+            rows[(e.target, shard)].append((e.ts, e.actor, low, e.device_id or "", e.ip or ""))
             if low:
                 theirs[(e.target, shard)].append(e)
             if end - first >= teach:
@@ -411,18 +417,21 @@ class FollowerActivityStage(WholeWindowStage):
         return share
 
 
-Judged = tuple[int, str, bool, float | None, str]  # (ts, follower, low, share, device)
+Judged = tuple[int, str, bool, float | None, str, str]
+"""(ts, follower, low, share, device, address): a follower judged, its device and address
+as its follow gave them ('' when it gave none)."""
 
 
 class SilentMemory:
     """A followed account's followers of the last `memory_ms`, judged: (ts, follower,
-    low-activity, the share of low-activity followers on their shard then, its device or
-    ''); what their
-    records said of the low ones ((ts, follower, facts)); its latest follower_jump flag
-    ((window end, finding, score)); its latest judged windows, for a chart; the followers
-    its findings named (follower -> when), while they are remembered."""
+    low-activity, the share of low-activity followers on their shard then, its device and
+    address or ''); those still watched ((ts, follower, device, address), until judged);
+    what their records said of the low ones ((ts, follower, facts)); its latest
+    follower_jump flag ((window end, finding, score)); its latest judged windows, for a
+    chart; the followers its findings named (follower -> when), while they are
+    remembered."""
 
-    __slots__ = ("facts", "judged", "jump", "recent", "reported")
+    __slots__ = ("facts", "judged", "jump", "recent", "reported", "started")
 
     def __init__(self) -> None:
         self.judged: list[Judged] = []
@@ -430,21 +439,25 @@ class SilentMemory:
         self.jump: tuple[int, str, float] | None = None
         self.recent: bytes | None = None
         self.reported: dict[str, int] = {}
+        self.started: list[tuple[int, str, str, str]] = []
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return self.judged, self.facts, self.jump, self.recent, self.reported, "judged"
+        state = self.judged, self.facts, self.jump, self.recent, self.reported
+        return (*state, self.started, "judged")
 
     def __setstate__(self, state: Any) -> None:
         self.judged, self.facts, self.jump, self.recent, self.reported = [], [], None, None, {}
+        self.started = []
         if state[0] is None:  # pickled before the facts: (None, {"follows": [...]})
-            self.judged = [(ts, a, True, None, "") for ts, a in state[1]["follows"]]
+            self.judged = [(ts, a, True, None, "", "") for ts, a in state[1]["follows"]]
         elif state[-1] != "judged":  # (silent follows, facts[, chart]): silent = low
-            self.judged = [(ts, a, True, None, "") for ts, a in state[0]]
+            self.judged = [(ts, a, True, None, "", "") for ts, a in state[0]]
             self.facts = state[1]
             self.recent = state[2] if len(state) > 2 else None
         else:
-            judged, self.facts, self.jump, self.recent, self.reported, _ = state
-            self.judged = [j if len(j) > 4 else (*j, "") for j in judged]  # (before devices)
+            judged, self.facts, self.jump, self.recent, self.reported = state[:5]
+            self.started = state[5] if len(state) > 6 else []  # (before the watched ones)
+            self.judged = [(*j, "", "")[:6] for j in judged]  # (before devices, addresses)
 
 
 class SilentFollowersStage(Stage):
@@ -487,10 +500,12 @@ class SilentFollowersStage(Stage):
             model.facts = [f for f in model.facts if f[0] >= horizon]
         if model.reported:
             model.reported = {a: t for a, t in model.reported.items() if t >= horizon}
-        if not fresh:
-            return []
         # follows made before `until` have all been watched out by now
         until = end - cfg.observe_ms - cfg.window_ms
+        if model.started:
+            model.started = [r for r in model.started if r[0] >= until]
+        if not fresh:
+            return []
         finding = self._judge(key, model, until - cfg.accumulate_ms, until, end)
         return [] if finding is None else [finding]
 
@@ -499,17 +514,19 @@ class SilentFollowersStage(Stage):
         """A `silent_follow` record: followers watched out, and facts of the low ones."""
         share = data.get("low_share")
         judged = [
-            (int(ts), str(a), bool(low), share, str(device[0]) if device else "")
-            for ts, a, low, *device in data.get("judged", ())
+            (int(ts), str(a), bool(low), share, *_seen_on(where))
+            for ts, a, low, *where in data.get("judged", ())
         ]
         model.judged.extend(judged)
+        started = [(int(ts), str(a), *_seen_on(where)) for ts, a, *where in data.get("started", ())]
+        model.started.extend(started)
         facts = data.get("facts") or {}
         if facts:
             first: dict[str, int] = {}
             for ts, a, *_ in judged:
                 first[a] = min(first.get(a, ts), ts)
             model.facts.extend((first[a], a, known) for a, known in facts.items() if a in first)
-        return len(judged)
+        return len(judged) + len(started)
 
     def _judge(
         self, key: str, model: SilentMemory, since: int, until: int, now: int
@@ -532,19 +549,21 @@ class SilentFollowersStage(Stage):
         model.recent = remember(model.recent, now, len(low), bar, cfg.series_points)
         if usual is None or not low or len(low) < bar:
             return None
+        # followers on a device or address that a low-activity follower of the account
+        # also used: a farm's phones and proxies follow in turns, and a member that also
+        # clicks is one too; so is one still watched (a drip's latest follows)
+        watched = [(ts, a, False, None, device, ip) for ts, a, device, ip in model.started]
+        sharing = _sharers(span + watched, set(low))
         named = model.reported
         new = [a for a in low if a not in named]
-        if named and len(new) < cfg.renotify_new:
+        fresh = new + [a for a in sharing if a not in named]
+        if named and len(fresh) < cfg.renotify_new:
             return None  # a case holds them already: said again once enough are new
         share = len(low) / max(established, 1)
         score = share if not after_jump else jump[2] + (1.0 - jump[2]) * share  # type: ignore[index]
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
-        # followers on a device that a low-activity follower of the account also used: a
-        # device farm's phones follow in turns, and a member that also clicks is one too
-        sharing = _device_sharers(span, set(low))
-        fresh = new + [a for a in sharing if a not in named]
         members = (fresh + [a for a in low if a in named])[: cfg.max_members]  # new first
         minutes = (until - since) / 60_000
         named.update((a, now) for a in members)
@@ -565,7 +584,7 @@ class SilentFollowersStage(Stage):
                 "follower_jump_finding": jump[1] if after_jump else None,  # type: ignore[index]
                 "kind": "follow_up" if after_jump else "composition",
                 "silent": len(low),
-                "device_sharers": len(sharing),
+                "sharers": len(sharing),  # on a device or address a silent one used
                 "established_follows": established,
                 "silent_share": round(share, 3),
                 "platform_silent_share": round(usual, 3),
@@ -579,7 +598,7 @@ class SilentFollowersStage(Stage):
                     f"follower's actions ({', '.join(cfg.activity_types)}) in the hours "
                     f"around their follow, where {usual:.0%} of the platform's followers do"
                     + (
-                        f"; {len(sharing)} more followed from a device one of them used"
+                        f"; {len(sharing)} more followed from a device or address one of them used"
                         if sharing
                         else ""
                     )
@@ -588,12 +607,22 @@ class SilentFollowersStage(Stage):
         )
 
 
-def _device_sharers(span: list[Judged], low: set[str]) -> list[str]:
-    """The followers in `span`, not low-activity, on a device a low-activity one used."""
-    on: dict[str, set[str]] = defaultdict(set)
+def _seen_on(where: list[Any]) -> tuple[str, str]:
+    """A record row's device and address ('' for either it lacks: rows written before)."""
+    device = str(where[0]) if where else ""
+    address = str(where[1]) if len(where) > 1 else ""
+    return device, address
+
+
+def _sharers(span: list[Judged], low: set[str]) -> list[str]:
+    """The followers in `span`, not low-activity, on a device or an address a
+    low-activity one used."""
+    on: dict[tuple[int, str], set[str]] = defaultdict(set)
     for j in span:
         if j[4]:
-            on[j[4]].add(j[1])
+            on[(4, j[4])].add(j[1])
+        if j[5]:
+            on[(5, j[5])].add(j[1])
     farmed = {a for users in on.values() if len(users) > 1 and users & low for a in users}
     return sorted(farmed - low)
 
