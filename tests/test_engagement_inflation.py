@@ -154,6 +154,32 @@ def test_click_farm_on_an_established_busy_post_is_flagged() -> None:
     assert sum(m in members for m in named) >= 0.8 * len(named)
 
 
+def test_a_farm_of_many_accounts_clicking_once_or_twice_a_window_is_flagged() -> None:
+    """150 accounts on 45 phones behind 6 addresses, each clicking the post once every
+    five minutes: per window every click is a new account, but three accounts to a
+    phone is no crowd of people (max_devices_per_account)."""
+    b = StreamBuilder(seed=8)
+    _background(b, T0 + 2 * HOUR)
+    start = T0 + 5 * MINUTE  # already under way as the stream begins
+    members = [f"farm{i}" for i in range(150)]
+    for k in range(12 * len(members)):
+        i = k % len(members)
+        ts = start + k // len(members) * WINDOW + b.rng.randrange(WINDOW)
+        b.add("click", ts, members[i], target="shop", content_id="promo",
+              ip=f"203.0.113.{20 + i % 6}", device_id=f"farm-phone-{i % 45}")  # fmt: skip
+    findings = _run(b.sorted_lines())
+    assert findings and {f.subject_id for f in findings} == {"promo"}
+    first = min(findings, key=lambda f: f.window_end)
+    assert first.window_end - start <= 2 * WINDOW
+    ev = first.evidence
+    assert ev["new_sources_per_extra_event"]["accounts"] > 0.5  # no account repeats
+    assert ev["new_sources_per_extra_event"]["devices"] > 0.25  # nor a device, per click
+    assert ev["devices_per_account"] <= 0.7 and {"devices", "networks"} <= set(ev["concentrated"])
+    assert set(first.members) <= set(members)
+    without = _run(b.sorted_lines(), max_devices_per_account=0)  # per click only
+    assert "promo" not in {f.subject_id for f in without}  # the post itself: networks alone
+
+
 def test_viral_post_is_not_flagged_however_large() -> None:
     b = StreamBuilder(seed=5)
     _background(b, T0 + 4 * HOUR)

@@ -69,6 +69,7 @@ class EngagementInflationSettings(DetectorSettings):
     max_accounts_per_event: NonNegative
     max_devices_per_event: NonNegative
     max_networks_per_event: NonNegative
+    max_devices_per_account: NonNegative
     min_signals: Annotated[int, msgspec.Meta(ge=1, le=3)]  # of accounts, devices, networks
     sample_events: PositiveInt
     relearn_sources_windows: PositiveInt
@@ -148,6 +149,12 @@ class EngagementInflationStage(WholeWindowStage):
             "devices": cfg.max_devices_per_event,
             "networks": cfg.max_networks_per_event,
         }
+        self._per_account_limit = max(cfg.max_devices_per_account, 1e-9)
+
+    def _shared_devices(self, devices: int, accounts: int) -> bool:
+        """Whether a window's accounts crowd onto few devices (a farm's phones each
+        carry several accounts; people bring their own, a missing one counts as theirs)."""
+        return accounts > 0 and devices <= self._per_account_limit * accounts
 
     def new_model(self) -> OwnerModel:
         return OwnerModel()
@@ -323,6 +330,10 @@ class EngagementInflationStage(WholeWindowStage):
             )  # fmt: skip
             limits = (self._limits["accounts"], self._limits["devices"])
             possible = sum(share <= limit for share, limit in zip(shares, limits, strict=True))
+            if shares[1] > limits[1] and self._shared_devices(
+                devices.get(v.subject, 0), accounts.get(v.subject, 0)
+            ):
+                possible += 1
             if possible + 1 >= cfg.min_signals:
                 suspects.add(v.subject)
         return suspects
@@ -356,7 +367,12 @@ class EngagementInflationStage(WholeWindowStage):
             name: sources_per_extra_event(count, sampled, events, expected, usual)
             for name, count in distinct.items()
         }
-        concentrated = [name for name, share in shares.items() if share <= self._limits[name]]
+        # how tight each source is against its limit (<= 1: concentrated); devices also
+        # by accounts per device, however often each account acts
+        tight = {name: share / max(self._limits[name], 1e-9) for name, share in shares.items()}
+        per_account = len(devices) / len(actors)
+        tight["devices"] = min(tight["devices"], per_account / self._per_account_limit)
+        concentrated = [name for name, t in tight.items() if t <= 1.0]
         if len(concentrated) + 1 < cfg.min_signals:  # networks alone cannot make up the rest
             return None
         ips = {e.ip or UNKNOWN + e.actor for e in sample}
@@ -364,14 +380,14 @@ class EngagementInflationStage(WholeWindowStage):
         shares["networks"] = sources_per_extra_event(
             distinct["networks"], sampled, events, expected, usual
         )
-        if shares["networks"] <= self._limits["networks"]:
+        tight["networks"] = shares["networks"] / max(self._limits["networks"], 1e-9)
+        if tight["networks"] <= 1.0:
             concentrated.append("networks")
         if len(concentrated) < cfg.min_signals:
             return None
         # The weakest of the signals needed: 0.5 at its limit, towards 1 as it tightens.
         strengths = sorted(
-            (saturating(self._limits[n], max(shares[n], 1e-6)) for n in concentrated),
-            reverse=True,
+            (saturating(1.0, max(tight[n], 1e-6)) for n in concentrated), reverse=True
         )
         ordered = [n for n in SIGNALS if n in concentrated]
         return Concentration(strengths[cfg.min_signals - 1], ordered, shares, distinct, actors)
@@ -432,6 +448,7 @@ class EngagementInflationStage(WholeWindowStage):
                 "accounts_per_event": round(c.distinct["accounts"] / sampled, 3),
                 "devices_per_event": round(c.distinct["devices"] / sampled, 3),
                 "networks_per_event": round(c.distinct["networks"] / sampled, 3),
+                "devices_per_account": round(c.distinct["devices"] / len(actors), 3),
                 "usual_accounts_per_event": round(baseline.accounts_per_event, 3),
                 "new_sources_per_extra_event": {n: round(x, 3) for n, x in c.shares.items()},
                 "concentrated": c.concentrated,
