@@ -75,15 +75,17 @@ class Platform:
         busy: bool,
         pairs: bool = False,
         proxies: bool = False,
+        busy_of_four: int = 1,
     ) -> set[str]:
         """Aged accounts from diverse addresses follow `target` at a steady rate; `busy`
         ones click other posts around their follow, as often as the readers do. `pairs`:
-        four accounts to a phone, one of them busy; `proxies`: four to an address."""
+        four accounts to a phone, `busy_of_four` of them busy; `proxies`: four to an
+        address."""
         accounts = set()
         for i in range(int(per_hour * hours)):
             ts = start + i * HOUR // per_hour
             actor = f"drip{i}"
-            if busy or ((pairs or proxies) and i % 4 == 3):
+            if busy or ((pairs or proxies) and i % 4 >= 4 - busy_of_four):
                 for before in (-70, -40, -20, 5, 15, 25):
                     self.b.add("click", ts + before * MINUTE, actor, target="creator1",
                                content_id="creator1-post")  # fmt: skip
@@ -203,6 +205,21 @@ def test_a_drip_member_that_also_clicks_is_named_by_the_proxy_it_shares() -> Non
     assert len(named - drip) <= 0.02 * len(named)
     assert len(named & busy) >= 0.8 * len(named & (drip - busy)) / 3
     assert sum(f.evidence["sharers"] for f in silent) >= 0.8 * len(named & busy)
+
+
+def test_a_drip_half_of_whose_members_click_is_flagged_by_the_phones_they_share() -> None:
+    """Two of every four accounts on a phone click as readers do: the low-activity ones
+    are fewer than half the account's new followers, but those sharing their phones
+    count with them."""
+    p = Platform(seed=6)
+    p.reading(T0, T0 + 5 * HOUR, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + HOUR, per_hour=200, hours=3, busy=False, pairs=True, busy_of_four=2)
+    silent = [f for f in _run(p.lines()) if f.detector == "silent_followers"]
+    assert silent and {f.subject_id for f in silent} == {"mid"}
+    first = min(silent, key=lambda f: f.ts)
+    assert first.evidence["silent_share"] < 0.5 <= first.evidence["suspect_share"]
+    named = {m for f in silent for m in f.members}
+    assert len(named - drip) <= 0.02 * len(named) and len(named) >= 0.8 * len(drip)
 
 
 def test_a_drip_of_followers_active_elsewhere_names_nobody() -> None:

@@ -546,12 +546,15 @@ class SilentFollowersStage(Stage):
             expected = usual * established
             sd = math.sqrt(max(expected * (1.0 - usual), 1.0))
             bar = max(bar, expected + cfg.min_excess_z * sd)
-        model.recent = remember(model.recent, now, len(low), bar, cfg.series_points)
-        if usual is None or not low or len(low) < bar:
-            return None
         # followers on a device or address that a low-activity follower of the account
         # also used: a farm's phones and proxies follow in turns, and a member that also
-        # clicks is one too; so is one still watched (a drip's latest follows)
+        # clicks is one too (counted with the low ones); so is one still watched (a
+        # drip's latest follows: named, not counted)
+        alike = _sharers(span, set(low)) if low else []
+        suspect = len(low) + len(alike)
+        model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
+        if usual is None or not low or suspect < bar:
+            return None
         watched = [(ts, a, False, None, device, ip) for ts, a, device, ip in model.started]
         sharing = _sharers(span + watched, set(low))
         named = model.reported
@@ -559,7 +562,7 @@ class SilentFollowersStage(Stage):
         fresh = new + [a for a in sharing if a not in named]
         if named and len(fresh) < cfg.renotify_new:
             return None  # a case holds them already: said again once enough are new
-        share = len(low) / max(established, 1)
+        share = suspect / max(established, 1)
         score = share if not after_jump else jump[2] + (1.0 - jump[2]) * share  # type: ignore[index]
         severity = severity_of(score, self.severity)
         if severity is None:
@@ -585,8 +588,10 @@ class SilentFollowersStage(Stage):
                 "kind": "follow_up" if after_jump else "composition",
                 "silent": len(low),
                 "sharers": len(sharing),  # on a device or address a silent one used
+                "suspect": suspect,  # the silent and the judged sharers: against the bar
                 "established_follows": established,
-                "silent_share": round(share, 3),
+                "silent_share": round(len(low) / max(established, 1), 3),
+                "suspect_share": round(share, 3),  # the score's share, before any jump
                 "platform_silent_share": round(usual, 3),
                 "bar": round(bar, 2),  # the fewest that flag: the chart's expected
                 "fabricated": fabricated(follow=len(low)),
