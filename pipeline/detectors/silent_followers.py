@@ -22,8 +22,11 @@ beside `follower_jump` answer it through derived streams (`pipeline.core.derived
         `observe_ms`, it is low-activity when its actions around the follow are at most
         `low_share` of the median follower's over the same span. Over the last
         `accumulate_ms` of follows, when most established new followers are low-activity
-        and they are many (`min_silent_alone`; `min_silent` within `follow_up_ms` of a
-        follower_jump flag), a finding names them.
+        or followed from a device or address a low-activity one used, and they are many
+        (`min_silent_alone`; `min_silent` within `follow_up_ms` of a follower_jump flag),
+        a finding names them, and the followers still watched that share a device or
+        address with a low-activity one (each record carries the follows that started
+        being watched in its window, with their device and address).
 
 Only a follower's own choice counts (platform-made follows are not), and only established
 accounts (a freshly created account has had no time to be active: `follower_jump` judges
