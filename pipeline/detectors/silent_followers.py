@@ -537,7 +537,8 @@ class SilentFollowersStage(Stage):
         """The followers of [since, until), judged once watched: a finding at `now`."""
         cfg = self.cfg
         span = [j for j in model.judged if since <= j[0] < until]
-        established = len({j[1] for j in span})
+        followers = {j[1] for j in span}
+        established = len(followers)
         low = sorted({j[1] for j in span if j[2]})
         shares = [j[3] for j in span if j[3] is not None]
         usual = sum(shares) / len(shares) if shares else None  # the platform's, then
@@ -553,13 +554,14 @@ class SilentFollowersStage(Stage):
         # also used: a farm's phones and proxies follow in turns, and a member that also
         # clicks is one too (counted with the low ones); so is one still watched (a
         # drip's latest follows: named, not counted)
-        alike = _sharers(span, set(low)) if low else []
-        suspect = len(low) + len(alike)
+        sharing: list[str] = []
+        if low:
+            watched = [(ts, a, False, None, device, ip) for ts, a, device, ip in model.started]
+            sharing = _sharers(span + watched, set(low))
+        suspect = len(low) + sum(a in followers for a in sharing)
         model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
         if usual is None or not low or suspect < bar:
             return None
-        watched = [(ts, a, False, None, device, ip) for ts, a, device, ip in model.started]
-        sharing = _sharers(span + watched, set(low))
         named = model.reported
         new = [a for a in low if a not in named]
         fresh = new + [a for a in sharing if a not in named]
