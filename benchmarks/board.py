@@ -11,6 +11,7 @@ module only sums up their reports, so it is tested on small synthetic ones.
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -117,6 +118,14 @@ def kind_rows(world_class: str, reports: Sequence[Report]) -> list[KindRow]:
             )
         )
     return rows
+
+
+def innocents_by_detector(reports: Sequence[Report]) -> dict[str, int]:
+    """Per detector, the innocent accounts it flagged over the worlds, the most first."""
+    total: Counter[str] = Counter()
+    for r in reports:
+        total.update(r.innocents_by_detector)
+    return dict(sorted(total.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def class_row(world_class: str, reports: Sequence[Report]) -> ClassRow:
@@ -269,6 +278,11 @@ def markdown(board: Mapping[str, Sequence[Report]], window_ms: int, command: str
                 f"| {k.worlds_missed}/{k.worlds} | {percent(k.mean_member_recall)} "
                 f"| {seconds(k.median_latency_s)} | {seconds(k.max_latency_s)} |"
             )
+    lines += ["", "Accounts flagged outside every campaign, by the detector that flagged them:", ""]
+    for name, reports in board.items():
+        innocents = innocents_by_detector(reports)
+        listed = ", ".join(f"{d} {n}" for d, n in innocents.items()) or "none"
+        lines.append(f"- {name}: {listed}")
     lines += ["", "Done-when of issue 18:", ""]
     for v in verdicts(board, window_ms):
         lines.append(f"- **{'pass' if v.passed else 'FAIL'}** {v.criterion}: {v.detail}")

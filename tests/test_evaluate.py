@@ -236,6 +236,9 @@ def test_hard_negative_hits_are_false_positives_by_kind() -> None:
     flagged = len(labels.fake_accounts()) + 9
     assert report.summary.account_precision == pytest.approx(len(labels.fake_accounts()) / flagged)
     assert report.summary.detected == 3  # the false positives take nothing away from recall
+    # follower_jump: star, four fans and the NAT user among bots; lockstep: three NAT
+    # users; churn: nat1
+    assert report.innocents_by_detector == {"churn": 1, "follower_jump": 6, "lockstep": 3}
 
 
 def test_read_findings_names_the_bad_line(tmp_path: Path) -> None:

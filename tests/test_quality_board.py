@@ -35,6 +35,7 @@ def _report(
     fake_flagged: int = 100,
     hn_findings: int = 0,
     hn_accounts: int = 0,
+    innocents: dict[str, int] | None = None,
 ) -> Report:
     summary = Summary(
         findings=len(campaigns),
@@ -52,7 +53,7 @@ def _report(
         hard_negative_findings=hn_findings,
         hard_negative_accounts_flagged=hn_accounts,
     )
-    return Report(seed, summary, [], [], campaigns, [])
+    return Report(seed, summary, [], [], campaigns, [], innocents or {})
 
 
 def _good(seed: int) -> Report:
@@ -139,5 +140,9 @@ def test_markdown_has_the_tables_and_a_line_per_verdict() -> None:
     assert "| cold-start | 2 | 6/6 | 0 | 100.0% / 100.0% | 0 / 0 |" in text
     assert "| short-60 | slow_drip | 1/1 | 0/1 | 95.0% | 60 s | 60 s |" in text
     assert text.count("- **pass**") == 5 and "FAIL" not in text
+    assert "- cold-start: none\n" in text
+    noisy = [_report(1, [], innocents={"a": 2, "b": 5}), _report(2, [], innocents={"a": 4})]
+    text = markdown({"large": noisy}, WINDOW_MS, "cmd", "now")
+    assert "- large: a 6, b 5\n" in text
     assert windows(450.0, WINDOW_MS) == "1.5 windows (7.5 min)"
     assert windows(None, WINDOW_MS) == "n/a"

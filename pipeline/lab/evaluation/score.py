@@ -105,6 +105,8 @@ class Report(msgspec.Struct, frozen=True):
     negative_kinds: list[NegativeKindScore]
     campaigns: list[CampaignScore]
     hard_negatives: list[NegativeScore]
+    # per detector, the accounts it flagged that no campaign made (where precision goes)
+    innocents_by_detector: dict[str, int] = {}
 
     def to_json(self) -> bytes:
         return msgspec.json.format(msgspec.json.encode(self), indent=2) + b"\n"
@@ -142,7 +144,21 @@ def evaluate(labels: Labels, findings: list[dict[str, Any]]) -> Report:
         negative_kinds=_negative_kinds(touched),
         campaigns=campaigns,
         hard_negatives=[_score_negative(t, scored) for t in touched],
+        innocents_by_detector=_innocents_by_detector(scored, fake),
     )
+
+
+def _innocents_by_detector(findings: list[ScoredFinding], fake: set[str]) -> dict[str, int]:
+    """How many accounts outside every campaign each detector flagged."""
+    by: dict[str, set[str]] = {}
+    for f in findings:
+        flagged = set(f.members)
+        if f.subject_type == "account":
+            flagged.add(f.subject_id)
+        innocent = flagged - fake
+        if innocent:
+            by.setdefault(f.detector, set()).update(innocent)
+    return {d: len(accounts) for d, accounts in sorted(by.items())}
 
 
 def flagged_accounts(findings: list[ScoredFinding]) -> set[str]:
