@@ -16,21 +16,32 @@ About 1 is a crowd; near 0 is the same few sources again and again.
 
 from __future__ import annotations
 
+import math
+
 from models.prior_baseline import PriorCountBaseline
 
 
 def sources_per_extra_event(
-    distinct: int, sampled: int, events: int, expected: float, usual: float = 1.0
+    distinct: int,
+    sampled: int,
+    events: int,
+    expected: float,
+    usual: float = 1.0,
+    margin_sd: float = 0.0,
 ) -> float:
     """New distinct sources per extra event, in [0, 1], scaled by the `usual` sources per
     event. `distinct` is counted over the first `sampled` of the window's `events` and
-    scaled up; the `expected` (organic) events are taken to bring their usual sources.
+    scaled up; the `expected` (organic) events are taken to bring their usual sources,
+    less `margin_sd` Poisson deviations of that number: when the extra is small next to
+    the expected, the organic share's own noise must not pass for concentration.
     1.0 when there is no extra volume to explain."""
     extra = events - expected
     if extra <= 0 or sampled <= 0 or usual <= 0:
         return 1.0
     estimated = distinct * events / sampled
-    return min(max(estimated - usual * expected, 0.0) / (usual * extra), 1.0)
+    organic = usual * expected
+    organic = max(organic - margin_sd * math.sqrt(organic), 0.0)
+    return min(max(estimated - organic, 0.0) / (usual * extra), 1.0)
 
 
 class EngagementBaseline(PriorCountBaseline, gc=False):

@@ -241,6 +241,12 @@ def test_sources_per_extra_event() -> None:
     assert sources_per_extra_event(250, 500, 500, 100.0, usual=0.5) == pytest.approx(1.0)
     # nothing extra: nothing to explain
     assert sources_per_extra_event(1, 5, 5, 10.0) == 1.0
+    # 55 events over an owner's usual 32, 36 devices where about 30 come with the usual
+    # volume: 6 new for 23 extra looks concentrated; within the noise of the usual it is not
+    assert sources_per_extra_event(36, 55, 55, 32.0, usual=0.95) < 0.3
+    assert sources_per_extra_event(36, 55, 55, 32.0, usual=0.95, margin_sd=2.0) > 0.7
+    # a farm on a fresh post (one event expected) is as concentrated with the margin
+    assert sources_per_extra_event(5, 241, 241, 1.0, margin_sd=2.0) < 0.03
 
 
 def test_prior_baseline_judges_the_first_window_and_can_forget_or_adopt() -> None:

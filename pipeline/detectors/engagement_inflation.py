@@ -70,6 +70,7 @@ class EngagementInflationSettings(DetectorSettings):
     max_devices_per_event: NonNegative
     max_networks_per_event: NonNegative
     max_devices_per_account: NonNegative
+    source_margin_sd: NonNegative
     min_signals: Annotated[int, msgspec.Meta(ge=1, le=3)]  # of accounts, devices, networks
     sample_events: PositiveInt
     relearn_sources_windows: PositiveInt
@@ -314,6 +315,7 @@ class EngagementInflationStage(WholeWindowStage):
             return set()
         cfg = self.cfg
         devices = window.of(field, abnormal).distinct(field, "device_id", abnormal)
+        margin = cfg.source_margin_sd
         suspects = set()
         for v in scored:
             if not v.abnormal:
@@ -324,9 +326,9 @@ class EngagementInflationStage(WholeWindowStage):
             b = v.baseline
             shares = (
                 sources_per_extra_event(accounts.get(v.subject, 0), v.events, v.events,
-                                        b.expected, b.accounts_per_event),
+                                        b.expected, b.accounts_per_event, margin),
                 sources_per_extra_event(devices.get(v.subject, 0), v.events, v.events,
-                                        b.expected, b.accounts_per_event),
+                                        b.expected, b.accounts_per_event, margin),
             )  # fmt: skip
             limits = (self._limits["accounts"], self._limits["devices"])
             possible = sum(share <= limit for share, limit in zip(shares, limits, strict=True))
@@ -364,7 +366,9 @@ class EngagementInflationStage(WholeWindowStage):
         expected, usual = baseline.expected, baseline.accounts_per_event
         distinct = {"accounts": len(actors), "devices": len(devices)}
         shares = {
-            name: sources_per_extra_event(count, sampled, events, expected, usual)
+            name: sources_per_extra_event(
+                count, sampled, events, expected, usual, cfg.source_margin_sd
+            )
             for name, count in distinct.items()
         }
         # how tight each source is against its limit (<= 1: concentrated); devices also
@@ -378,7 +382,7 @@ class EngagementInflationStage(WholeWindowStage):
         ips = {e.ip or UNKNOWN + e.actor for e in sample}
         distinct["networks"] = len({_network(ip) for ip in ips})
         shares["networks"] = sources_per_extra_event(
-            distinct["networks"], sampled, events, expected, usual
+            distinct["networks"], sampled, events, expected, usual, cfg.source_margin_sd
         )
         tight["networks"] = shares["networks"] / max(self._limits["networks"], 1e-9)
         if tight["networks"] <= 1.0:
