@@ -255,7 +255,27 @@ class Commonness:
     def share(self, keys: list[int], t: int) -> float:
         """The bucket share of a text with these band keys: the median over its bands (one
         band shared with an unrelated common text by chance does not make it common)."""
-        return float(np.median([self._now(k, t) for k in keys])) if keys else 0.0
+        return self.family_share([keys], t) if keys else 0.0
+
+    def family_share(self, variants: list[list[int]], t: int) -> float:
+        """The bucket share of a family of texts (each variant's band keys): per band, the
+        shares of the distinct buckets its variants fall in, summed, and the median over
+        bands. Variants that share a band's bucket count it once; a template typed in
+        many wordings ("I tried this recipe / route / workout") is as common as all of
+        them together, not as its most common wording.
+
+        >>> c = Commonness(half_life=4.0, habit=2, max_keys=10)
+        >>> c.learn({1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01}, t=0)
+        >>> c.learn({1: 0.01, 2: 0.01, 3: 0.01, 4: 0.01}, t=1)
+        >>> round(c.family_share([[1, 2], [3, 4]], t=1), 4)  # two wordings, apart
+        0.02
+        >>> round(c.family_share([[1, 2], [1, 2]], t=1), 4)  # one wording, twice
+        0.01
+        """
+        if not variants:
+            return 0.0
+        per_band = [sum(self._now(k, t) for k in set(band)) for band in zip(*variants, strict=True)]
+        return float(np.median(per_band))
 
     def learn(self, shares: dict[int, float], t: int) -> None:
         """Take window `t`'s shares of the buckets that hold texts of two accounts or more."""

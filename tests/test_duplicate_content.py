@@ -153,6 +153,30 @@ def test_a_new_template_doubling_is_ordinary_but_a_new_message_is_not() -> None:
     assert found and {m for f in found for m in f.members} <= bots
 
 
+THINGS = (
+    "recipe", "route", "workout", "playlist", "trick", "hairstyle", "setup", "diet",
+    "stretch", "method", "app", "filter", "lens", "sauce", "game", "schedule", "plan",
+    "drill", "pose", "hack", "tool", "brush", "look", "song", "spell", "guide", "map",
+    "combo", "pattern", "habit",
+)  # fmt: skip
+
+
+def test_a_template_typed_all_day_in_many_wordings_is_ordinary() -> None:
+    """ "I tried this recipe / route / workout ... and it actually worked": thirty
+    wordings of one template, each typed about once a window all day: one family of
+    near-copies whose wordings are each rare. A family is as common as its wordings
+    together, so its usual size is no burst."""
+    w = World(seed=5)
+    w.chatter(T0, T0 + 4 * HOUR)
+    window = 15 * MINUTE
+    for k in range(4 * HOUR // window):
+        for thing in THINGS:
+            who = f"fan{w.r.randrange(50_000)}"
+            ts = T0 + k * window + w.r.randrange(window)
+            w.comment(ts, who, f"I tried this {thing} and it actually worked")
+    assert _findings(w.lines()) == []
+
+
 def test_the_first_windows_only_learn() -> None:
     w = World(seed=4)
     w.chatter(T0, T0 + 2 * HOUR)

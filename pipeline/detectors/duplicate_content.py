@@ -300,8 +300,9 @@ class DuplicateContentStage(WholeWindowStage):
         if accounts < cfg.min_accounts:
             return None
         variants = {normalised[i]: i for i in chosen.tolist()}  # one text per variant
-        share = max(commonness.share(keys[i].tolist(), t) for i in variants.values())
-        expected = share * len(texts)  # a family is as common as its most common variant
+        # a family is as common as its wordings together (each bucket counted once)
+        share = commonness.family_share([keys[i].tolist() for i in variants.values()], t)
+        expected = share * len(texts)
         burst = accounts >= cfg.min_ratio * max(expected, 1.0)
         return Weighed(chosen, centre, expected, accounts, burst)
 
