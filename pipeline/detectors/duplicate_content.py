@@ -11,9 +11,10 @@ compared with every other. A cluster is a finding when
   hundreds of people is a crowd, not a campaign;
 - many distinct accounts posted it (`min_accounts`);
 - it is far more common than it has recently been on the platform: `min_ratio` times the
-  accounts its most common variant usually gets, from the remembered share of the
-  platform's texts of its buckets (`Commonness`). A template everybody types all day ("my
-  mom would love this") is a habit and ordinary; a new message is not.
+  accounts its wordings together usually get, from the remembered share of the
+  platform's texts of their buckets (`Commonness.family_share`). A template everybody
+  types all day ("my mom would love this", in whatever wording) is a habit and ordinary;
+  a new message is not.
 Members are ranked by how bot-like each poster behaves (`models.bot_score`: Half-Space
 Trees learning every window's posters online, an Isolation Forest refit on a reservoir
 sample), their scores in the evidence: supporting evidence, never a reason to flag.
