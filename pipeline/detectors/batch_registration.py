@@ -25,7 +25,8 @@ events; a window's are counted per source, and only sources with `min_registrati
 any more work (a model, created on the first such window; windows below it count as quiet
 ones for the source's normal, learned in closed form). State: a model per source that was
 ever busy, evicted after `idle_ttl_ms` without a busy window; the accounts it remembers
-are those named within the last window (at most `max_members` per finding).
+are those named or handed on as suspected within the last window (at most `max_members`
+per finding or burst).
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ class SourceModel(msgspec.Struct, gc=False):
     named: dict[str, int] = {}
     recent: bytes | None = None  # its latest busy windows as judged (`models.recent_windows`)
     suspected: dict[str, int] = {}  # accounts of its suspected bursts, as `named`
+
+
+def _forget_before(accounts: dict[str, int], cutoff: int) -> dict[str, int]:
+    """Drop the accounts registered before `cutoff` (in place); the same dict."""
+    for account in [a for a, ts in accounts.items() if ts < cutoff]:
+        del accounts[account]
+    return accounts
 
 
 def _source(event: Any) -> str:
@@ -183,9 +191,7 @@ class BatchRegistrationStage(WholeWindowStage):
         if self._suspect is None:
             return []
         dormancy_ms, bar = self._suspect
-        seen = model.suspected
-        for account in [a for a, ts in seen.items() if ts < end - self.cfg.window_ms]:
-            del seen[account]
+        seen = _forget_before(model.suspected, end - self.cfg.window_ms)
         new = [e for e in mine if e.actor not in seen and e.actor not in model.named]
         new = new[: self.cfg.max_members]
         seen.update((e.actor, e.ts) for e in new)
@@ -218,9 +224,7 @@ class BatchRegistrationStage(WholeWindowStage):
         spread: bool = False,
     ) -> Finding | None:
         cfg = self.cfg
-        named = model.named
-        for account in [a for a, ts in named.items() if ts < end - cfg.window_ms]:
-            del named[account]
+        named = _forget_before(model.named, end - cfg.window_ms)
         new = [e for e in mine if e.actor not in named][: cfg.max_members]
         if not new:
             return None  # the same burst, already reported by an earlier window
