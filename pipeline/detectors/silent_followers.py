@@ -556,8 +556,9 @@ class SilentFollowersStage(Stage):
         # drip's latest follows: named, not counted)
         sharing: list[str] = []
         if low:
-            watched = [(ts, a, False, None, device, ip) for ts, a, device, ip in model.started]
-            sharing = _sharers(span + watched, set(low))
+            seen = [(j[1], j[4], j[5]) for j in span]
+            seen += [(a, device, ip) for _, a, device, ip in model.started]
+            sharing = _sharers(seen, set(low))
         suspect = len(low) + sum(a in followers for a in sharing)
         model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
         if usual is None or not low or suspect < bar:
@@ -624,15 +625,15 @@ def _seen_on(where: list[Any]) -> tuple[str, str]:
     return device, address
 
 
-def _sharers(span: list[Judged], low: set[str]) -> list[str]:
-    """The followers in `span`, not low-activity, on a device or an address a
-    low-activity one used."""
+def _sharers(seen: list[tuple[str, str, str]], low: set[str]) -> list[str]:
+    """Of the followers `seen` (follower, device, address: '' if unknown), those not
+    low-activity on a device or an address a low-activity one used."""
     on: dict[tuple[int, str], set[str]] = defaultdict(set)
-    for j in span:
-        if j[4]:
-            on[(4, j[4])].add(j[1])
-        if j[5]:
-            on[(5, j[5])].add(j[1])
+    for follower, device, address in seen:
+        if device:
+            on[(0, device)].add(follower)
+        if address:
+            on[(1, address)].add(follower)
     farmed = {a for users in on.values() if len(users) > 1 and users & low for a in users}
     return sorted(farmed - low)
 
