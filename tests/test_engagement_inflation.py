@@ -244,7 +244,12 @@ def test_sources_per_extra_event() -> None:
     # 55 events over an owner's usual 32, 36 devices where about 30 come with the usual
     # volume: 6 new for 23 extra looks concentrated; within the noise of the usual it is not
     assert sources_per_extra_event(36, 55, 55, 32.0, usual=0.95) < 0.3
+    assert sources_per_extra_event(36, 55, 55, 32.0, usual=0.95, margin_sd=1.0) > 0.5
     assert sources_per_extra_event(36, 55, 55, 32.0, usual=0.95, margin_sd=2.0) > 0.7
+    # a farm inside a busy owner's total: 81 events over its usual 40 from 50 accounts
+    # stays concentrated within one deviation of the usual, but not within two
+    assert sources_per_extra_event(50, 81, 81, 40.0, margin_sd=1.0) < 0.45
+    assert sources_per_extra_event(50, 81, 81, 40.0, margin_sd=2.0) > 0.5
     # a farm on a fresh post (one event expected) is as concentrated with the margin
     assert sources_per_extra_event(5, 241, 241, 1.0, margin_sd=2.0) < 0.03
 
