@@ -257,9 +257,68 @@ def test_memory_is_bounded_however_many_texts() -> None:
         {"min_accounts": 0},
         {"habit_ms": 1000},
         {"max_buckets": 100_000},
+        {"slow_families": 1000},
+        {"slow_min_accounts": 20},
+        {"slow_accounts": 5},
         {"window_ms": 1000, "hop_ms": 900000},
     ],
 )
 def test_invalid_settings_are_rejected_with_a_clear_error(bad: dict) -> None:
     with pytest.raises(ConfigError, match=r"detectors\.duplicate_content"):
         load_settings(overrides={"detectors": {"duplicate_content": bad}})
+
+
+def _slow_world(seed: int, farm: bool) -> tuple[World, set[str]]:
+    """Chatter, and from the second hour one message posted by three accounts a window
+    for two hours: never the ten accounts one window needs. From a farm's four phones,
+    or by ordinary people each on their own."""
+    w = World(seed)
+    w.chatter(T0, T0 + 5 * HOUR)
+    posters = set()
+    window = 15 * MINUTE
+    for k in range(8):
+        for j in range(3):
+            who = f"slow{k}-{j}"
+            posters.add(who)
+            for _ in range(w.r.randint(1, 2)):
+                ts = T0 + 90 * MINUTE + k * window + w.r.randrange(window)
+                owner = f"creator{w.r.randrange(60)}"
+                device = f"farm-phone{(3 * k + j) % 4}" if farm else f"d-{who}"
+                ip = f"203.0.113.{(3 * k + j) % 7}" if farm else f"10.{k}.{j}.9"
+                w.b.add("comment", ts, who, target=owner, content_id=f"{owner}-p1",
+                        text=w._edit(SPAM), device_id=device, ip=ip)  # fmt: skip
+    return w, posters
+
+
+def test_a_message_posted_a_few_at_a_time_adds_up_across_windows() -> None:
+    w, farm = _slow_world(seed=8, farm=True)
+    found = _findings(w.lines())
+    assert found
+    named = {m for f in found for m in f.members}
+    assert len(named) >= SETTINGS.detectors.duplicate_content.min_accounts
+    assert named <= farm  # nobody in the chatter
+    for f in found:
+        assert f.evidence["slow_windows"] >= 2
+        assert f.evidence["slow_since"] >= T0 + 90 * MINUTE - 15 * MINUTE
+        assert f.evidence["accounts"] >= 10 > f.evidence["posts"]
+        assert "a few at a time" in f.evidence["explanation"]
+    # each window's finding names the earlier windows' posters too
+    assert len(found[0].members) >= 10
+
+
+def test_an_ordinary_message_posted_a_few_at_a_time_by_people_is_not_flagged() -> None:
+    """The same pace by people on their own phones and lines: a phrase that comes back a
+    few at a time all day, not a campaign."""
+    w, _ = _slow_world(seed=8, farm=False)
+    assert _findings(w.lines()) == []
+
+
+def test_slow_families_are_found_alike_by_the_distributed_stage() -> None:
+    w, _ = _slow_world(seed=9, farm=True)
+    lines = w.lines()
+    expected = {f.finding_id: f for f in _findings(lines)}
+    assert expected
+    stages = [s for s in build_stages(SETTINGS) if s.detector == "duplicate_content"]
+    run = run_partitioned(SETTINGS, stages, lines, Topics("t", 2), chunk=1000, max_events=300)
+    assert set(run.found) == set(expected)
+    assert all(run.found[i].members == f.members for i, f in expected.items())

@@ -22,6 +22,12 @@ A flagged cluster teaches the memory nothing, so a campaign that goes on is foun
 window it runs (each finding names that window's accounts). The first `warmup_ms` only
 learn what is common.
 
+A message posted a few at a time (clusters of `slow_min_accounts` up to `min_accounts`,
+window after window) is added up in slow families (`models.slow_families`): a family is a
+finding when its posters reach `min_accounts` within `slow_horizon_ms`, `min_ratio` times
+what its first sighting expected over its windows, and are mostly fresh or crowded onto
+a few networks or devices (ordinary phrases also come back a few at a time).
+
 Keyed by one constant key: near-copies of a message must meet in one place to be counted,
 and no one field of a text (not even one of its LSH bands) is shared by all its copies.
 Texts are a small share of events (comments, some reposts) and only a window of them is
@@ -66,6 +72,7 @@ from models.near_duplicate import (
 )
 from models.recent_windows import remember
 from models.scales import saturating
+from models.slow_families import Family, SlowFamilies
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.event_columns import group_hashes, sorted_unique
 from pipeline.core.numbers import (
@@ -93,6 +100,10 @@ from pipeline.detectors.registry import Detector, DetectorSettings, check_hops
 KEY = "texts"  # the stage's one key
 _order = attrgetter("ts", "event_id")
 BUCKET_BYTES = 48  # a remembered bucket, pickled (about 41 measured)
+FAMILY_BYTES = 480  # a slow family's centre and fields, pickled, besides its posters
+POSTER_BYTES = 96  # one poster a slow family keeps (account, freshness, network, device)
+SLOW_MAX_BYTES = 128 * 1024  # the slow families' share of the one key's record: with the
+# common buckets (<= SKETCH_MAX_BYTES) and the posters' scorer it stays under Kafka's 1 MiB
 
 
 class DuplicateContentSettings(DetectorSettings):
@@ -123,6 +134,15 @@ class DuplicateContentSettings(DetectorSettings):
     bot_learn_actors: PositiveInt
     idle_ttl_ms: PositiveInt
     series_points: NonNegativeInt
+    slow_min_accounts: Annotated[int, msgspec.Meta(ge=2)]
+    slow_horizon_ms: PositiveInt
+    slow_similarity: PositiveShare
+    slow_families: NonNegativeInt
+    slow_accounts: PositiveInt
+
+    def slow_bytes(self) -> int:
+        """The slow families' memory at its largest."""
+        return self.slow_families * (FAMILY_BYTES + POSTER_BYTES * self.slow_accounts)
 
     def check(self) -> None:
         where = "detectors.duplicate_content"
@@ -134,6 +154,16 @@ class DuplicateContentSettings(DetectorSettings):
                 f"{where}: max_buckets must be <= {SKETCH_MAX_BYTES // BUCKET_BYTES} (the memory "
                 "of common texts is one table changelog record; Kafka's default limit is 1 MiB)"
             )
+        if self.slow_bytes() > SLOW_MAX_BYTES:
+            raise ConfigError(
+                f"{where}: slow_families * ({FAMILY_BYTES} + {POSTER_BYTES} * slow_accounts) "
+                f"must be <= {SLOW_MAX_BYTES} bytes (the slow families share the memory's "
+                "one changelog record)"
+            )
+        if self.slow_min_accounts > self.min_accounts:
+            raise ConfigError(f"{where}: slow_min_accounts must be <= min_accounts")
+        if self.slow_accounts < self.min_accounts:
+            raise ConfigError(f"{where}: slow_accounts must be >= min_accounts")
         if self.habit_ms < self.hop_ms:
             raise ConfigError(f"{where}: habit_ms must be >= hop_ms")
 
@@ -148,6 +178,9 @@ class TextsModel(msgspec.Struct, gc=False):
     bots: BotScorer | None = None
     # its latest windows as judged (end, largest weighed cluster's accounts, expected)
     recent: bytes | None = None
+    # small clusters of near-copies, accumulated across windows; last, so a state
+    # pickled before it existed still loads
+    slow: SlowFamilies | None = None
 
 
 class Weighed(NamedTuple):
@@ -219,11 +252,17 @@ class DuplicateContentStage(WholeWindowStage):
         flagged = np.zeros(len(texts), bool)
         before = model.recent  # the chart up to the last window
         largest: tuple[int, float] | None = None  # this one's point: (accounts, expected)
-        for members in self._candidates(labels, accounts):
+        slow = judging and cfg.slow_families > 0  # small clusters add up across windows
+        least = cfg.slow_min_accounts if slow else cfg.min_accounts
+        small: list[Weighed] = []
+        for members in self._candidates(labels, accounts, least):
             weighed = self._judge_cluster(
-                members, texts, normalised, signatures, keys, actors, model.commonness, t
+                members, texts, normalised, signatures, keys, actors, model.commonness, t, least
             )
             if weighed is None:
+                continue
+            if weighed.accounts < cfg.min_accounts:
+                small.append(weighed)
                 continue
             if largest is None or (weighed.accounts, weighed.expected) > largest:
                 largest = (weighed.accounts, weighed.expected)
@@ -238,6 +277,10 @@ class DuplicateContentStage(WholeWindowStage):
             finding = self._finding(weighed, texts, len(texts), model.bots, chart, start, end)
             if finding is not None:
                 findings.append(finding)
+        if slow:
+            findings += self._slow(
+                small, texts, signatures, keys, model, t, flagged, before, start, end
+            )
         if largest is not None:
             model.recent = remember(before, end, *largest, cfg.series_points)
         if flagged.any():  # a campaign's buckets must not become "common"
@@ -249,6 +292,63 @@ class DuplicateContentStage(WholeWindowStage):
         # (warming up, everything else seen is the platform's normal)
         model.commonness.learn(_bucket_shares(keys, labels, accounts, len(texts)), t)
         return sorted(findings, key=lambda f: f.subject_id)
+
+    def _slow(
+        self,
+        small: list[Weighed],
+        texts: list[Any],
+        signatures: np.ndarray,
+        keys: np.ndarray,
+        model: TextsModel,
+        t: int,
+        flagged: np.ndarray,
+        before: bytes | None,
+        start: int,
+        end: int,
+    ) -> list[Finding]:
+        """Add the window's small clusters to the slow families they belong to. A family
+        is a finding when its posters together are `min_accounts`, `min_ratio` times what
+        its first sighting expected per window over the windows it was seen in, and
+        mostly fresh or crowded onto a few networks or devices (ordinary phrases come back
+        a few at a time all day, from ordinary people); its window's texts then teach
+        the memory nothing."""
+        cfg = self.cfg
+        if model.slow is None:
+            horizon = max(cfg.slow_horizon_ms // cfg.hop_ms, 1)
+            model.slow = SlowFamilies(
+                horizon, cfg.slow_families, cfg.slow_accounts, cfg.slow_similarity
+            )
+        families = model.slow
+        families.forget_before(t)
+        findings: list[Finding] = []
+        for w in sorted(small, key=attrgetter("centre")):
+            posters: dict[str, Any] = {}  # each poster once, by its earliest text
+            for e in sorted((texts[i] for i in w.chosen.tolist()), key=_order):
+                posters.setdefault(e.actor, e)
+            family = families.add(
+                signatures[w.centre],
+                keys[w.centre].tolist(),
+                [follower_of(e, cfg.young_account_ms) for e in posters.values()],
+                w.expected,
+                t,
+            )
+            accounts = len(family.posters)
+            expected = family.expected * family.windows
+            if accounts < cfg.min_accounts or accounts < cfg.min_ratio * max(expected, 1.0):
+                continue
+            composition = FollowerComposition(family.posters, cfg.shared_min)
+            if not composition.suspicious(cfg.young_share, cfg.crowding_share):
+                continue
+            family.flagged = True
+            flagged[w.chosen] = True
+            weighed = Weighed(w.chosen, w.centre, expected, accounts, True)
+            chart = remember(before, end, accounts, expected, cfg.series_points)
+            finding = self._finding(
+                weighed, texts, len(texts), model.bots, chart, start, end, family
+            )
+            if finding is not None:
+                findings.append(finding)
+        return findings
 
     def _crowded(self, weighed: Weighed, texts: list[Any]) -> bool:
         """Whether a cluster's posters are mostly fresh accounts, or mostly crowded onto
@@ -262,9 +362,9 @@ class DuplicateContentStage(WholeWindowStage):
         )
         return composition.suspicious(cfg.young_share, cfg.crowding_share)
 
-    def _candidates(self, labels: np.ndarray, accounts: np.ndarray) -> list[np.ndarray]:
-        """The texts of each linked component with at least `min_accounts` accounts."""
-        big = np.flatnonzero(accounts >= self.cfg.min_accounts)
+    def _candidates(self, labels: np.ndarray, accounts: np.ndarray, least: int) -> list[np.ndarray]:
+        """The texts of each linked component with at least `least` accounts."""
+        big = np.flatnonzero(accounts >= least)
         if not len(big):
             return []
         order = np.argsort(labels, kind="stable")
@@ -282,9 +382,10 @@ class DuplicateContentStage(WholeWindowStage):
         actors: np.ndarray,
         commonness: Commonness,
         t: int,
+        least: int,
     ) -> Weighed | None:
         """The texts near the component's centre, weighed against their commonness when
-        they are informative and posted by `min_accounts` accounts (else None)."""
+        they are informative and posted by `least` accounts (else None)."""
         cfg = self.cfg
         counts = Counter(normalised[i] for i in members.tolist())
         top = max(counts.values())
@@ -298,7 +399,7 @@ class DuplicateContentStage(WholeWindowStage):
         agree = (signatures[members] == signatures[centre]).mean(axis=1)
         chosen = members[agree >= cfg.min_similarity]
         accounts = len(sorted_unique(actors[chosen]))
-        if accounts < cfg.min_accounts:
+        if accounts < least:
             return None
         variants = {normalised[i]: i for i in chosen.tolist()}  # one text per variant
         # a family is as common as its wordings together (each bucket counted once)
@@ -316,8 +417,11 @@ class DuplicateContentStage(WholeWindowStage):
         chart: bytes | None,
         start: int,
         end: int,
+        family: Family | None = None,
     ) -> Finding | None:
-        """The flagged cluster's finding; `chart`: its evidence.series record."""
+        """The flagged cluster's finding; `chart`: its evidence.series record. A slow
+        `family`'s finding also names the accounts of its earlier windows (after this
+        window's)."""
         cfg = self.cfg
         chosen, centre, expected, accounts, _ = weighed
         events = sorted((texts[i] for i in chosen.tolist()), key=_order)
@@ -329,13 +433,31 @@ class DuplicateContentStage(WholeWindowStage):
             return None
         members = sorted(posts, key=lambda a: (-posts[a], a))  # most posts first, and
         scored = member_bots(members, events, bots, end - start)  # the most bot-like first
-        members = rank_members(members, scored)[: cfg.max_members]
+        members = rank_members(members, scored)
+        if family is not None:
+            members += [a for a in family.accounts() if a not in posts]
+        members = members[: cfg.max_members]
         items = {e.content_id for e in events}
         owners = {e.target for e in events}
         samples = list(dict.fromkeys(e.text for e in events))[: cfg.sample_texts]
         first, last = events[0].ts, events[-1].ts
         minutes = (last - first) / 60_000
         centre_text = texts[centre].text
+        variants = len({e.text for e in events})
+        said = (
+            f"{accounts} accounts posted {len(events)} near-copies of one message "
+            f"({variants} variants) under {len(items)} items of {len(owners)} accounts "
+            f"within {minutes:.0f} min"
+        )
+        slow: dict[str, Any] = {}
+        if family is not None:  # windows end at multiples of hop_ms
+            since = family.first * cfg.hop_ms - cfg.window_ms
+            slow = {"slow_windows": family.windows, "slow_since": since}
+            said = (
+                f"{accounts} accounts posted near-copies of one message a few at a time in "
+                f"{family.windows} windows since {since} ({len(events)} posts by "
+                f"{len(posts)} of them under {len(items)} items in this one)"
+            )
         group = "dup:" + stable_id(self.detector, normalise(centre_text))
         return make_finding(
             detector=self.detector,
@@ -350,7 +472,7 @@ class DuplicateContentStage(WholeWindowStage):
             evidence={
                 "accounts": accounts,
                 "posts": len(events),
-                "distinct_texts": len({e.text for e in events}),
+                "distinct_texts": variants,
                 "items": len(items),
                 "owners": len(owners),
                 "centre_text": centre_text,
@@ -361,16 +483,14 @@ class DuplicateContentStage(WholeWindowStage):
                 "expected_accounts": round(expected, 2),
                 "window_texts": window_texts,
                 "max_posts_per_account": max(posts.values()),
+                **slow,
                 **bot_evidence(scored),
                 **series(chart),
                 "member_facts": member_facts(events, members),
                 **_member_items(events, members, accounts, len(items)),
                 "explanation": (
-                    f"{accounts} accounts posted {len(events)} near-copies of one message "
-                    f"({len({e.text for e in events})} variants) under {len(items)} items of "
-                    f"{len(owners)} accounts within {minutes:.0f} min, where about "
-                    f"{expected:.1f} accounts usually post a text like it: "
-                    f'"{centre_text[:80]}"'
+                    f"{said}, where about {expected:.1f} accounts usually post a text like "
+                    f'it: "{centre_text[:80]}"'
                 ),
             },
         )
