@@ -10,8 +10,9 @@ signature, so their posters add up. A family is as common as its first sighting 
 has been seen in). Small clusters of ordinary phrases come back all day too, so the
 caller also asks who the posters are (`models.follower_composition`): a family keeps
 each poster's freshness, network and device. A family not seen for `horizon` windows is
-forgotten; at most `max_families` are kept (the fewest posters go first), each with at
-most `max_posters`, so the memory stays small inside the one key's state.
+forgotten; at most `max_families` are kept (a family full of posters but never flagged
+goes first, then the one seen longest ago), each with at most `max_posters`, so the
+memory stays small inside the one key's state.
 
     >>> import numpy as np
     >>> f = SlowFamilies(horizon=12, max_families=8, max_posters=20, similarity=0.5)
@@ -23,6 +24,11 @@ most `max_posters`, so the memory stays small inside the one key's state.
     >>> other = f.add(sig[::-1].copy(), [2], [("d", True, "n", "d")], 0.0, t=11)
     >>> other is fam  # shares a bucket, but it is another text
     False
+    >>> tight = SlowFamilies(horizon=12, max_families=1, max_posters=20, similarity=0.5)
+    >>> _ = tight.add(sig, [1], [("a", True, "n", "d"), ("b", True, "n", "d")], 0.0, t=10)
+    >>> new = tight.add(sig[::-1].copy(), [7], [("e", True, "n", "d")], 0.0, t=11)
+    >>> tight.families == [new]  # the newest stays, however few its posters
+    True
     >>> f.forget_before(30); len(f.families)
     0
 """
@@ -86,10 +92,17 @@ class SlowFamilies(msgspec.Struct, gc=False):
             if poster[0] not in seen and len(family.posters) < self.max_posters:
                 family.posters.append(poster)
                 seen.add(poster[0])
-        if len(self.families) > self.max_families:  # the fewest posters, then oldest, go
-            self.families.sort(key=lambda f: (-len(f.posters), -f.last))
+        if len(self.families) > self.max_families:
+            self.families.sort(key=self._promise, reverse=True)
             del self.families[self.max_families :]
         return family
+
+    def _promise(self, family: Family) -> tuple[bool, int, int]:
+        """What keeps a family when there are too many: not full of posters without
+        having been flagged (it had its chance), then seen most recently, then the most
+        posters. A family just seen is never the first to go."""
+        spent = len(family.posters) >= self.max_posters and not family.flagged
+        return (not spent, family.last, len(family.posters))
 
     def _family_of(self, signature: np.ndarray, keys: list[int]) -> Family | None:
         wanted = set(keys)
