@@ -220,11 +220,13 @@ def test_replays_in_order_again_and_shuffled_give_the_same_findings(tmp_path: Pa
     assert runs[0] == runs[1] == runs[2]
 
 
-def test_the_distributed_stage_finds_what_the_engine_finds_despite_redelivery() -> None:
-    w, *_ = _world(seed=6)
+@pytest.mark.parametrize("slow", [False, True], ids=["burst", "slow-family"])
+def test_the_distributed_stage_finds_what_the_engine_finds_despite_redelivery(slow: bool) -> None:
+    w = _slow_world(seed=9, farm=True)[0] if slow else _world(seed=6)[0]
     lines = w.lines()
     expected = {f.finding_id: f for f in _findings(lines)}
     assert expected
+    assert any("slow_windows" in f.evidence for f in expected.values()) == slow
     stages = [s for s in build_stages(SETTINGS) if s.detector == "duplicate_content"]
     run = run_partitioned(SETTINGS, stages, lines, Topics("t", 2), chunk=1000, max_events=300)
     assert set(run.found) == set(expected)
@@ -311,14 +313,3 @@ def test_an_ordinary_message_posted_a_few_at_a_time_by_people_is_not_flagged() -
     few at a time all day, not a campaign."""
     w, _ = _slow_world(seed=8, farm=False)
     assert _findings(w.lines()) == []
-
-
-def test_slow_families_are_found_alike_by_the_distributed_stage() -> None:
-    w, _ = _slow_world(seed=9, farm=True)
-    lines = w.lines()
-    expected = {f.finding_id: f for f in _findings(lines)}
-    assert expected
-    stages = [s for s in build_stages(SETTINGS) if s.detector == "duplicate_content"]
-    run = run_partitioned(SETTINGS, stages, lines, Topics("t", 2), chunk=1000, max_events=300)
-    assert set(run.found) == set(expected)
-    assert all(run.found[i].members == f.members for i, f in expected.items())
