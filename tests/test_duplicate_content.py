@@ -213,8 +213,11 @@ def test_a_campaign_from_a_few_devices_is_found_in_the_first_hour_and_not_learne
     assert late  # not a habit: the first windows flagged it, so they taught nothing of it
 
 
-def test_replays_in_order_again_and_shuffled_give_the_same_findings(tmp_path: Path) -> None:
-    w, *_ = _world(seed=5)
+@pytest.mark.parametrize("slow", [False, True], ids=["burst", "slow-family"])
+def test_replays_in_order_again_and_shuffled_give_the_same_findings(
+    tmp_path: Path, slow: bool
+) -> None:
+    w = _slow_world(seed=8, farm=True)[0] if slow else _world(seed=5)[0]
     runs = replay_three_ways(tmp_path, w.b.sorted_lines(), "duplicate_content")
     assert runs[0]
     assert runs[0] == runs[1] == runs[2]

@@ -321,7 +321,7 @@ class DuplicateContentStage(WholeWindowStage):
         families = model.slow
         families.forget_before(t)
         findings: list[Finding] = []
-        for w in sorted(small, key=attrgetter("centre")):
+        for w in sorted(small, key=lambda w: _order(texts[w.centre])):  # not arrival order
             posters: dict[str, Any] = {}  # each poster once, by its earliest text
             for e in sorted((texts[i] for i in w.chosen.tolist()), key=_order):
                 posters.setdefault(e.actor, e)
