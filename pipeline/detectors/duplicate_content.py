@@ -72,7 +72,7 @@ from models.near_duplicate import (
 )
 from models.recent_windows import remember
 from models.scales import saturating
-from models.slow_families import Family, SlowFamilies
+from models.slow_families import Family, Poster, SlowFamilies
 from pipeline.contract.findings import Finding, make_finding, severity_of, stable_id
 from pipeline.core.event_columns import group_hashes, sorted_unique
 from pipeline.core.numbers import (
@@ -322,16 +322,10 @@ class DuplicateContentStage(WholeWindowStage):
         families.forget_before(t)
         findings: list[Finding] = []
         for w in sorted(small, key=lambda w: _order(texts[w.centre])):  # not arrival order
-            posters: dict[str, Any] = {}  # each poster once, by its earliest text
-            for e in sorted((texts[i] for i in w.chosen.tolist()), key=_order):
-                posters.setdefault(e.actor, e)
             family = families.add(
-                signatures[w.centre],
-                keys[w.centre].tolist(),
-                [follower_of(e, cfg.young_account_ms) for e in posters.values()],
-                w.expected,
-                t,
-            )
+                signatures[w.centre], keys[w.centre].tolist(), self._posters(w, texts),
+                w.expected, t,
+            )  # fmt: skip
             accounts = len(family.posters)
             expected = family.expected * family.windows
             if accounts < cfg.min_accounts or accounts < cfg.min_ratio * max(expected, 1.0):
@@ -354,13 +348,16 @@ class DuplicateContentStage(WholeWindowStage):
         """Whether a cluster's posters are mostly fresh accounts, or mostly crowded onto
         a few networks or devices (each poster once, by its earliest text)."""
         cfg = self.cfg
-        posters: dict[str, Any] = {}
-        for e in sorted((texts[i] for i in weighed.chosen.tolist()), key=_order):
-            posters.setdefault(e.actor, e)
-        composition = FollowerComposition(
-            (follower_of(e, cfg.young_account_ms) for e in posters.values()), cfg.shared_min
-        )
+        composition = FollowerComposition(self._posters(weighed, texts), cfg.shared_min)
         return composition.suspicious(cfg.young_share, cfg.crowding_share)
+
+    def _posters(self, weighed: Weighed, texts: list[Any]) -> list[Poster]:
+        """A cluster's posters, each once by its earliest text: freshness, network,
+        device (`follower_evidence.follower_of`)."""
+        earliest: dict[str, Any] = {}
+        for e in sorted((texts[i] for i in weighed.chosen.tolist()), key=_order):
+            earliest.setdefault(e.actor, e)
+        return [follower_of(e, self.cfg.young_account_ms) for e in earliest.values()]
 
     def _candidates(self, labels: np.ndarray, accounts: np.ndarray, least: int) -> list[np.ndarray]:
         """The texts of each linked component with at least `least` accounts."""
