@@ -202,7 +202,7 @@ class World:
     seed: int
     path: Path
     lines: list[bytes]
-    routes: list[tuple[str, bytes | None]]
+    routes: list[tuple[str, bytes | None, int | None]]
     stamps: list[int]  # running maximum of event time up to each line
     start_ms: int
     end_ms: int
@@ -629,11 +629,14 @@ class Producer:
     MAX_CHUNK = 5_000
 
     def __init__(self, world: World, bootstrap: str, prefix: str, partitions: int) -> None:
+        from pipeline.core.settings import load_settings
         from pipeline.distributed.topics import Topics
 
         self.world = world
         self.bootstrap = bootstrap
         self.topics = Topics(prefix, partitions)
+        # in flight together: at most half the lateness of event time, as `lockstep produce`
+        self.span_ms = load_settings().event_time.allowed_lateness_ms // 2
         self.rate = 0.0
         self.limit = len(world.lines)
         self.sent = 0
@@ -667,6 +670,7 @@ class Producer:
     async def _produce(self) -> None:
         from aiokafka import AIOKafkaProducer
 
+        from pipeline.distributed.produce import OrderedSends
         from pipeline.distributed.topics import ensure_topics
 
         await ensure_topics(self.bootstrap, self.topics.inputs, self.topics.partitions)
@@ -693,14 +697,13 @@ class Producer:
                             request_timeout_ms=20_000,
                         )
                         await producer.start()
-                    pending = []
+                    sends = OrderedSends(producer, self.span_ms)
                     for i in range(self.sent, self.sent + n):
-                        kind, key = routes[i]
-                        topic = self.topics.input(kind)
-                        pending.append(await producer.send(topic, lines[i], key=key))
+                        kind, key, ts = routes[i]
+                        await sends.send(self.topics.input(kind), lines[i], key, ts)
                         if i % 200 == 0:
                             await asyncio.sleep(0)  # the client's sender goes on meanwhile
-                    await asyncio.gather(*pending)
+                    await sends.drain()
                 except Exception as exc:
                     self.failures += 1
                     self.resent += n
