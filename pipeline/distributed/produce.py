@@ -81,6 +81,7 @@ async def produce(
 ) -> Counter[str]:
     topics = Topics.from_settings(settings.kafka)
     await ensure_topics(settings.kafka.broker, topics.inputs, topics.partitions)
+    # no lingering: each wait sends what is pending at once (a 6-hour file waits 1,440 times)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.broker, linger_ms=0, max_batch_size=1 << 20, acks="all"
     )
