@@ -13,7 +13,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.core.settings import load_settings
+from pipeline.core.settings import Settings, load_settings
 from pipeline.distributed.produce import produce
 from pipeline.distributed.topics import Topics
 from tests.helpers import write_lines
@@ -42,7 +42,9 @@ async def _appended(bootstrap: str, topics: Topics) -> list[tuple[int, bytes]]:
         await consumer.stop()
 
 
-async def _produce_to_append_time_topics(bootstrap: str, path: Path):
+async def _produce_to_append_time_topics(
+    bootstrap: str, path: Path
+) -> tuple[Settings, Counter[str], list[tuple[int, bytes]]]:
     settings = load_settings(overrides={"kafka": {"broker": bootstrap, "topic_prefix": "order"}})
     topics = Topics.from_settings(settings.kafka)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
