@@ -43,11 +43,13 @@ class Platform:
         self.rng = random.Random(seed)
         self.readers = [f"r{i}" for i in range(readers)]
 
-    def _follow(self, ts: int, actor: str, target: str, device: str = "", ip: str = "") -> None:
+    def _follow(
+        self, ts: int, actor: str, target: str, device: str = "", ip: str = "", origin: str = "user"
+    ) -> None:
         age = self.rng.randrange(200 * DAY, 2000 * DAY)
         home = zlib.crc32(actor.encode())  # an address of one's own
         self.b.add(
-            "follow", ts, actor, target=target, origin="user", consent=True,
+            "follow", ts, actor, target=target, origin=origin, consent=True,
             actor_created_at=ts - age, device_id=device or f"d-{actor}",
             ip=ip or f"10.{home >> 16 & 255}.{home >> 8 & 255}.{home & 255}",
         )  # fmt: skip
@@ -76,21 +78,28 @@ class Platform:
         pairs: bool = False,
         proxies: bool = False,
         busy_of_four: int = 1,
+        recommended_of_four: int = 0,
+        clicks_each: int = 0,
     ) -> set[str]:
         """Aged accounts from diverse addresses follow `target` at a steady rate; `busy`
         ones click other posts around their follow, as often as the readers do. `pairs`:
         four accounts to a phone, `busy_of_four` of them busy; `proxies`: four to an
-        address."""
+        address; `recommended_of_four` of each four follow as if the platform had
+        suggested it; every one clicks `clicks_each` times around its follow."""
         accounts = set()
         for i in range(int(per_hour * hours)):
             ts = start + i * HOUR // per_hour
             actor = f"drip{i}"
+            clicks = list(range(-60, 0, 60 // clicks_each)) if clicks_each else []
             if busy or ((pairs or proxies) and i % 4 >= 4 - busy_of_four):
-                for before in (-70, -40, -20, 5, 15, 25):
-                    self.b.add("click", ts + before * MINUTE, actor, target="creator1",
-                               content_id="creator1-post")  # fmt: skip
+                clicks = [-70, -40, -20, 5, 15, 25]
+            for before in clicks:
+                self.b.add("click", ts + before * MINUTE, actor, target="creator1",
+                           content_id="creator1-post")  # fmt: skip
             proxy = f"203.0.{i // 1024}.{i // 4 % 256}" if proxies else ""
-            self._follow(ts, actor, target, device=f"farm{i // 4}" if pairs else "", ip=proxy)
+            origin = "recommendation" if i % 4 < recommended_of_four else "user"
+            device = f"farm{i // 4}" if pairs else ""
+            self._follow(ts, actor, target, device=device, ip=proxy, origin=origin)
             accounts.add(actor)
         return accounts
 
@@ -220,6 +229,50 @@ def test_a_drip_half_of_whose_members_click_is_flagged_by_the_phones_they_share(
     assert first.evidence["silent_share"] < 0.5 <= first.evidence["suspect_share"]
     named = {m for f in silent for m in f.members}
     assert len(named - drip) <= 0.02 * len(named) and len(named) >= 0.8 * len(drip)
+
+
+def test_a_drip_member_whose_follow_the_platform_seems_to_have_made_is_named_by_its_phone() -> None:
+    """A follow the platform made (a suggestion) is no evidence that it was bought, so a
+    quiet follower that came that way counts for nothing; one on the phone of a
+    low-activity follower of the account is a farm's all the same, and is named."""
+    p = Platform(seed=7)
+    p.reading(T0, T0 + 5 * HOUR, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + HOUR, per_hour=200, hours=3, busy=False, pairs=True,
+                  busy_of_four=0, recommended_of_four=1)  # fmt: skip
+    silent = [f for f in _run(p.lines()) if f.detector == "silent_followers"]
+    named = {m for f in silent for m in f.members}
+    suggested = {f"drip{i}" for i in range(0, 600, 4)}
+    judged = {f"drip{i}" for i in range(600) if i * HOUR // 200 < 2 * HOUR + 30 * MINUTE}
+    assert len(named - drip) <= 0.02 * len(named)
+    assert len(named & suggested & judged) >= 0.9 * len(suggested & judged)
+    first = min(silent, key=lambda f: f.ts)
+    assert first.evidence["established_follows"] < len(judged)  # (the suggested: not counted)
+
+    alone = Platform(seed=7)  # the same quiet accounts, every follow a suggestion
+    alone.reading(T0, T0 + 5 * HOUR, clicks_per_hour=6000, target="mid")
+    alone.drip("mid", T0 + HOUR, per_hour=200, hours=3, busy=False, pairs=True,
+               busy_of_four=0, recommended_of_four=4)  # fmt: skip
+    assert not [f for f in _run(alone.lines()) if f.detector == "silent_followers"]
+
+
+def test_a_farm_whose_accounts_each_click_now_and_then_is_named_by_the_phones_they_share() -> None:
+    """Each account clicks a couple of times around its follow: no quieter than some
+    readers, but four of them on one phone, all alike, took far less than four readers
+    do. Readers behind one carrier address, clicking as readers do, are not a farm."""
+    p = Platform(seed=8)
+    p.reading(T0, T0 + 5 * HOUR, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + HOUR, per_hour=200, hours=3, busy=False, pairs=True,
+                  busy_of_four=0, clicks_each=2)  # fmt: skip
+    nat = [f"r{i}" for i in range(40)]
+    for k, reader in enumerate(nat):  # they read as readers do, and follow from one address
+        p._follow(T0 + HOUR + k * 4 * MINUTE, reader, "mid", ip="100.64.0.1")
+    found = _run(p.lines())
+    silent = [f for f in found if f.detector == "silent_followers"]
+    named = {m for f in silent for m in f.members}
+    judged = {f"drip{i}" for i in range(600) if i * HOUR // 200 < 2 * HOUR + 30 * MINUTE}
+    assert len(named & judged) >= 0.8 * len(judged)
+    assert len(named - drip) <= 0.02 * len(named) and len(named & set(nat)) <= 2
+    assert sum(f.evidence["sharers"] for f in silent) >= 0.5 * len(named)
 
 
 def test_a_drip_of_followers_active_elsewhere_names_nobody() -> None:
@@ -358,15 +411,19 @@ def test_silent_memory_pickled_before_the_facts_still_loads() -> None:
     old.follows = [(T0, "a"), (T0 + 1, "b")]
     memory = SilentMemory.__new__(SilentMemory)
     memory.__setstate__(old.__reduce_ex__(pickle.HIGHEST_PROTOCOL)[2])
-    assert memory.judged == [(T0, "a", True, None, "", ""), (T0 + 1, "b", True, None, "", "")]
+    blank = ("", "", None, None)  # device, address, actions, the usual follower's
+    assert memory.judged == [(T0, "a", True, None, *blank), (T0 + 1, "b", True, None, *blank)]
     memory = SilentMemory.__new__(SilentMemory)
     memory.__setstate__(([(T0, "a")], [(T0, "a", {"device": "d"})], None))
-    assert memory.judged == [(T0, "a", True, None, "", "")] and memory.facts[0][1] == "a"
+    assert memory.judged == [(T0, "a", True, None, *blank)] and memory.facts[0][1] == "a"
     memory = SilentMemory.__new__(SilentMemory)  # judged before devices: 4 fields
     memory.__setstate__(([(T0, "a", False, 0.2)], [], None, None, {}, "judged"))
-    assert memory.judged == [(T0, "a", False, 0.2, "", "")]
+    assert memory.judged == [(T0, "a", False, 0.2, *blank)]
     memory.__setstate__(([(T0, "a", False, 0.2, "d")], [], None, None, {}, "judged"))
-    assert memory.judged == [(T0, "a", False, 0.2, "d", "")]  # before addresses: 5
+    assert memory.judged == [(T0, "a", False, 0.2, "d", *blank[1:])]  # before addresses: 5
+    memory.__setstate__(([(T0, "a", False, 0.2, "d", "h")], [], None, None, {}, [], "judged"))
+    assert memory.judged == [(T0, "a", False, 0.2, "d", "h", None, None)]  # before actions
+    assert memory.platform == []  # before the platform's follows were judged
     memory.jump = (T0, "f1", 0.7)
     again = pickle.loads(pickle.dumps(memory, protocol=pickle.HIGHEST_PROTOCOL))
     assert (again.judged, again.facts, again.jump) == (memory.judged, memory.facts, memory.jump)
@@ -421,7 +478,9 @@ def test_a_silent_follow_record_carries_the_facts_of_its_first_low_followers_by_
     assert record.key == "mid" and len(record.data["judged"]) == 152
     assert all(low for _, _, low, *_ in record.data["judged"])
     rows = {a: where for _, a, _, *where in record.data["judged"]}
-    assert rows["f005"] == ["d5", "10.0.5.1"]  # its device and address, as it followed
+    device, address, actions, usual = rows["f005"]
+    assert (device, address, actions) == ("d5", "10.0.5.1", 0)  # as it followed; silent
+    assert usual > 0  # what the usual follower took over the same span
     assert record.data["low_share"] == 0.0  # the readers' share, before these
     described = record.data["facts"]
     assert list(described) == [f"f{i:03d}" for i in range(MAX_MEMBER_FACTS)]  # the bound

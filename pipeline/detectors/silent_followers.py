@@ -98,6 +98,7 @@ class SilentFollowersSettings(DetectorSettings):
     norm_followers: PositiveInt
     norm_per_account: PositiveInt
     low_share: PositiveShare
+    shared_low_share: PositiveShare
     accumulate_ms: PositiveInt
     follow_up_ms: NonNegativeInt
     memory_ms: PositiveInt
@@ -159,10 +160,18 @@ def jump_record(
 def counts_as_established(event: Any, young_ms: int) -> bool:
     """A follow that is the follower's own choice, by an account not freshly created (or
     of unknown age): the follows whose followers' silence is evidence."""
-    if event.origin in PLATFORM_FLOWS:
-        return False
+    return event.origin not in PLATFORM_FLOWS and by_established(event, young_ms)
+
+
+def by_established(event: Any, young_ms: int) -> bool:
+    """A follow by an account not freshly created (or of unknown age), whoever made it."""
     created = event.actor_created_at
     return created is None or event.ts - created >= young_ms
+
+
+Row = tuple[int, str, bool, str, str, int, float]
+"""(ts, follower, low, device, address, actions, the usual follower's actions over the same
+span): a follower judged, as a record carries it."""
 
 
 class ActivityFold:
@@ -326,7 +335,7 @@ class FollowerActivityStage(WholeWindowStage):
         started: dict[tuple[str, str], list[tuple[int, str, str, str]]] = defaultdict(list)
         new = sorted(chain.from_iterable(f.follows for f in folds), key=_order_of_event)
         for e in new:  # in time order: a shard's watched followers stay so
-            if counts_as_established(e, self.young_ms) and not (
+            if by_established(e, self.young_ms) and not (
                 e.actor_created_at is None and model.registered.since(e.actor, 0)
             ):
                 shard = next(iter(shards)) if one else self._shard_of_actor(e.actor)
@@ -339,15 +348,17 @@ class FollowerActivityStage(WholeWindowStage):
                 watching.append((max(first, since), e))
                 # on its way: where it followed from, for the followers it shares them with
                 started[(e.target, shard)].append((e.ts, e.actor, e.device_id or "", e.ip or ""))
-        rows: dict[tuple[str, str], list[tuple[int, str, bool, str, str]]] = defaultdict(list)
+        rows: dict[tuple[str, str], list[Row]] = defaultdict(list)
+        platform: dict[tuple[str, str], list[Row]] = defaultdict(list)
         theirs: dict[tuple[str, str], list[Any]] = defaultdict(list)
         shares: dict[str, float | None] = {}
         for shard in sorted(shards):
-            shares[shard] = self._watched_out(model, shard, end, rows, theirs)
+            shares[shard] = self._watched_out(model, shard, end, rows, platform, theirs)
         out: list[Derived] = []
-        for target, shard in sorted(rows.keys() | started.keys()):
+        for target, shard in sorted(rows.keys() | started.keys() | platform.keys()):
             judged = rows.get((target, shard), [])
-            low = sorted({a for _, a, is_low, *_ in judged if is_low})
+            made = platform.get((target, shard), [])
+            low = sorted({a for _, a, is_low, *_ in chain(judged, made) if is_low})
             out.append(
                 Derived(
                     stream=SILENT_STREAM,
@@ -355,8 +366,12 @@ class FollowerActivityStage(WholeWindowStage):
                     ts=end - 1,
                     event_id=f"{target}/{shard}/{start}",
                     data={
-                        # [(ts, follower, low-activity, device or "", address or "")]
+                        # [(ts, follower, low-activity, device or "", address or "",
+                        #   actions, the usual follower's over the same span)]
                         "judged": sorted(judged, key=_row),
+                        # the same, of follows the platform made: no evidence, but named
+                        # when they share a device or address with a low-activity follower
+                        "platform": sorted(made, key=_row),
                         # [(ts, follower, device, address)]: watched from now on
                         "started": sorted(started.get((target, shard), []), key=_row),
                         "low_share": shares[shard],  # the shard's, before these
@@ -376,12 +391,14 @@ class FollowerActivityStage(WholeWindowStage):
         model: ActivityModel,
         shard: str,
         end: int,
-        rows: dict[tuple[str, str], list[tuple[int, str, bool, str, str]]],
+        rows: dict[tuple[str, str], list[Row]],
+        platform: dict[tuple[str, str], list[Row]],
         theirs: dict[tuple[str, str], list[Any]],
     ) -> float | None:
         """Judge the shard's followers watched for `observe_ms`: low-activity when their
         actions from `lookback_ms` before the follow to now are at most `low_share` of
-        the median recent follower's over the same span. Returns the shard's share of
+        the median recent follower's over the same span (into `rows`, or `platform` for
+        follows the platform made, which teach no norm). Returns the shard's share of
         low-activity followers before them."""
         cfg = self.cfg
         watching = model.watched.get(shard)
@@ -402,7 +419,11 @@ class FollowerActivityStage(WholeWindowStage):
         teach = cfg.norm_min_span_ms + cfg.observe_ms  # watched long enough to have a rate
         usual, share = norm.rate, norm.low_share
         if usual is None:  # the shard's first minutes: its first followers set the norm
-            rates = [n / h for e, first, n, h in judged if end - first >= teach]
+            rates = [
+                n / h
+                for e, first, n, h in judged
+                if end - first >= teach and e.origin not in PLATFORM_FLOWS
+            ]
             if not rates:
                 return None  # nobody watched long enough yet: they all wait for a norm
             usual = statistics.median(rates)
@@ -411,18 +432,22 @@ class FollowerActivityStage(WholeWindowStage):
         learned = []
         for e, first, actions, span_h in judged:
             low = actions <= cfg.low_share * usual * span_h
-            rows[(e.target, shard)].append((e.ts, e.actor, low, e.device_id or "", e.ip or ""))
+            made = e.origin in PLATFORM_FLOWS
+            into = platform if made else rows
+            row = (e.ts, e.actor, low, e.device_id or "", e.ip or "", actions, usual * span_h)
+            into[(e.target, shard)].append(row)
             if low:
                 theirs[(e.target, shard)].append(e)
-            if end - first >= teach:
+            if end - first >= teach and not made:
                 learned.append((e.target, actions / span_h, low))
         norm.learn(learned)
         return share
 
 
-Judged = tuple[int, str, bool, float | None, str, str]
-"""(ts, follower, low, share, device, address): a follower judged, its device and address
-as its follow gave them ('' when it gave none)."""
+Judged = tuple[int, str, bool, float | None, str, str, int | None, float | None]
+"""(ts, follower, low, share, device, address, actions, usual): a follower judged, its
+device and address as its follow gave them ('' when it gave none), its actions and the
+usual follower's over the same span (None: judged before records carried them)."""
 
 
 class SilentMemory:
@@ -432,9 +457,10 @@ class SilentMemory:
     what their records said of the low ones ((ts, follower, facts)); its latest
     follower_jump flag ((window end, finding, score)); its latest judged windows, for a
     chart; the followers its findings named (follower -> when), while they are
-    remembered."""
+    remembered; and the followers the platform made, judged (no evidence, but named when
+    they share a device or address with a low-activity one)."""
 
-    __slots__ = ("facts", "judged", "jump", "recent", "reported", "started")
+    __slots__ = ("facts", "judged", "jump", "platform", "recent", "reported", "started")
 
     def __init__(self) -> None:
         self.judged: list[Judged] = []
@@ -443,24 +469,27 @@ class SilentMemory:
         self.recent: bytes | None = None
         self.reported: dict[str, int] = {}
         self.started: list[tuple[int, str, str, str]] = []
+        self.platform: list[Judged] = []
 
     def __getstate__(self) -> tuple[Any, ...]:
         state = self.judged, self.facts, self.jump, self.recent, self.reported
-        return (*state, self.started, "judged")
+        return (*state, self.started, self.platform, "judged")
 
     def __setstate__(self, state: Any) -> None:
         self.judged, self.facts, self.jump, self.recent, self.reported = [], [], None, None, {}
-        self.started = []
+        self.started, self.platform = [], []
         if state[0] is None:  # pickled before the facts: (None, {"follows": [...]})
-            self.judged = [(ts, a, True, None, "", "") for ts, a in state[1]["follows"]]
+            self.judged = [_whole((ts, a, True, None)) for ts, a in state[1]["follows"]]
         elif state[-1] != "judged":  # (silent follows, facts[, chart]): silent = low
-            self.judged = [(ts, a, True, None, "", "") for ts, a in state[0]]
+            self.judged = [_whole((ts, a, True, None)) for ts, a in state[0]]
             self.facts = state[1]
             self.recent = state[2] if len(state) > 2 else None
         else:
             judged, self.facts, self.jump, self.recent, self.reported = state[:5]
             self.started = state[5] if len(state) > 6 else []  # (before the watched ones)
-            self.judged = [(*j, "", "")[:6] for j in judged]  # (before devices, addresses)
+            made = state[6] if len(state) > 7 else []  # (before platform follows)
+            self.judged = [_whole(j) for j in judged]
+            self.platform = [_whole(j) for j in made]
 
 
 class SilentFollowersStage(Stage):
@@ -499,6 +528,8 @@ class SilentFollowersStage(Stage):
         cfg = self.cfg
         horizon = end - cfg.memory_ms
         model.judged = [j for j in model.judged if j[0] >= horizon]
+        if model.platform:
+            model.platform = [j for j in model.platform if j[0] >= horizon]
         if model.facts:
             model.facts = [f for f in model.facts if f[0] >= horizon]
         if model.reported:
@@ -521,15 +552,22 @@ class SilentFollowersStage(Stage):
             for ts, a, low, *where in data.get("judged", ())
         ]
         model.judged.extend(judged)
-        started = [(int(ts), str(a), *_seen_on(where)) for ts, a, *where in data.get("started", ())]
+        made = [
+            (int(ts), str(a), bool(low), share, *_seen_on(where))
+            for ts, a, low, *where in data.get("platform", ())
+        ]
+        model.platform.extend(made)
+        started = [
+            (int(ts), str(a), *_seen_on(where)[:2]) for ts, a, *where in data.get("started", ())
+        ]
         model.started.extend(started)
         facts = data.get("facts") or {}
         if facts:
             first: dict[str, int] = {}
-            for ts, a, *_ in judged:
+            for ts, a, *_ in chain(judged, made):
                 first[a] = min(first.get(a, ts), ts)
             model.facts.extend((first[a], a, known) for a, known in facts.items() if a in first)
-        return len(judged) + len(started)
+        return len(judged) + len(made) + len(started)
 
     def _judge(
         self, key: str, model: SilentMemory, since: int, until: int, now: int
@@ -553,12 +591,13 @@ class SilentFollowersStage(Stage):
         # followers on a device or address that a low-activity follower of the account
         # also used: a farm's phones and proxies follow in turns, and a member that also
         # clicks is one too (counted with the low ones); so is one still watched (a
-        # drip's latest follows: named, not counted)
+        # drip's latest follows: named, not counted), and so is one the platform made
         sharing: list[str] = []
         if low:
-            seen = [(j[1], j[4], j[5]) for j in span]
-            seen += [(a, device, ip) for _, a, device, ip in model.started]
-            sharing = _sharers(seen, set(low))
+            seen = [(j[1], j[4], j[5], j[6], j[7]) for j in chain(model.judged, model.platform)]
+            seen += [(a, device, ip, None, None) for _, a, device, ip in model.started]
+            lows = {j[1] for j in model.judged if j[2]}
+            sharing = _sharers(seen, lows, cfg.shared_low_share)
         suspect = len(low) + sum(a in followers for a in sharing)
         model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
         if usual is None or not low or suspect < bar:
@@ -618,24 +657,55 @@ class SilentFollowersStage(Stage):
         )
 
 
-def _seen_on(where: list[Any]) -> tuple[str, str]:
-    """A record row's device and address ('' for either it lacks: rows written before)."""
+def _seen_on(where: list[Any]) -> tuple[str, str, int | None, float | None]:
+    """A record row's device, address, actions and the usual follower's ('' or None for
+    what it lacks: rows written before)."""
     device = str(where[0]) if where else ""
     address = str(where[1]) if len(where) > 1 else ""
-    return device, address
+    if len(where) < 4:
+        return device, address, None, None
+    return device, address, int(where[2]), float(where[3])
 
 
-def _sharers(seen: list[tuple[str, str, str]], low: set[str]) -> list[str]:
-    """Of the followers `seen` (follower, device, address: '' if unknown), those not
-    low-activity on a device or an address a low-activity one used."""
-    on: dict[tuple[int, str], set[str]] = defaultdict(set)
-    for follower, device, address in seen:
+def _whole(j: tuple[Any, ...]) -> Judged:
+    """A judged follower as kept before it had a device, an address or actions: the
+    first four fields, then '' or None for each it lacks."""
+    return j if len(j) >= 8 else (*j, *("", "", None, None)[len(j) - 4 :])  # type: ignore[return-value]
+
+
+Seen = tuple[str, str, str, int | None, float | None]
+"""(follower, device, address, actions, usual): '' or None for what is not known."""
+
+
+def _sharers(seen: list[Seen], low: set[str], low_share: float) -> list[str]:
+    """Of the followers `seen`, those not low-activity on a farm's device or address: one
+    that several used, at least half of those judged low-activity, or who together took
+    at most `low_share` of what as many usual followers take (a farm's accounts, each
+    clicking now and then: what one does is no evidence, but several alike on one phone
+    or proxy are). A carrier's address, shared by a cross-section of readers, is not."""
+    on: dict[tuple[int, str], dict[str, Seen]] = defaultdict(dict)
+    for row in seen:
+        follower, device, address = row[0], row[1], row[2]
         if device:
-            on[(0, device)].add(follower)
+            on[(0, device)][follower] = row
         if address:
-            on[(1, address)].add(follower)
-    farmed = {a for users in on.values() if len(users) > 1 and users & low for a in users}
+            on[(1, address)][follower] = row
+    farmed: set[str] = set()
+    for users in on.values():
+        if len(users) > 1 and _farmed(users, low, low_share):
+            farmed.update(users)
     return sorted(farmed - low)
+
+
+def _farmed(users: dict[str, Seen], low: set[str], low_share: float) -> bool:
+    """Whether the followers on one device or address look like a farm's (`_sharers`)."""
+    quiet = len(users.keys() & low)
+    judged = [(u[3], u[4]) for u in users.values() if u[3] is not None and u[4] is not None]
+    if quiet and 2 * quiet >= max(len(judged), 1):
+        return True
+    if len(judged) < 2:
+        return False
+    return sum(n for n, _ in judged) <= low_share * sum(e for _, e in judged)  # type: ignore[misc]
 
 
 def _member_facts(
