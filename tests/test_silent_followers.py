@@ -170,6 +170,26 @@ def test_a_drip_under_way_when_the_stream_starts_is_named_within_the_hour() -> N
     assert len(named & watched_out) >= 0.9 * len(watched_out)
 
 
+def test_followers_still_watched_when_the_input_ends_are_judged_on_what_was_seen() -> None:
+    """A backtest on a slice of the logs ends while the drip goes on: its latest members,
+    not watched for `observe_ms` yet, are judged on the hours seen of them, not dropped.
+    (A live stream never ends: the distributed runtime judges them once watched out.)"""
+    p = Platform(seed=9)
+    end = T0 + 2 * HOUR
+    p.reading(T0, end, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + 20 * MINUTE, per_hour=200, hours=1, busy=False)
+    late = {f"late{i}" for i in range(30)}
+    for i, actor in enumerate(sorted(late)):  # the latest, within the last observe_ms
+        p._follow(end - 15 * MINUTE + i * 20_000, actor, "mid", device=f"farm-late{i % 8}")
+    silent = [f for f in _run(p.lines()) if f.detector == "silent_followers"]
+    named = {m for f in silent for m in f.members}
+    assert len(named & drip) >= 0.9 * len(drip)
+    assert len(named & late) >= 0.9 * len(late)
+    assert len(named - drip - late) <= 0.02 * len(named)
+    cfg = SETTINGS.detectors.silent_followers
+    assert max(f.ts for f in silent) < end + cfg.judge_ms  # at the input's end, not after
+
+
 def test_accounts_that_spread_follows_or_registered_lately_are_not_judged() -> None:
     """Accounts following dozens of accounts (churn's business) are no evidence about any
     one of them; an account seen registering is young though its follow says no age."""
@@ -285,7 +305,7 @@ def test_a_drip_of_followers_active_elsewhere_names_nobody() -> None:
 def test_both_runtimes_name_the_same_silent_followers() -> None:
     p = Platform(seed=2, readers=1500)
     p.reading(T0, T0 + 7 * HOUR, clicks_per_hour=3000, target="mid")
-    p.drip("mid", T0 + 3 * HOUR, per_hour=150, hours=3, busy=False)
+    p.drip("mid", T0 + 4 * HOUR, per_hour=150, hours=3, busy=False)  # on to the end
     run = runtimes_agree(SETTINGS, _stages(), p.lines(), Topics("t", 2))
     assert any(f.detector == "silent_followers" for f in run.found.values())
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from contextlib import contextmanager
 from operator import attrgetter
 from typing import Any, ClassVar, NamedTuple
 
@@ -73,6 +74,11 @@ class Stage(ABC):
     # emits a stream only when a stage consuming it is enabled).
     streams: ClassVar[frozenset[str]] = frozenset()
     emits: frozenset[str] = frozenset()
+    # True while a runner closes the last windows of an input that has ended (`flush`):
+    # a stage that waits to see more of a key before judging it judges on what it saw.
+    # A live stream never ends, so the distributed runtime judges such keys once their
+    # wait is over, on more evidence.
+    ending: bool = False
 
     def __init__(self, window: WindowSpec, idle_ttl_ms: int) -> None:
         self.window = window
@@ -149,6 +155,16 @@ def _outputs(found: Any) -> list[Any]:
     if found is None:
         return []
     return list(found) if isinstance(found, list) else [found]
+
+
+@contextmanager
+def ending(stage: Stage) -> Iterator[None]:
+    """The input has ended: `stage.ending` while its last windows close."""
+    stage.ending = True
+    try:
+        yield
+    finally:
+        stage.ending = False
 
 
 def wakes(stage: Stage) -> bool:
@@ -349,7 +365,8 @@ class KeyedRunner:
         open: what they hold is an outlier's, far ahead of the stream."""
         if self._last_pane == NO_TIME:
             return []
-        return self.advance(flush_end(self.stage, self._last_pane, until))
+        with ending(self.stage):
+            return self.advance(flush_end(self.stage, self._last_pane, until))
 
     def evict_idle(self, watermark: int) -> int:
         """Forget keys with no open panes (nor counts waiting for one) that have been idle

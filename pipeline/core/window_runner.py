@@ -23,7 +23,15 @@ from typing import Any, ClassVar, Protocol
 
 from pipeline.contract.findings import Finding
 from pipeline.core.derived import Derived
-from pipeline.core.stage import KeyState, Stage, flush_end, split_by_pane, wake_pane, wakes
+from pipeline.core.stage import (
+    KeyState,
+    Stage,
+    ending,
+    flush_end,
+    split_by_pane,
+    wake_pane,
+    wakes,
+)
 
 
 class Models(Protocol):
@@ -204,7 +212,8 @@ class WindowRunner:
         """Close every window holding events, as `KeyedRunner.flush` does."""
         if not self.panes:
             return []
-        return self.advance(flush_end(self.stage, max(self.panes), until))
+        with ending(self.stage):
+            return self.advance(flush_end(self.stage, max(self.panes), until))
 
     def evict_idle(self, watermark: int) -> int:
         """Forget keys not judged for the stage's ttl."""

@@ -28,7 +28,11 @@ beside `follower_jump` answer it through derived streams (`pipeline.core.derived
         address with a low-activity one (each record carries the follows that started
         being watched in its window, with their device and address).
 
-Only a follower's own choice counts (platform-made follows are not), and only established
+When the input ends (a replay of a slice of the logs), the followers still watched are
+judged on what was seen of them: a drip running to the slice's end is named to its end.
+
+Only a follower's own choice counts (platform-made follows are judged, and named when
+they share a device or address with a farm's, but are no evidence), and only established
 accounts (a freshly created account has had no time to be active: `follower_jump` judges
 fresh crowds by their age).
 
@@ -404,7 +408,7 @@ class FollowerActivityStage(WholeWindowStage):
         watching = model.watched.get(shard)
         if not watching:
             return None
-        due = end - cfg.observe_ms
+        due = end if self.ending else end - cfg.observe_ms  # (the input ended: all now)
         if watching[0][1].ts >= due:
             return None
         done = list(takewhile(lambda w: w[1].ts < due, watching))
@@ -534,8 +538,9 @@ class SilentFollowersStage(Stage):
             model.facts = [f for f in model.facts if f[0] >= horizon]
         if model.reported:
             model.reported = {a: t for a, t in model.reported.items() if t >= horizon}
-        # follows made before `until` have all been watched out by now
-        until = end - cfg.observe_ms - cfg.window_ms
+        # follows made before `until` have all been watched out by now (or the input
+        # ended, and they were judged on what was seen of them)
+        until = end if self.ending else end - cfg.observe_ms - cfg.window_ms
         if model.started:
             model.started = [r for r in model.started if r[0] >= until]
         if not fresh:
