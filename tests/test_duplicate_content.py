@@ -273,10 +273,10 @@ def test_invalid_settings_are_rejected_with_a_clear_error(bad: dict) -> None:
         load_settings(overrides={"detectors": {"duplicate_content": bad}})
 
 
-def _slow_world(seed: int, farm: bool) -> tuple[World, set[str]]:
-    """Chatter, and from the second hour one message posted by three accounts a window
-    for two hours: never the ten accounts one window needs. From a farm's four phones,
-    or by ordinary people each on their own."""
+def _slow_world(seed: int, farm: bool, start: int = T0 + 90 * MINUTE) -> tuple[World, set[str]]:
+    """Chatter, and from `start` (in the second hour) one message posted by three
+    accounts a window for two hours: never the ten accounts one window needs. From a
+    farm's four phones, or by ordinary people each on their own."""
     w = World(seed)
     w.chatter(T0, T0 + 5 * HOUR)
     posters = set()
@@ -286,7 +286,7 @@ def _slow_world(seed: int, farm: bool) -> tuple[World, set[str]]:
             who = f"slow{k}-{j}"
             posters.add(who)
             for _ in range(w.r.randint(1, 2)):
-                ts = T0 + 90 * MINUTE + k * window + w.r.randrange(window)
+                ts = start + k * window + w.r.randrange(window)
                 owner = f"creator{w.r.randrange(60)}"
                 device = f"farm-phone{(3 * k + j) % 4}" if farm else f"d-{who}"
                 ip = f"203.0.113.{(3 * k + j) % 7}" if farm else f"10.{k}.{j}.9"
@@ -309,6 +309,19 @@ def test_a_message_posted_a_few_at_a_time_adds_up_across_windows() -> None:
         assert "a few at a time" in f.evidence["explanation"]
     # each window's finding names the earlier windows' posters too
     assert len(found[0].members) >= 10
+
+
+def test_a_message_posted_a_few_at_a_time_since_the_stream_began_is_no_habit() -> None:
+    """The same farm, at it when the stream begins: its first windows, while the memory
+    of common texts is learned, are judged by who posted them, and the family is found
+    before the memory could take it for the platform's normal."""
+    w, farm = _slow_world(seed=8, farm=True, start=T0 + 5 * MINUTE)
+    found = _findings(w.lines())
+    assert found and {m for f in found for m in f.members} <= farm
+    warmup = SETTINGS.detectors.duplicate_content.warmup_ms
+    assert min(f.window_start for f in found) < T0 + warmup
+    people, _ = _slow_world(seed=8, farm=False, start=T0 + 5 * MINUTE)
+    assert _findings(people.lines()) == []
 
 
 def test_an_ordinary_message_posted_a_few_at_a_time_by_people_is_not_flagged() -> None:

@@ -19,14 +19,17 @@ Members are ranked by how bot-like each poster behaves (`models.bot_score`: Half
 Trees learning every window's posters online, an Isolation Forest refit on a reservoir
 sample), their scores in the evidence: supporting evidence, never a reason to flag.
 A flagged cluster teaches the memory nothing, so a campaign that goes on is found in every
-window it runs (each finding names that window's accounts). The first `warmup_ms` only
-learn what is common.
+window it runs (each finding names that window's accounts). The first `warmup_ms` learn
+what is common, and judge a burst by who posted it alone (fresh accounts, or a few
+networks or devices: a campaign under way when the stream began is not a habit).
 
 A message posted a few at a time (clusters of `slow_min_accounts` up to `min_accounts`,
 window after window) is added up in slow families (`models.slow_families`): a family is a
 finding when its posters reach `min_accounts` within `slow_horizon_ms`, `min_ratio` times
 what its first sighting expected over its windows, and are mostly fresh or crowded onto
-a few networks or devices (ordinary phrases also come back a few at a time).
+a few networks or devices (ordinary phrases also come back a few at a time). Families add
+up from the first window: one whose first sightings fell in the warm-up is judged as it
+goes, before the memory could take its message for the platform's normal.
 
 Keyed by one constant key: near-copies of a message must meet in one place to be counted,
 and no one field of a text (not even one of its LSH bands) is shared by all its copies.
@@ -252,7 +255,9 @@ class DuplicateContentStage(WholeWindowStage):
         flagged = np.zeros(len(texts), bool)
         before = model.recent  # the chart up to the last window
         largest: tuple[int, float] | None = None  # this one's point: (accounts, expected)
-        slow = judging and cfg.slow_families > 0  # small clusters add up across windows
+        slow = cfg.slow_families > 0  # small clusters add up across windows (from the start:
+        # a campaign under way when the stream began is not a habit; warming up, its
+        # family is judged by who posted it, as a burst is)
         least = cfg.slow_min_accounts if slow else cfg.min_accounts
         small: list[Weighed] = []
         for members in self._candidates(labels, accounts, least):
