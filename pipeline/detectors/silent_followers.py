@@ -26,7 +26,10 @@ beside `follower_jump` answer it through derived streams (`pipeline.core.derived
         (`min_silent_alone`; `min_silent` within `follow_up_ms` of a follower_jump flag),
         a finding names them, and the followers still watched that share a device or
         address with a low-activity one (each record carries the follows that started
-        being watched in its window, with their device and address).
+        being watched in its window, with their device and address). The low-activity
+        ones on a device and address of their own are named only if they, too, are far
+        more than the platform's followers explain: where a farm shares its phones and
+        proxies, the quiet ones on their own are mostly the account's quiet readers.
 
 When the input ends (a replay of a slice of the logs), the followers still watched are
 judged on what was seen of them: a drip running to the slice's end is named to its end.
@@ -548,6 +551,18 @@ class SilentFollowersStage(Stage):
         finding = self._judge(key, model, until - cfg.accumulate_ms, until, end)
         return [] if finding is None else [finding]
 
+    def _bar(self, followers: int, fewest: int, usual: float | None) -> float:
+        """The fewest low-activity followers, of `followers`, that are a campaign's: at
+        least `fewest` and `min_silent_share` of them, and (with the platform's share
+        `usual` known) far more than the platform's followers at the time."""
+        cfg = self.cfg
+        bar = max(fewest, cfg.min_silent_share * followers)
+        if usual is not None:
+            expected = usual * followers
+            sd = math.sqrt(max(expected * (1.0 - usual), 1.0))
+            bar = max(bar, expected + cfg.min_excess_z * sd)
+        return bar
+
     @staticmethod
     def _take(model: SilentMemory, data: dict[str, Any]) -> int:
         """A `silent_follow` record: followers watched out, and facts of the low ones."""
@@ -588,16 +603,13 @@ class SilentFollowersStage(Stage):
         jump = model.jump
         after_jump = jump is not None and jump[0] + cfg.follow_up_ms >= since
         fewest = cfg.min_silent if after_jump else cfg.min_silent_alone
-        bar = max(fewest, cfg.min_silent_share * established)
-        if usual is not None:  # far more than the platform's followers at the time
-            expected = usual * established
-            sd = math.sqrt(max(expected * (1.0 - usual), 1.0))
-            bar = max(bar, expected + cfg.min_excess_z * sd)
+        bar = self._bar(established, fewest, usual)
         # followers on a device or address that a low-activity follower of the account
         # also used: a farm's phones and proxies follow in turns, and a member that also
         # clicks is one too (counted with the low ones); so is one still watched (a
         # drip's latest follows: named, not counted), and so is one the platform made
         sharing: list[str] = []
+        seen: list[Seen] = []
         if low:
             seen = [(j[1], j[4], j[5], j[6], j[7]) for j in chain(model.judged, model.platform)]
             seen += [(a, device, ip, None, None) for _, a, device, ip in model.started]
@@ -607,8 +619,18 @@ class SilentFollowersStage(Stage):
         model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
         if usual is None or not low or suspect < bar:
             return None
+        # The case is made; its members are named by what they share. The low-activity
+        # followers who share no device or address with another follower are named only
+        # if they too are far more than the platform's followers at the time explain:
+        # where the farm's accounts share their phones and proxies, the quiet ones on
+        # their own are mostly the account's quiet readers.
+        shared = _on_shared(seen)
+        alone = followers - shared
+        alone_low = [a for a in low if a in alone]
+        alone_named = len(alone_low) >= self._bar(len(alone), fewest, usual)
+        nameable = low if alone_named else [a for a in low if a not in alone]
         named = model.reported
-        new = [a for a in low if a not in named]
+        new = [a for a in nameable if a not in named]
         fresh = new + [a for a in sharing if a not in named]
         if named and len(fresh) < cfg.renotify_new:
             return None  # a case holds them already: said again once enough are new
@@ -617,7 +639,7 @@ class SilentFollowersStage(Stage):
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
-        members = (fresh + [a for a in low if a in named])[: cfg.max_members]  # new first
+        members = (fresh + [a for a in nameable if a in named])[: cfg.max_members]  # new first
         minutes = (until - since) / 60_000
         named.update((a, now) for a in members)
         when = "after an abnormal follower jump" if after_jump else "no history needed"
@@ -638,6 +660,8 @@ class SilentFollowersStage(Stage):
                 "kind": "follow_up" if after_jump else "composition",
                 "silent": len(low),
                 "sharers": len(sharing),  # on a device or address a silent one used
+                "silent_alone": len(alone_low),  # on a device and address of their own
+                "silent_alone_named": alone_named,
                 "suspect": suspect,  # the silent and the judged sharers: against the bar
                 "established_follows": established,
                 "silent_share": round(len(low) / max(established, 1), 3),
@@ -655,6 +679,13 @@ class SilentFollowersStage(Stage):
                     + (
                         f"; {len(sharing)} more followed from a device or address one of them used"
                         if sharing
+                        else ""
+                    )
+                    + (
+                        f"; the {len(alone_low)} of them on a device and address of their own "
+                        "are not named: no more of those are quiet than the platform's "
+                        "followers are"
+                        if alone_low and not alone_named
                         else ""
                     )
                 ),
@@ -700,6 +731,17 @@ def _sharers(seen: list[Seen], low: set[str], low_share: float) -> list[str]:
         if len(users) > 1 and _farmed(users, low, low_share):
             farmed.update(users)
     return sorted(farmed - low)
+
+
+def _on_shared(seen: list[Seen]) -> set[str]:
+    """The followers `seen` on a device or an address another of them also used."""
+    on: dict[tuple[int, str], set[str]] = defaultdict(set)
+    for follower, device, address, *_ in seen:
+        if device:
+            on[(0, device)].add(follower)
+        if address:
+            on[(1, address)].add(follower)
+    return {a for users in on.values() if len(users) > 1 for a in users}
 
 
 def _farmed(users: dict[str, Seen], low: set[str], low_share: float) -> bool:
