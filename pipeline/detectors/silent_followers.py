@@ -719,6 +719,20 @@ def _sharers(seen: list[Seen], low: set[str], low_share: float) -> list[str]:
     at most `low_share` of what as many usual followers take (a farm's accounts, each
     clicking now and then: what one does is no evidence, but several alike on one phone
     or proxy are). A carrier's address, shared by a cross-section of readers, is not."""
+    farmed: set[str] = set()
+    for users in _shared_places(seen):
+        if _farmed(users, low, low_share):
+            farmed.update(users)
+    return sorted(farmed - low)
+
+
+def _on_shared(seen: list[Seen]) -> set[str]:
+    """The followers `seen` on a device or an address another of them also used."""
+    return {a for users in _shared_places(seen) for a in users}
+
+
+def _shared_places(seen: list[Seen]) -> list[dict[str, Seen]]:
+    """The followers `seen` of each device and each address that more than one used."""
     on: dict[tuple[int, str], dict[str, Seen]] = defaultdict(dict)
     for row in seen:
         follower, device, address = row[0], row[1], row[2]
@@ -726,22 +740,7 @@ def _sharers(seen: list[Seen], low: set[str], low_share: float) -> list[str]:
             on[(0, device)][follower] = row
         if address:
             on[(1, address)][follower] = row
-    farmed: set[str] = set()
-    for users in on.values():
-        if len(users) > 1 and _farmed(users, low, low_share):
-            farmed.update(users)
-    return sorted(farmed - low)
-
-
-def _on_shared(seen: list[Seen]) -> set[str]:
-    """The followers `seen` on a device or an address another of them also used."""
-    on: dict[tuple[int, str], set[str]] = defaultdict(set)
-    for follower, device, address, *_ in seen:
-        if device:
-            on[(0, device)].add(follower)
-        if address:
-            on[(1, address)].add(follower)
-    return {a for users in on.values() if len(users) > 1 for a in users}
+    return [users for users in on.values() if len(users) > 1]
 
 
 def _farmed(users: dict[str, Seen], low: set[str], low_share: float) -> bool:
