@@ -308,15 +308,17 @@ def test_the_records_pickle_and_state_pickled_before_them_loads() -> None:
         again = pickle.loads(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
         assert again.recent == record
     memory = SilentMemory()
-    memory.judged, memory.recent = [(T0, "a", True, 0.2, "d1", "10.0.0.1")], record
+    judged = [(T0, "a", True, 0.2, "d1", "10.0.0.1", 0, 3.5)]
+    memory.judged, memory.recent = list(judged), record
     memory.started = [(T0 + 1, "c", "d2", "10.0.0.2")]
+    memory.platform = [(T0 + 2, "p", True, 0.2, "d1", "", 0, 3.0)]
     again = pickle.loads(pickle.dumps(memory, protocol=pickle.HIGHEST_PROTOCOL))
-    assert (again.judged, again.recent) == ([(T0, "a", True, 0.2, "d1", "10.0.0.1")], record)
-    assert again.started == memory.started
+    assert (again.judged, again.recent) == (judged, record)
+    assert again.started == memory.started and again.platform == memory.platform
     old = SilentMemory.__new__(SilentMemory)  # (follows, facts), as pickled before the chart
     old.__setstate__(([(T0, "b")], [(T0, "b", {"device": "d"})]))
-    assert old.judged == [(T0, "b", True, None, "", "")] and old.recent is None
-    assert old.started == []
+    assert old.judged == [(T0, "b", True, None, "", "", None, None)] and old.recent is None
+    assert old.started == [] and old.platform == []
     # a struct pickled before its record: its fields, positionally, without the last
     cls, fields = Ring({}, {}, 0, T0).__reduce__()
     assert cls(*fields[:-1]).recent is None
