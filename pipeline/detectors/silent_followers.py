@@ -609,12 +609,13 @@ class SilentFollowersStage(Stage):
         # clicks is one too (counted with the low ones); so is one still watched (a
         # drip's latest follows: named, not counted), and so is one the platform made
         sharing: list[str] = []
-        seen: list[Seen] = []
+        places: list[dict[str, Seen]] = []  # the devices and addresses several used
         if low:
             seen = [(j[1], j[4], j[5], j[6], j[7]) for j in chain(model.judged, model.platform)]
             seen += [(a, device, ip, None, None) for _, a, device, ip in model.started]
+            places = _shared_places(seen)
             lows = {j[1] for j in model.judged if j[2]}
-            sharing = _sharers(seen, lows, cfg.shared_low_share)
+            sharing = _sharers(places, lows, cfg.shared_low_share)
         suspect = len(low) + sum(a in followers for a in sharing)
         model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
         if usual is None or not low or suspect < bar:
@@ -624,8 +625,7 @@ class SilentFollowersStage(Stage):
         # if they too are far more than the platform's followers at the time explain:
         # where the farm's accounts share their phones and proxies, the quiet ones on
         # their own are mostly the account's quiet readers.
-        shared = _on_shared(seen)
-        alone = followers - shared
+        alone = followers.difference(*places)
         alone_low = [a for a in low if a in alone]
         alone_named = len(alone_low) >= self._bar(len(alone), fewest, usual)
         nameable = low if alone_named else [a for a in low if a not in alone]
@@ -713,22 +713,18 @@ Seen = tuple[str, str, str, int | None, float | None]
 """(follower, device, address, actions, usual): '' or None for what is not known."""
 
 
-def _sharers(seen: list[Seen], low: set[str], low_share: float) -> list[str]:
-    """Of the followers `seen`, those not low-activity on a farm's device or address: one
-    that several used, at least half of those judged low-activity, or who together took
-    at most `low_share` of what as many usual followers take (a farm's accounts, each
-    clicking now and then: what one does is no evidence, but several alike on one phone
-    or proxy are). A carrier's address, shared by a cross-section of readers, is not."""
+def _sharers(places: list[dict[str, Seen]], low: set[str], low_share: float) -> list[str]:
+    """Of the followers on `places` (`_shared_places`), those not low-activity on a
+    farm's device or address: at least half of its followers judged low-activity, or
+    together they took at most `low_share` of what as many usual followers take (a
+    farm's accounts, each clicking now and then: what one does is no evidence, but
+    several alike on one phone or proxy are). A carrier's address, shared by a
+    cross-section of readers, is not."""
     farmed: set[str] = set()
-    for users in _shared_places(seen):
+    for users in places:
         if _farmed(users, low, low_share):
             farmed.update(users)
     return sorted(farmed - low)
-
-
-def _on_shared(seen: list[Seen]) -> set[str]:
-    """The followers `seen` on a device or an address another of them also used."""
-    return {a for users in _shared_places(seen) for a in users}
 
 
 def _shared_places(seen: list[Seen]) -> list[dict[str, Seen]]:
