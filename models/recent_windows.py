@@ -36,6 +36,16 @@ def remember(
     return (recent[-keep:] if len(recent) > keep else recent) + point
 
 
+def restate(
+    recent: bytes | None, end: int, observed: float, expected: float, points: int
+) -> bytes | None:
+    """`recent` with its last window, the one ending at `end`, said again with other
+    counts (a finding judged by another count than the window's chart)."""
+    if recent and _POINT.unpack(recent[-_POINT.size :])[0] == end:
+        recent = recent[: -_POINT.size]
+    return remember(recent, end, observed, expected, points)
+
+
 def as_series(recent: bytes | None, digits: int = 2) -> dict[str, list[Any]]:
     """The record as `{"t": [...], "value": [...], "expected": [...]}`, oldest first
     (whole counts as integers, the expected level rounded to `digits`)."""

@@ -138,6 +138,9 @@ def _hoarded_bar(f: Finding) -> float:
 
 def _silent_bar(f: Finding) -> float:
     cfg = DEFAULTS.detectors.silent_followers
+    if f.evidence["kind"] == "settled":  # followers a case left to settle: as it is said again
+        assert f.evidence["bar"] in (1, cfg.renotify_new)  # (1: the input ended)
+        return f.evidence["bar"]
     fewest = cfg.min_silent if f.evidence["kind"] == "follow_up" else cfg.min_silent_alone
     bar = max(fewest, cfg.min_silent_share * f.evidence["established_follows"])
     assert f.evidence["bar"] >= round(bar, 2)  # and above the platform's share, by z

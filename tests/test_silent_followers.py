@@ -514,3 +514,50 @@ def test_a_silent_follow_record_carries_the_facts_of_its_first_low_followers_by_
         "device": "d0",  # its earliest follow's, not the later one's
     }
     assert described["f001"]["device"] == "d1"  # from the first follow that says
+
+
+def test_one_quiet_reader_beside_a_busy_one_on_a_carriers_line_is_no_farm() -> None:
+    """A carrier's address shared by two readers of the account, one quiet and one busy,
+    names neither; a phone two quiet accounts share with a busy one names the busy one
+    too, and so does a quiet account's phone whose other follower is still watched."""
+    from pipeline.detectors.silent_followers import _shared_places, _sharers
+
+    seen = [  # (follower, device, address, actions, the usual follower's over the span)
+        ("quiet", "d1", "100.64.0.1", 1, 8.3),
+        ("busy", "d2", "100.64.0.1", 38, 9.8),
+        ("farm-a", "phone", "10.0.0.1", 0, 9.0),
+        ("farm-b", "phone", "10.0.0.2", 1, 9.0),
+        ("farm-c", "phone", "10.0.0.3", 12, 9.0),
+        ("farm-d", "phone2", "10.0.0.4", 0, 9.0),
+        ("farm-e", "phone2", "10.0.0.5", None, None),  # still watched
+    ]
+    low = {"quiet", "farm-a", "farm-b", "farm-d"}
+    assert _sharers(_shared_places(seen), low, 0.5) == ["farm-c", "farm-e"]
+
+
+def test_quiet_followers_of_their_own_are_named_once_they_stay_quiet() -> None:
+    """A drip of accounts each on a phone and line of its own, and readers who follow the
+    same account as quietly but take to clicking within the next hours: the account is
+    flagged at once, the drip's members once they have stayed quiet for `settle_ms`,
+    and the readers not at all."""
+    cfg = SETTINGS.detectors.silent_followers
+    p = Platform(seed=9)
+    p.reading(T0, T0 + 7 * HOUR, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + HOUR, per_hour=150, hours=3, busy=False)
+    woke = [f"late{i}" for i in range(30)]
+    for k, reader in enumerate(woke):  # quiet around the follow, then reading as readers do
+        ts = T0 + HOUR + k * 5 * MINUTE
+        p._follow(ts, reader, "mid")
+        for minutes in range(30, 115, 12):
+            p.b.add("click", ts + minutes * MINUTE, reader, target="creator2",
+                    content_id="creator2-post")  # fmt: skip
+    silent = [f for f in _run(p.lines()) if f.detector == "silent_followers"]
+    first = min(silent, key=lambda f: f.ts)
+    assert first.ts <= T0 + 2 * HOUR and first.evidence["settling"] > 0
+    follows = {e["actor"]: e["ts"] for e in p.b.events if e["type"] == "follow"}
+    named = {m: f.window_end for f in silent for m in f.members}
+    assert not named.keys() & set(woke)
+    judged = {a for a in drip if follows[a] < T0 + 4 * HOUR - cfg.observe_ms}
+    assert len(named.keys() & judged) >= 0.9 * len(judged)
+    assert all(named[a] >= follows[a] + cfg.settle_ms for a in named.keys() & drip)
+    assert any(f.evidence["kind"] == "settled" for f in silent)

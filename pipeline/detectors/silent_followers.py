@@ -28,8 +28,10 @@ beside `follower_jump` answer it through derived streams (`pipeline.core.derived
         address with a low-activity one (each record carries the follows that started
         being watched in its window, with their device and address). The low-activity
         ones on a device and address of their own are named only if they, too, are far
-        more than the platform's followers explain: where a farm shares its phones and
-        proxies, the quiet ones on their own are mostly the account's quiet readers.
+        more than the platform's followers explain, and only once `follower_activity`
+        has watched them on for `settle_ms` and found them still quiet: where a farm
+        shares its phones and proxies, the quiet ones on their own are mostly the
+        account's quiet readers, and a reader wakes up sooner or later.
 
 When the input ends (a replay of a slice of the logs), the followers still watched are
 judged on what was seen of them: a drip running to the slice's end is named to its end.
@@ -66,7 +68,7 @@ from typing import TYPE_CHECKING, Any
 from models.activity import ActivityCounts
 from models.activity_norm import ActivityNorm
 from models.follower_composition import PLATFORM_FLOWS
-from models.recent_windows import remember
+from models.recent_windows import remember, restate
 from pipeline.contract.events import EVENT_TYPES
 from pipeline.contract.findings import Finding, fabricated, make_finding, severity_of
 from pipeline.core.derived import Derived
@@ -101,6 +103,8 @@ class SilentFollowersSettings(DetectorSettings):
     generation_ms: PositiveInt
     lookback_ms: PositiveInt
     observe_ms: PositiveInt
+    settle_ms: PositiveInt
+    awake_share: PositiveShare
     norm_min_span_ms: PositiveInt
     norm_followers: PositiveInt
     norm_per_account: PositiveInt
@@ -129,6 +133,11 @@ class SilentFollowersSettings(DetectorSettings):
             )
         if self.generation_ms > self.lookback_ms:
             raise ConfigError(f"{where}: need generation_ms <= lookback_ms")
+        if not self.observe_ms <= self.settle_ms <= self.lookback_ms + self.observe_ms:
+            raise ConfigError(
+                f"{where}: need observe_ms <= settle_ms <= lookback_ms + observe_ms "
+                "(the actions counted reach that far back)"
+            )
         if self.memory_ms < jumps.window_ms:
             raise ConfigError(f"{where}: memory_ms must cover follower_jump.window_ms")
         needed = self.observe_ms + self.accumulate_ms + self.window_ms + self.judge_ms
@@ -198,7 +207,7 @@ class ActivityModel:
     when it has been watched, its followers being watched (shard -> [(first generation
     counted, follow)]) and its norm of follower activity."""
 
-    __slots__ = ("counts", "follows", "norms", "registered", "since", "watched")
+    __slots__ = ("counts", "follows", "norms", "registered", "settling", "since", "watched")
 
     def __init__(self, generation_ms: int, keep_ms: int) -> None:
         self.counts = ActivityCounts(generation_ms, keep_ms)
@@ -208,6 +217,14 @@ class ActivityModel:
         self.since: dict[str, int] = {}  # shard -> the start of its first window
         self.watched: dict[str, deque[tuple[int, Any]]] = {}  # oldest follow first
         self.norms: dict[str, ActivityNorm] = {}  # shard -> its followers lately
+        # shard -> the low-activity followers watched on to `settle_ms`, oldest first:
+        # (follow ts, follower, followed account, the usual follower's actions per hour)
+        self.settling: dict[str, deque[tuple[int, str, str, float]]] = {}
+
+    def __setstate__(self, state: tuple[None, dict[str, Any]]) -> None:
+        self.settling = {}  # (pickled before followers were watched on)
+        for name, value in state[1].items():
+            setattr(self, name, value)
 
 
 class FollowerActivityStage(WholeWindowStage):
@@ -359,10 +376,13 @@ class FollowerActivityStage(WholeWindowStage):
         platform: dict[tuple[str, str], list[Row]] = defaultdict(list)
         theirs: dict[tuple[str, str], list[Any]] = defaultdict(list)
         shares: dict[str, float | None] = {}
+        settled: dict[tuple[str, str], list[tuple[int, str, bool]]] = defaultdict(list)
         for shard in sorted(shards):
             shares[shard] = self._watched_out(model, shard, end, rows, platform, theirs)
+            self._settled(model, shard, end, settled)
         out: list[Derived] = []
-        for target, shard in sorted(rows.keys() | started.keys() | platform.keys()):
+        keys = rows.keys() | started.keys() | platform.keys() | settled.keys()
+        for target, shard in sorted(keys):
             judged = rows.get((target, shard), [])
             made = platform.get((target, shard), [])
             low = sorted({a for _, a, is_low, *_ in chain(judged, made) if is_low})
@@ -381,6 +401,9 @@ class FollowerActivityStage(WholeWindowStage):
                         "platform": sorted(made, key=_row),
                         # [(ts, follower, device, address)]: watched from now on
                         "started": sorted(started.get((target, shard), []), key=_row),
+                        # [(ts, follower, awake)]: low-activity followers watched on to
+                        # settle_ms; awake ones took more than a low-activity one would
+                        "settled": sorted(settled.get((target, shard), []), key=_row),
                         "low_share": shares[shard],  # the shard's, before these
                         # what the follows say of the first low followers by id
                         "facts": member_facts(theirs[(target, shard)], low) if low else {},
@@ -445,10 +468,39 @@ class FollowerActivityStage(WholeWindowStage):
             into[(e.target, shard)].append(row)
             if low:
                 theirs[(e.target, shard)].append(e)
+                if not made:  # watched on: a quiet reader wakes up sooner or later
+                    settling = model.settling.get(shard)
+                    if settling is None:
+                        settling = model.settling[shard] = deque()
+                    settling.append((e.ts, e.actor, e.target, usual))
             if end - first >= teach and not made:
                 learned.append((e.target, actions / span_h, low))
         norm.learn(learned)
         return share
+
+    def _settled(
+        self,
+        model: ActivityModel,
+        shard: str,
+        end: int,
+        into: dict[tuple[str, str], list[tuple[int, str, bool]]],
+    ) -> None:
+        """The shard's low-activity followers watched on for `settle_ms` after their follow
+        (all of them when the input ended): awake when the actions they took since the
+        follow are more than `awake_share` of the usual follower's over that span (a
+        quiet reader reads again; a bought account stays quiet)."""
+        cfg = self.cfg
+        settling = model.settling.get(shard)
+        if not settling:
+            return
+        due = end if self.ending else end - cfg.settle_ms
+        generation = cfg.generation_ms
+        while settling and settling[0][0] < due:
+            ts, follower, target, usual = settling.popleft()
+            first = ts - ts % generation  # counts are kept by whole generation
+            actions = model.counts.since(follower, first)
+            awake = actions > cfg.awake_share * usual * (end - first) / HOUR_MS
+            into[(target, shard)].append((ts, follower, awake))
 
 
 Judged = tuple[int, str, bool, float | None, str, str, int | None, float | None]
@@ -464,10 +516,16 @@ class SilentMemory:
     what their records said of the low ones ((ts, follower, facts)); its latest
     follower_jump flag ((window end, finding, score)); its latest judged windows, for a
     chart; the followers its findings named (follower -> when), while they are
-    remembered; and the followers the platform made, judged (no evidence, but named when
-    they share a device or address with a low-activity one)."""
+    remembered; the followers the platform made, judged (no evidence, but named when
+    they share a device or address with a low-activity one); the low-activity followers
+    on a device and address of their own that a case would name, waiting to be settled
+    (follower -> (follow ts, the case's score)); and the low-activity followers settled
+    (follower -> (follow ts, awake))."""
 
-    __slots__ = ("facts", "judged", "jump", "platform", "recent", "reported", "started")
+    __slots__ = (
+        "facts", "judged", "jump", "pending", "platform", "recent", "reported", "settled",
+        "started",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.judged: list[Judged] = []
@@ -477,14 +535,16 @@ class SilentMemory:
         self.reported: dict[str, int] = {}
         self.started: list[tuple[int, str, str, str]] = []
         self.platform: list[Judged] = []
+        self.pending: dict[str, tuple[int, float]] = {}
+        self.settled: dict[str, tuple[int, bool]] = {}
 
     def __getstate__(self) -> tuple[Any, ...]:
         state = self.judged, self.facts, self.jump, self.recent, self.reported
-        return (*state, self.started, self.platform, "judged")
+        return (*state, self.started, self.platform, self.pending, self.settled, "judged")
 
     def __setstate__(self, state: Any) -> None:
         self.judged, self.facts, self.jump, self.recent, self.reported = [], [], None, None, {}
-        self.started, self.platform = [], []
+        self.started, self.platform, self.pending, self.settled = [], [], {}, {}
         if state[0] is None:  # pickled before the facts: (None, {"follows": [...]})
             self.judged = [_whole((ts, a, True, None)) for ts, a in state[1]["follows"]]
         elif state[-1] != "judged":  # (silent follows, facts[, chart]): silent = low
@@ -495,6 +555,8 @@ class SilentMemory:
             judged, self.facts, self.jump, self.recent, self.reported = state[:5]
             self.started = state[5] if len(state) > 6 else []  # (before the watched ones)
             made = state[6] if len(state) > 7 else []  # (before platform follows)
+            if len(state) > 9:  # (before followers were settled)
+                self.pending, self.settled = state[7], state[8]
             self.judged = [_whole(j) for j in judged]
             self.platform = [_whole(j) for j in made]
 
@@ -538,9 +600,18 @@ class SilentFollowersStage(Stage):
         if model.platform:
             model.platform = [j for j in model.platform if j[0] >= horizon]
         if model.facts:
-            model.facts = [f for f in model.facts if f[0] >= horizon]
+            pending = model.pending  # (described when named, once settled)
+            model.facts = [f for f in model.facts if f[0] >= horizon or f[1] in pending]
         if model.reported:
             model.reported = {a: t for a, t in model.reported.items() if t >= horizon}
+        settling = horizon - cfg.settle_ms  # (the followers waiting to settle, and settled)
+        if model.pending:
+            model.pending = {a: p for a, p in model.pending.items() if p[0] >= settling}
+        if model.settled:  # (kept for the followers waiting, or that may yet wait)
+            pending = model.pending
+            model.settled = {
+                a: s for a, s in model.settled.items() if s[0] >= horizon or a in pending
+            }
         # follows made before `until` have all been watched out by now (or the input
         # ended, and they were judged on what was seen of them)
         until = end if self.ending else end - cfg.observe_ms - cfg.window_ms
@@ -563,6 +634,56 @@ class SilentFollowersStage(Stage):
             bar = max(bar, expected + cfg.min_excess_z * sd)
         return bar
 
+    def _settled_finding(
+        self, key: str, model: SilentMemory, ripe: list[str], now: int
+    ) -> Finding | None:
+        """The followers on a device and address of their own that an earlier case of the
+        account left to settle and that stayed quiet: named now, though its latest
+        followers make no case (the drip has ended, or the input has)."""
+        cfg = self.cfg
+        fresh = [a for a in ripe if a not in model.reported]
+        if len(fresh) < (1 if self.ending else cfg.renotify_new):
+            return None  # (named once enough have settled, as a case is said again)
+        members = fresh[: cfg.max_members]
+        cases = [model.pending.pop(a) for a in members]
+        score = max(score for _, score in cases)
+        severity = severity_of(score, self.severity)
+        if severity is None:
+            return None
+        since, until = min(ts for ts, _ in cases), max(ts for ts, _ in cases) + 1
+        model.reported.update((a, now) for a in members)
+        need = 1 if self.ending else cfg.renotify_new  # the fewest that flag
+        chart = restate(model.recent, now, len(members), need, cfg.series_points)
+        return make_finding(
+            detector=self.detector,
+            article=cfg.article,
+            subject_type="account",
+            subject_id=key,
+            window_start=since,
+            window_end=now,
+            score=score,
+            severity=severity,
+            members=members,
+            evidence={
+                "follows_from": since,
+                "follows_until": until,
+                "follower_jump_finding": None,
+                "kind": "settled",
+                "silent": len(members),
+                "settle_ms": cfg.settle_ms,
+                "bar": need,
+                "fabricated": fabricated(follow=len(members)),
+                **series(chart),
+                "member_facts": _member_facts(model, members, since, until),
+                "explanation": (
+                    f"{len(members)} established accounts that followed on a device and "
+                    "address of their own, low-activity followers of a case made earlier "
+                    f"against this account, stayed quiet for {cfg.settle_ms / 60_000:g} min "
+                    "after their follow"
+                ),
+            },
+        )
+
     @staticmethod
     def _take(model: SilentMemory, data: dict[str, Any]) -> int:
         """A `silent_follow` record: followers watched out, and facts of the low ones."""
@@ -581,13 +702,16 @@ class SilentFollowersStage(Stage):
             (int(ts), str(a), *_seen_on(where)[:2]) for ts, a, *where in data.get("started", ())
         ]
         model.started.extend(started)
+        settled = data.get("settled", ())
+        for ts, a, awake in settled:
+            model.settled[str(a)] = (int(ts), bool(awake))
         facts = data.get("facts") or {}
         if facts:
             first: dict[str, int] = {}
             for ts, a, *_ in chain(judged, made):
                 first[a] = min(first.get(a, ts), ts)
             model.facts.extend((first[a], a, known) for a, known in facts.items() if a in first)
-        return len(judged) + len(made) + len(started)
+        return len(judged) + len(made) + len(started) + len(settled)
 
     def _judge(
         self, key: str, model: SilentMemory, since: int, until: int, now: int
@@ -618,50 +742,66 @@ class SilentFollowersStage(Stage):
             sharing = _sharers(places, lows, cfg.shared_low_share)
         suspect = len(low) + sum(a in followers for a in sharing)
         model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
+        ripe = _ripe(model)
         if usual is None or not low or suspect < bar:
-            return None
+            return self._settled_finding(key, model, ripe, now) if ripe else None
         # The case is made; its members are named by what they share. The low-activity
         # followers who share no device or address with another follower are named only
-        # if they too are far more than the platform's followers at the time explain:
-        # where the farm's accounts share their phones and proxies, the quiet ones on
-        # their own are mostly the account's quiet readers.
+        # if they too are far more than the platform's followers at the time explain,
+        # and only once they have stayed quiet for `settle_ms`: where the farm's accounts
+        # share their phones and proxies, the quiet ones on their own are mostly the
+        # account's quiet readers, and a reader wakes up sooner or later.
         alone = followers.difference(*places)
         alone_low = [a for a in low if a in alone]
         alone_named = len(alone_low) >= self._bar(len(alone), fewest, usual)
-        nameable = low if alone_named else [a for a in low if a not in alone]
+        share = suspect / max(established, 1)
+        score = share if not after_jump else jump[2] + (1.0 - jump[2]) * share  # type: ignore[index]
+        held = bool(model.reported or model.pending)  # a case holds followers already
+        if alone_named:
+            when = {j[1]: j[0] for j in span}
+            for a in alone_low:
+                if a not in model.reported and a not in model.pending:
+                    model.pending[a] = (when[a], score)
+            ripe = _ripe(model)
+        nameable = [a for a in low if a not in alone]
+        nameable += [a for a in ripe if a not in set(nameable)]
         named = model.reported
         new = [a for a in nameable if a not in named]
         fresh = new + [a for a in sharing if a not in named]
-        if named and len(fresh) < cfg.renotify_new:
+        if held and len(fresh) < (1 if self.ending else cfg.renotify_new):
             return None  # a case holds them already: said again once enough are new
-        share = suspect / max(established, 1)
-        score = share if not after_jump else jump[2] + (1.0 - jump[2]) * share  # type: ignore[index]
         severity = severity_of(score, self.severity)
         if severity is None:
             return None
         members = (fresh + [a for a in nameable if a in named])[: cfg.max_members]  # new first
         minutes = (until - since) / 60_000
         named.update((a, now) for a in members)
+        described = since  # (members that settled followed before the span)
+        for a in members:
+            case = model.pending.pop(a, None)
+            if case is not None:
+                described = min(described, case[0])
         when = "after an abnormal follower jump" if after_jump else "no history needed"
         return make_finding(
             detector=self.detector,
             article=cfg.article,
             subject_type="account",
             subject_id=key,
-            window_start=since,
+            window_start=described,  # (its members that settled followed earlier)
             window_end=now,  # when the last of them had been watched: the finding's time
             score=score,
             severity=severity,
             members=members,
             evidence={
-                "follows_from": since,
+                "follows_from": described,
                 "follows_until": until,
                 "follower_jump_finding": jump[1] if after_jump else None,  # type: ignore[index]
                 "kind": "follow_up" if after_jump else "composition",
                 "silent": len(low),
                 "sharers": len(sharing),  # on a device or address a silent one used
                 "silent_alone": len(alone_low),  # on a device and address of their own
-                "silent_alone_named": alone_named,
+                "silent_alone_named": alone_named,  # (once settled)
+                "settling": len(model.pending),  # to be named once settled
                 "suspect": suspect,  # the silent and the judged sharers: against the bar
                 "established_follows": established,
                 "silent_share": round(len(low) / max(established, 1), 3),
@@ -670,7 +810,7 @@ class SilentFollowersStage(Stage):
                 "bar": round(bar, 2),  # the fewest that flag: the chart's expected
                 "fabricated": fabricated(follow=len(low)),
                 **series(model.recent),
-                "member_facts": _member_facts(model, members, since, until),
+                "member_facts": _member_facts(model, members, described, until),
                 "explanation": (
                     f"{len(low)} of the {established} established accounts that followed in "
                     f"{minutes:g} min ({when}) took at most {cfg.low_share:.0%} of the usual "
@@ -688,9 +828,31 @@ class SilentFollowersStage(Stage):
                         if alone_low and not alone_named
                         else ""
                     )
+                    + (
+                        f"; {len(model.pending)} on a device and address of their own are "
+                        f"named once they have stayed quiet for {cfg.settle_ms / 60_000:g} "
+                        "min after their follow"
+                        if model.pending
+                        else ""
+                    )
                 ),
             },
         )
+
+
+def _ripe(model: SilentMemory) -> list[str]:
+    """The followers waiting to be settled that stayed quiet, by id; those that woke up
+    are forgotten (a quiet reader after all)."""
+    ripe = []
+    for a in sorted(model.pending):
+        settled = model.settled.get(a)
+        if settled is None:
+            continue
+        if settled[1]:
+            del model.pending[a]
+        else:
+            ripe.append(a)
+    return ripe
 
 
 def _seen_on(where: list[Any]) -> tuple[str, str, int | None, float | None]:
@@ -715,11 +877,11 @@ Seen = tuple[str, str, str, int | None, float | None]
 
 def _sharers(places: list[dict[str, Seen]], low: set[str], low_share: float) -> list[str]:
     """Of the followers on `places` (`_shared_places`), those not low-activity on a
-    farm's device or address: at least half of its followers judged low-activity, or
-    together they took at most `low_share` of what as many usual followers take (a
-    farm's accounts, each clicking now and then: what one does is no evidence, but
-    several alike on one phone or proxy are). A carrier's address, shared by a
-    cross-section of readers, is not."""
+    farm's device or address: at least half of its followers judged low-activity (two
+    or more of them, unless no other was judged), or together they took at most
+    `low_share` of what as many usual followers take (a farm's accounts, each clicking
+    now and then: what one does is no evidence, but several alike on one phone or proxy
+    are). A carrier's address, shared by a cross-section of readers, is not."""
     farmed: set[str] = set()
     for users in places:
         if _farmed(users, low, low_share):
@@ -743,8 +905,9 @@ def _farmed(users: dict[str, Seen], low: set[str], low_share: float) -> bool:
     """Whether the followers on one device or address look like a farm's (`_sharers`)."""
     quiet = len(users.keys() & low)
     judged = [(u[3], u[4]) for u in users.values() if u[3] is not None and u[4] is not None]
-    if quiet and 2 * quiet >= max(len(judged), 1):
-        return True
+    busy = len(judged) - quiet  # judged, and not low-activity
+    if quiet and (busy <= 0 or (quiet >= 2 and quiet >= busy)):
+        return True  # (one quiet reader beside a busy one on a carrier's line: no farm)
     if len(judged) < 2:
         return False
     return sum(n for n, _ in judged) <= low_share * sum(e for _, e in judged)  # type: ignore[misc]
