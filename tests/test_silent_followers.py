@@ -561,3 +561,29 @@ def test_quiet_followers_of_their_own_are_named_once_they_stay_quiet() -> None:
     assert len(named.keys() & judged) >= 0.9 * len(judged)
     assert all(named[a] >= follows[a] + cfg.settle_ms for a in named.keys() & drip)
     assert any(f.evidence["kind"] == "settled" for f in silent)
+
+
+def test_a_slice_ending_names_every_quiet_follower_still_settling_a_finding_at_a_time() -> None:
+    """A log that ends 80 minutes into a drip of accounts each on a phone and line of
+    its own: none has been watched on for `settle_ms`, so the end of the input settles
+    them all on what was seen, and they are named however many, `max_members` to a
+    finding."""
+    settings = load_settings(
+        overrides={
+            "kafka": {"partitions": 2},
+            "detectors": {"silent_followers": {"max_members": 40}},
+        }
+    )
+    p = Platform(seed=10)
+    p.reading(T0, T0 + 90 * MINUTE, clicks_per_hour=6000, target="mid")
+    drip = p.drip("mid", T0 + 10 * MINUTE, per_hour=300, hours=1, busy=False)
+    stages = [s for s in build_stages(settings) if s.detector in CHAIN]
+    engine = Engine(settings, stages=stages)
+    lines = p.lines()
+    found = engine.process(lines, "t").findings + engine.finish().findings
+    silent = [f for f in found if f.detector == "silent_followers"]
+    assert len({f.finding_id for f in silent}) == len(silent)
+    assert all(len(f.members) <= 40 for f in silent)
+    assert sum(f.evidence["kind"] == "settled" for f in silent) >= 2
+    named = {m for f in silent for m in f.members}
+    assert len(named & drip) >= 0.9 * len(drip) and len(named - drip) <= 0.02 * len(named)

@@ -619,8 +619,11 @@ class SilentFollowersStage(Stage):
             model.started = [r for r in model.started if r[0] >= until]
         if not fresh:
             return []
-        finding = self._judge(key, model, until - cfg.accumulate_ms, until, end)
-        return [] if finding is None else [finding]
+        found = self._judge(key, model, until - cfg.accumulate_ms, until, end)
+        if self.ending and model.pending:  # the rest of those settled: no later case
+            taken = {f.window_start for f in found}
+            found += self._settled_findings(key, model, _ripe(model), end, taken)
+        return found
 
     def _bar(self, followers: int, fewest: int, usual: float | None) -> float:
         """The fewest low-activity followers, of `followers`, that are a campaign's: at
@@ -634,55 +637,67 @@ class SilentFollowersStage(Stage):
             bar = max(bar, expected + cfg.min_excess_z * sd)
         return bar
 
-    def _settled_finding(
-        self, key: str, model: SilentMemory, ripe: list[str], now: int
-    ) -> Finding | None:
+    def _settled_findings(
+        self, key: str, model: SilentMemory, ripe: list[str], now: int, taken: set[int]
+    ) -> list[Finding]:
         """The followers on a device and address of their own that an earlier case of the
         account left to settle and that stayed quiet: named now, though its latest
-        followers make no case (the drip has ended, or the input has)."""
+        followers make no case (the drip has ended, or the input has), `max_members` to
+        a finding (`taken`: the window starts of the account's findings at `now`)."""
         cfg = self.cfg
         fresh = [a for a in ripe if a not in model.reported]
-        if len(fresh) < (1 if self.ending else cfg.renotify_new):
-            return None  # (named once enough have settled, as a case is said again)
-        members = fresh[: cfg.max_members]
-        cases = [model.pending.pop(a) for a in members]
-        score = max(score for _, score in cases)
-        severity = severity_of(score, self.severity)
-        if severity is None:
-            return None
-        since, until = min(ts for ts, _ in cases), max(ts for ts, _ in cases) + 1
-        model.reported.update((a, now) for a in members)
         need = 1 if self.ending else cfg.renotify_new  # the fewest that flag
-        chart = restate(model.recent, now, len(members), need, cfg.series_points)
-        return make_finding(
-            detector=self.detector,
-            article=cfg.article,
-            subject_type="account",
-            subject_id=key,
-            window_start=since,
-            window_end=now,
-            score=score,
-            severity=severity,
-            members=members,
-            evidence={
-                "follows_from": since,
-                "follows_until": until,
-                "follower_jump_finding": None,
-                "kind": "settled",
-                "silent": len(members),
-                "settle_ms": cfg.settle_ms,
-                "bar": need,
-                "fabricated": fabricated(follow=len(members)),
-                **series(chart),
-                "member_facts": _member_facts(model, members, since, until),
-                "explanation": (
-                    f"{len(members)} established accounts that followed on a device and "
-                    "address of their own, low-activity followers of a case made earlier "
-                    f"against this account, stayed quiet for {cfg.settle_ms / 60_000:g} min "
-                    "after their follow"
-                ),
-            },
-        )
+        if len(fresh) < need:
+            return []  # (named once enough have settled, as a case is said again)
+        found = []
+        for at in range(0, len(fresh), cfg.max_members):
+            members = fresh[at : at + cfg.max_members]
+            cases = [model.pending[a] for a in members]
+            score = max(score for _, score in cases)
+            severity = severity_of(score, self.severity)
+            if severity is None:
+                continue  # (still waiting: named by a case that scores)
+            for a in members:
+                del model.pending[a]
+            since, until = min(ts for ts, _ in cases), max(ts for ts, _ in cases) + 1
+            start = since
+            while start in taken:  # one id per finding: (account, window start, end)
+                start += 1
+            taken.add(start)
+            model.reported.update((a, now) for a in members)
+            chart = restate(model.recent, now, len(members), need, cfg.series_points)
+            found.append(
+                make_finding(
+                    detector=self.detector,
+                    article=cfg.article,
+                    subject_type="account",
+                    subject_id=key,
+                    window_start=start,
+                    window_end=now,
+                    score=score,
+                    severity=severity,
+                    members=members,
+                    evidence={
+                        "follows_from": since,
+                        "follows_until": until,
+                        "follower_jump_finding": None,
+                        "kind": "settled",
+                        "silent": len(members),
+                        "settle_ms": cfg.settle_ms,
+                        "bar": need,
+                        "fabricated": fabricated(follow=len(members)),
+                        **series(chart),
+                        "member_facts": _member_facts(model, members, since, until),
+                        "explanation": (
+                            f"{len(members)} established accounts that followed on a device "
+                            "and address of their own, low-activity followers of a case made "
+                            "earlier against this account, stayed quiet for "
+                            f"{cfg.settle_ms / 60_000:g} min after their follow"
+                        ),
+                    },
+                )
+            )
+        return found
 
     @staticmethod
     def _take(model: SilentMemory, data: dict[str, Any]) -> int:
@@ -715,8 +730,8 @@ class SilentFollowersStage(Stage):
 
     def _judge(
         self, key: str, model: SilentMemory, since: int, until: int, now: int
-    ) -> Finding | None:
-        """The followers of [since, until), judged once watched: a finding at `now`."""
+    ) -> list[Finding]:
+        """The followers of [since, until), judged once watched: findings at `now`."""
         cfg = self.cfg
         span = [j for j in model.judged if since <= j[0] < until]
         followers = {j[1] for j in span}
@@ -744,7 +759,7 @@ class SilentFollowersStage(Stage):
         model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
         ripe = _ripe(model)
         if usual is None or not low or suspect < bar:
-            return self._settled_finding(key, model, ripe, now) if ripe else None
+            return self._settled_findings(key, model, ripe, now, set()) if ripe else []
         # The case is made; its members are named by what they share. The low-activity
         # followers who share no device or address with another follower are named only
         # if they too are far more than the platform's followers at the time explain,
@@ -769,10 +784,10 @@ class SilentFollowersStage(Stage):
         new = [a for a in nameable if a not in named]
         fresh = new + [a for a in sharing if a not in named]
         if held and len(fresh) < (1 if self.ending else cfg.renotify_new):
-            return None  # a case holds them already: said again once enough are new
+            return []  # a case holds them already: said again once enough are new
         severity = severity_of(score, self.severity)
         if severity is None:
-            return None
+            return []
         members = (fresh + [a for a in nameable if a in named])[: cfg.max_members]  # new first
         minutes = (until - since) / 60_000
         named.update((a, now) for a in members)
@@ -782,62 +797,65 @@ class SilentFollowersStage(Stage):
             if case is not None:
                 described = min(described, case[0])
         when = "after an abnormal follower jump" if after_jump else "no history needed"
-        return make_finding(
-            detector=self.detector,
-            article=cfg.article,
-            subject_type="account",
-            subject_id=key,
-            window_start=described,  # (its members that settled followed earlier)
-            window_end=now,  # when the last of them had been watched: the finding's time
-            score=score,
-            severity=severity,
-            members=members,
-            evidence={
-                "follows_from": described,
-                "follows_until": until,
-                "follower_jump_finding": jump[1] if after_jump else None,  # type: ignore[index]
-                "kind": "follow_up" if after_jump else "composition",
-                "silent": len(low),
-                "sharers": len(sharing),  # on a device or address a silent one used
-                "silent_alone": len(alone_low),  # on a device and address of their own
-                "silent_alone_named": alone_named,  # (once settled)
-                "settling": len(model.pending),  # to be named once settled
-                "suspect": suspect,  # the silent and the judged sharers: against the bar
-                "established_follows": established,
-                "silent_share": round(len(low) / max(established, 1), 3),
-                "suspect_share": round(share, 3),  # the score's share, before any jump
-                "platform_silent_share": round(usual, 3),
-                "bar": round(bar, 2),  # the fewest that flag: the chart's expected
-                "fabricated": fabricated(follow=len(low)),
-                **series(model.recent),
-                "member_facts": _member_facts(model, members, described, until),
-                "explanation": (
-                    f"{len(low)} of the {established} established accounts that followed in "
-                    f"{minutes:g} min ({when}) took at most {cfg.low_share:.0%} of the usual "
-                    f"follower's actions ({', '.join(cfg.activity_types)}) in the hours "
-                    f"around their follow, where {usual:.0%} of the platform's followers do"
-                    + (
-                        f"; {len(sharing)} more followed from a device or address one of them used"
-                        if sharing
-                        else ""
-                    )
-                    + (
-                        f"; the {len(alone_low)} of them on a device and address of their own "
-                        "are not named: no more of those are quiet than the platform's "
-                        "followers are"
-                        if alone_low and not alone_named
-                        else ""
-                    )
-                    + (
-                        f"; {len(model.pending)} on a device and address of their own are "
-                        f"named once they have stayed quiet for {cfg.settle_ms / 60_000:g} "
-                        "min after their follow"
-                        if model.pending
-                        else ""
-                    )
-                ),
-            },
-        )
+        return [
+            make_finding(
+                detector=self.detector,
+                article=cfg.article,
+                subject_type="account",
+                subject_id=key,
+                window_start=described,  # (its members that settled followed earlier)
+                window_end=now,  # when the last of them had been watched: the finding's time
+                score=score,
+                severity=severity,
+                members=members,
+                evidence={
+                    "follows_from": described,
+                    "follows_until": until,
+                    "follower_jump_finding": jump[1] if after_jump else None,  # type: ignore[index]
+                    "kind": "follow_up" if after_jump else "composition",
+                    "silent": len(low),
+                    "sharers": len(sharing),  # on a device or address a silent one used
+                    "silent_alone": len(alone_low),  # on a device and address of their own
+                    "silent_alone_named": alone_named,  # (once settled)
+                    "settling": len(model.pending),  # to be named once settled
+                    "suspect": suspect,  # the silent and the judged sharers: against the bar
+                    "established_follows": established,
+                    "silent_share": round(len(low) / max(established, 1), 3),
+                    "suspect_share": round(share, 3),  # the score's share, before any jump
+                    "platform_silent_share": round(usual, 3),
+                    "bar": round(bar, 2),  # the fewest that flag: the chart's expected
+                    "fabricated": fabricated(follow=len(low)),
+                    **series(model.recent),
+                    "member_facts": _member_facts(model, members, described, until),
+                    "explanation": (
+                        f"{len(low)} of the {established} established accounts that followed in "
+                        f"{minutes:g} min ({when}) took at most {cfg.low_share:.0%} of the usual "
+                        f"follower's actions ({', '.join(cfg.activity_types)}) in the hours "
+                        f"around their follow, where {usual:.0%} of the platform's followers do"
+                        + (
+                            f"; {len(sharing)} more followed from a device or address "
+                            "one of them used"
+                            if sharing
+                            else ""
+                        )
+                        + (
+                            f"; the {len(alone_low)} of them on a device and address of their own "
+                            "are not named: no more of those are quiet than the platform's "
+                            "followers are"
+                            if alone_low and not alone_named
+                            else ""
+                        )
+                        + (
+                            f"; {len(model.pending)} on a device and address of their own are "
+                            f"named once they have stayed quiet for {cfg.settle_ms / 60_000:g} "
+                            "min after their follow"
+                            if model.pending
+                            else ""
+                        )
+                    ),
+                },
+            )
+        ]
 
 
 def _ripe(model: SilentMemory) -> list[str]:
