@@ -315,9 +315,11 @@ def test_the_records_pickle_and_state_pickled_before_them_loads() -> None:
     memory.judged, memory.recent = list(judged), record
     memory.started = [(T0 + 1, "c", "d2", "10.0.0.2")]
     memory.platform = [(T0 + 2, "p", True, 0.2, "d1", "", 0, 3.0)]
+    memory.pending, memory.settled = {"a": (T0, 0.8)}, {"a": (T0, False), "z": (T0, True)}
     again = pickle.loads(pickle.dumps(memory, protocol=pickle.HIGHEST_PROTOCOL))
     assert (again.judged, again.recent) == (judged, record)
     assert again.started == memory.started and again.platform == memory.platform
+    assert (again.pending, again.settled) == (memory.pending, memory.settled)
     old = SilentMemory.__new__(SilentMemory)  # (follows, facts), as pickled before the chart
     old.__setstate__(([(T0, "b")], [(T0, "b", {"device": "d"})]))
     assert old.judged == [(T0, "b", True, None, "", "", None, None)] and old.recent is None

@@ -448,6 +448,7 @@ def test_silent_memory_pickled_before_the_facts_still_loads() -> None:
     memory.__setstate__(([(T0, "a", False, 0.2, "d", "h")], [], None, None, {}, [], "judged"))
     assert memory.judged == [(T0, "a", False, 0.2, "d", "h", None, None)]  # before actions
     assert memory.platform == []  # before the platform's follows were judged
+    assert memory.pending == {} and memory.settled == {}  # before followers were settled
     memory.jump = (T0, "f1", 0.7)
     again = pickle.loads(pickle.dumps(memory, protocol=pickle.HIGHEST_PROTOCOL))
     assert (again.judged, again.facts, again.jump) == (memory.judged, memory.facts, memory.jump)
