@@ -757,8 +757,8 @@ class SilentFollowersStage(Stage):
             sharing = _sharers(places, lows, cfg.shared_low_share)
         suspect = len(low) + sum(a in followers for a in sharing)
         model.recent = remember(model.recent, now, suspect, bar, cfg.series_points)
-        ripe = _ripe(model)
         if usual is None or not low or suspect < bar:
+            ripe = _ripe(model) if model.pending else []
             return self._settled_findings(key, model, ripe, now, set()) if ripe else []
         # The case is made; its members are named by what they share. The low-activity
         # followers who share no device or address with another follower are named only
@@ -777,9 +777,9 @@ class SilentFollowersStage(Stage):
             for a in alone_low:
                 if a not in model.reported and a not in model.pending:
                     model.pending[a] = (when[a], score)
-            ripe = _ripe(model)
         nameable = [a for a in low if a not in alone]
-        nameable += [a for a in ripe if a not in set(nameable)]
+        shared_low = set(nameable)
+        nameable += [a for a in _ripe(model) if a not in shared_low]
         named = model.reported
         new = [a for a in nameable if a not in named]
         fresh = new + [a for a in sharing if a not in named]
